@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Run TVM's RPC server inside the emulated arm64 root (made by setup.sh), on loopback.
+#
+#   sudo tools/arm_emulator/start_rpc.sh ROOTDIR PORT                          # for --rpc 127.0.0.1:PORT
+#   sudo tools/arm_emulator/start_rpc.sh ROOTDIR PORT --tracker 127.0.0.1:9190 --key arm64-emu
+#
+# Runs in the foreground (Ctrl-C or SIGTERM to the process group stops it). The server binds
+# 127.0.0.1 only; a tracker address must be a loopback address as well. A server registered
+# with a tracker only accepts sessions handed out by that tracker (use --tracker/--key then).
+# With --tracker it is started on the host like this (also loopback only):
+#   .venv/bin/python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190 --port-end 9191
+#
+# /proc, /sys and /dev are mounted into the root in a private mount namespace (unshare), so
+# nothing stays mounted after the server exits; without unshare they are mounted directly.
+# Emulated timings are not performance figures.
+set -euo pipefail
+
+usage() { echo "usage: $0 ROOTDIR PORT [--tracker HOST:PORT --key KEY]" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+ROOT="$1"; PORT="$2"; shift 2
+TRACKER=""; KEY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tracker) TRACKER="${2:?}"; shift 2 ;;
+    --key) KEY="${2:?}"; shift 2 ;;
+    *) usage ;;
+  esac
+done
+[[ "$PORT" =~ ^[0-9]+$ ]] || usage
+[ "$(id -u)" = 0 ] || { echo "start_rpc.sh: needs root (chroot)" >&2; exit 1; }
+VENV_PY=/opt/tvm-venv/bin/python
+[ -e "$ROOT/.prunec-arm-ready" ] && [ -x "$ROOT$VENV_PY" ] \
+  || { echo "start_rpc.sh: $ROOT is not a ready emulated root; run tools/arm_emulator/setup.sh $ROOT" >&2; exit 1; }
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+  || { echo "start_rpc.sh: qemu-aarch64 is not registered with binfmt_misc; run setup.sh again" >&2; exit 1; }
+
+ARGS=(--host 127.0.0.1 --port "$PORT" --port-end "$((PORT + 1))")
+if [ -n "$TRACKER" ]; then
+  thost="${TRACKER%:*}"
+  case "$thost" in
+    127.*|localhost|::1|\[::1\]) ;;
+    *) echo "start_rpc.sh: tracker must be on a loopback address, got $TRACKER" >&2; exit 1 ;;
+  esac
+  [ -n "$KEY" ] || { echo "start_rpc.sh: --tracker needs --key KEY" >&2; exit 1; }
+  ARGS+=(--tracker "$TRACKER" --key "$KEY")
+fi
+
+# Inside the new mount namespace: mount what the runtime may read, then become the server.
+INNER='
+set -e
+ROOT="$1"; shift
+mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+mountpoint -q "$ROOT/sys" || mount -t sysfs sysfs "$ROOT/sys" 2>/dev/null || mount --rbind /sys "$ROOT/sys" 2>/dev/null || true
+[ -c "$ROOT/dev/null" ] && [ -c "$ROOT/dev/urandom" ] || mountpoint -q "$ROOT/dev" || mount --rbind /dev "$ROOT/dev"
+exec chroot "$ROOT" /usr/bin/env -i PATH=/opt/tvm-venv/bin:/usr/bin:/bin HOME=/root TMPDIR=/tmp \
+  PYTHONUNBUFFERED=1 "$@"
+'
+CMD=("$VENV_PY" -m tvm.exec.rpc_server "${ARGS[@]}")
+if unshare --mount --propagation private true 2>/dev/null; then
+  exec unshare --mount --propagation private bash -c "$INNER" inner "$ROOT" "${CMD[@]}"
+else
+  exec bash -c "$INNER" inner "$ROOT" "${CMD[@]}"
+fi

@@ -1,0 +1,79 @@
+"""Lowering pipeline: Relax graph -> fused TIR tasks -> (tuned | fast default) schedules -> library.
+
+Both models of a comparison go through exactly this function with the same arguments, so a
+speedup compares pruning, not compiler settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .target import ARM_CXX
+
+
+def fuse(mod, target, kind: str, fast: bool = True):
+    """Graph-level passes up to fused PrimFuncs: the units that get tuned or scheduled."""
+    import tvm
+    from tvm import relax
+
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings()]
+    if fast and kind in ("x86", "arm"):
+        from . import cpu_schedule
+
+        passes += cpu_schedule.layout_passes(target)
+    passes += [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def schedule_rest(mod, target, kind: str, fast: bool = True):
+    """Schedules every PrimFunc that the tuning database did not cover."""
+    if kind == "cuda":
+        from tvm.s_tir import dlight as dl
+
+        with target:
+            return dl.ApplyDefaultSchedule(
+                dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                dl.gpu.Fallback())(mod)
+    if fast:
+        from . import cpu_schedule
+
+        return cpu_schedule.schedule_module(mod, target)
+    return mod
+
+
+def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None],
+          fast: bool = True):
+    """Returns a relax Executable. If db_dir holds a tuning database, its records are applied
+    first (best measured schedule per workload); the rest get the fast default schedules."""
+    import tvm
+    from tvm import relax
+
+    mod = fuse(mod, target, kind, fast)
+    if db_dir and Path(db_dir, "database_workload.json").exists():
+        from tvm.s_tir import meta_schedule as ms
+
+        with target:
+            mod = relax.transform.MetaScheduleApplyDatabase(db_dir)(mod)
+        del ms
+    mod = schedule_rest(mod, target, kind, fast)
+    return tvm.compile(mod, target=target, relax_pipeline=relax.get_pipeline("default_build"))
+
+
+def export(ex, path: Path, kind: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "arm":
+        from tvm.support import cc
+
+        ex.export_library(str(path), fcompile=cc.cross_compiler(ARM_CXX))
+    else:
+        ex.export_library(str(path))
+    return path

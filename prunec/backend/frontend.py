@@ -1,0 +1,47 @@
+"""ONNX -> Relax import, with the input signature the artifact is loaded with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prunec.errors import PrunecError
+
+
+def onnx_signature(model, input_shapes: dict[str, list[int]]) -> dict:
+    """Graph inputs (initializers excluded) with static shapes and numpy dtypes, and output names."""
+    import onnx
+    from onnx import helper
+
+    inits = {i.name for i in model.graph.initializer}
+    inputs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        shape = list(input_shapes.get(vi.name, dims))
+        if any(d is None or d <= 0 for d in shape):
+            raise PrunecError(f"input {vi.name!r} has no static shape ({dims}); pass its shape")
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        inputs.append({"name": vi.name, "shape": [int(d) for d in shape], "dtype": dtype})
+    outputs = [o.name for o in model.graph.output]
+    del onnx
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def import_onnx(path: Path, input_shapes: dict[str, list[int]]):
+    """Returns (relax IRModule with weights embedded as constants, signature)."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = onnx.load(str(path))
+    sig = onnx_signature(model, input_shapes)
+    shape_dict = {i["name"]: i["shape"] for i in sig["inputs"]}
+    dtype_dict = {i["name"]: i["dtype"] for i in sig["inputs"]}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Renaming name input.1 to input_1": expected
+        mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict,
+                        keep_params_in_input=False)
+    return mod, sig

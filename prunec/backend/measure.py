@@ -1,0 +1,116 @@
+"""Local measurement: compiled TVM artifact vs ONNX Runtime, same inputs, same thread count."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_inputs(sig: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in sig["inputs"]:
+        dt = np.dtype(i["dtype"])
+        if dt.kind == "f":
+            out[i["name"]] = rng.standard_normal(i["shape"]).astype(dt)
+        elif dt.kind == "b":
+            out[i["name"]] = rng.integers(0, 2, i["shape"]).astype(dt)
+        else:  # ids/indices: keep small so that gathers stay in range
+            out[i["name"]] = rng.integers(0, 2, i["shape"]).astype(dt)
+    return out
+
+
+def stats_ms(seconds: list[float]) -> dict:
+    a = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {"median": round(float(np.median(a)), 4), "p10": round(float(np.percentile(a, 10)), 4),
+            "p90": round(float(np.percentile(a, 90)), 4), "std": round(float(a.std()), 4),
+            "n": int(a.size)}
+
+
+def set_tvm_threads(n: int) -> None:
+    import tvm
+
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    f = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+    if f is not None:
+        f(1, n)  # mode 1 = big cores; n worker threads
+
+
+def _flatten(v) -> list[np.ndarray]:
+    import tvm
+
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "Array":
+        return [a for x in v for a in _flatten(x)]
+    if isinstance(v, tvm.runtime.Tensor):
+        return [v.numpy()]
+    return [np.asarray(v)]
+
+
+def load_vm(lib_path: Path, dev=None):
+    import tvm
+    from tvm import relax
+
+    dev = dev or tvm.cpu()
+    lib = tvm.runtime.load_module(str(lib_path))
+    return relax.VirtualMachine(lib, dev), dev
+
+
+def tvm_run_and_time(lib_path: Path, sig: dict, inputs: dict, repeat: int, dev=None,
+                     min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
+    """Latency stats (ms) of `main` and its outputs. Each of `repeat` samples averages as many
+    runs as fit in min_repeat_ms, after one untimed warm-up run."""
+    import tvm
+
+    vm, dev = load_vm(lib_path, dev)
+    args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in sig["inputs"]]
+    outs = _flatten(vm["main"](*args))  # warm-up + outputs
+    fte = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    res = fte(*args)
+    return stats_ms(list(res.results)), outs
+
+
+def ort_run_and_time(onnx_path: Path, inputs: dict, threads: int, repeat: int,
+                     min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    outs = sess.run(None, inputs)
+    for _ in range(2):
+        sess.run(None, inputs)
+    samples = []
+    for _ in range(repeat):  # same sampling scheme as time_evaluator above
+        n, t0 = 0, time.perf_counter()
+        while True:
+            sess.run(None, inputs)
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt * 1e3 >= min_repeat_ms:
+                break
+        samples.append(dt / n)
+    return stats_ms(samples), [np.asarray(o) for o in outs]
+
+
+def compare(got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e-3,
+            atol: float = 1e-4) -> dict:
+    if len(got) != len(ref):
+        return {"ok": False, "reason": f"{len(got)} outputs, ONNX Runtime gives {len(ref)}"}
+    max_abs = max_rel = 0.0
+    ok = True
+    for g, r in zip(got, ref):
+        if g.shape != r.shape:
+            return {"ok": False, "reason": f"output shape {g.shape} != {r.shape}"}
+        g64, r64 = g.astype(np.float64), r.astype(np.float64)
+        d = np.abs(g64 - r64)
+        max_abs = max(max_abs, float(d.max(initial=0.0)))
+        # relative to the output's own scale: elementwise relative error explodes near zero
+        scale = float(np.abs(r64).max(initial=0.0)) or 1.0
+        max_rel = max(max_rel, float(d.max(initial=0.0)) / scale)
+        ok = ok and bool(np.allclose(g64, r64, rtol=rtol, atol=atol * scale))
+    return {"max_abs": max_abs, "max_rel": max_rel, "ok": ok}

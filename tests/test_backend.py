@@ -1,0 +1,125 @@
+"""TVM backend: compile, export and measure a tiny conv net for each target."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from prunec import backend
+from prunec.errors import PrunecError
+from test_backend_nets import resnet18_like, tiny_convnet
+
+tvm = pytest.importorskip("tvm")
+
+
+def _args(target: str, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--target", default=target)
+    backend.add_arguments(p)
+    return p.parse_args(["--target", target, "--repeat", "3", *extra])
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nets")
+    onnx.save(tiny_convnet(seed=0), d / "a.onnx")
+    onnx.save(tiny_convnet(seed=1), d / "b.onnx")
+    return d / "a.onnx", d / "b.onnx"
+
+
+SHAPES = {"input": [1, 3, 32, 32]}
+
+
+def test_arguments_parse():
+    a = _args("x86", "--tune-trials", "8", "--threads", "1", "--rpc", "10.0.0.2:9090")
+    assert a.tune_trials == 8 and a.threads == 1 and a.rpc == "10.0.0.2:9090"
+    assert a.cuda_arch == "sm_80"
+    with pytest.raises(SystemExit):
+        _args("x86", "--rpc", "nohostport")
+
+
+def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
+    logs = []
+    r = backend.run(_args("x86", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
+                    tmp_path, logs.append)
+    assert r["measured"] is True
+    for name in ("original", "pruned"):
+        m = r["models"][name]
+        assert Path(m["artifact"]).is_file(), m
+        assert m["output_check"]["ok"], m["output_check"]
+        assert m["latency_ms"]["median"] > 0 and m["onnxruntime_latency_ms"]["median"] > 0
+        io = json.loads(Path(m["io"]).read_text())
+        assert io["inputs"][0]["shape"] == [1, 3, 32, 32]
+    assert r["speedup"] > 0
+    assert r["tuning"]["new_records"] == 0
+    # the exported library loads on its own and runs
+    from tvm import relax
+
+    lib = tvm.runtime.load_module(r["models"]["original"]["artifact"])
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(np.zeros((1, 3, 32, 32), "float32")))
+    assert out.numpy().shape == (1, 10)
+
+
+def test_arm_cross_compiles_to_aarch64_elf(pair, tmp_path):
+    import shutil
+
+    if not shutil.which("aarch64-linux-gnu-g++"):
+        pytest.skip("aarch64-linux-gnu-g++ not installed (apt: g++-aarch64-linux-gnu)")
+    r = backend.run(_args("arm", "--target-cpu", "cortex-a72", "--tuning-db",
+                          str(tmp_path / "db")), pair[0], pair[1], SHAPES, tmp_path, print)
+    assert r["measured"] is False and "no device" in r["reason"]
+    assert "latency_ms" not in r["models"]["original"]  # never a number we did not measure
+    so = Path(r["models"]["pruned"]["artifact"])
+    head = so.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and head[4] == 2  # ELF64
+    assert int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    assert '"cortex-a72"' in r["target"]
+
+
+def test_cuda_builds_and_exports_without_gpu(pair, tmp_path):
+    r = backend.run(_args("cuda", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
+                    tmp_path, print)
+    assert Path(r["models"]["original"]["artifact"]).stat().st_size > 0
+    assert '"sm_80"' in r["target"]
+    if not tvm.cuda().exist:
+        assert r["measured"] is False and r["reason"] == "compiled, not measured: no GPU"
+
+
+def test_user_errors_are_prunec_errors(pair, tmp_path):
+    with pytest.raises(PrunecError):
+        backend.run(_args("x86", "--tracker", "h:1"), pair[0], pair[1], SHAPES, tmp_path, print)
+    with pytest.raises(PrunecError):
+        backend.run(_args("cuda", "--cuda-arch", "80"), pair[0], pair[1], SHAPES, tmp_path,
+                    print)
+
+
+@pytest.mark.slow
+def test_tuning_database_is_reused(pair, tmp_path):
+    db = tmp_path / "db"
+    logs: list[str] = []
+    r1 = backend.run(_args("x86", "--tune-trials", "32", "--tuning-db", str(db)), pair[0],
+                     pair[1], SHAPES, tmp_path, logs.append)
+    assert r1["tuning"]["new_records"] > 0
+    assert any("trials" in m and "left" in m for m in logs)  # progress was shown
+    r2 = backend.run(_args("x86", "--tune-trials", "32", "--tuning-db", str(db), "--quiet"),
+                     pair[0], pair[1], SHAPES, tmp_path, logs.append)
+    assert r2["tuning"]["new_records"] == 0
+    assert sum(r2["tuning"]["measured_trials"].values()) == 0
+    assert r2["models"]["original"]["output_check"]["ok"]
+
+
+@pytest.mark.slow
+def test_resnet18_like_zero_trials_correct(tmp_path):
+    onnx.save(resnet18_like(1.0), tmp_path / "o.onnx")
+    onnx.save(resnet18_like(0.5), tmp_path / "p.onnx")
+    r = backend.run(_args("x86", "--tuning-db", str(tmp_path / "db")), tmp_path / "o.onnx",
+                    tmp_path / "p.onnx", {"input.1": [1, 3, 224, 224]}, tmp_path, print)
+    for name in ("original", "pruned"):
+        assert r["models"][name]["output_check"]["ok"], r["models"][name]
+    assert r["speedup"] > 1.0

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from . import reference
+
 DEFAULT_OPSET = 17
 # IR version to pair with an opset: ORT and the checker both want IR >= the one the
 # opset was released with (opset 21 came with IR 10).
@@ -44,7 +46,7 @@ class Builder:
     ``y = b.relu(b.bn(b.conv(x, 3, 16, 3), 16))``.
     """
 
-    def __init__(self, name: str, seed: int = 0, opset: int = DEFAULT_OPSET):
+    def __init__(self, name: str, seed: int = 0, opset: int = DEFAULT_OPSET, probe_batch: int = 4):
         self.graph_name = name
         self.opset = opset
         self.rng = np.random.default_rng(seed)
@@ -56,6 +58,12 @@ class Builder:
         # activation a that produced it (sqrt(2) after ReLU, as He init), so every conv's
         # output keeps roughly unit scale whatever precedes it. Missing -> 1.0 (linear).
         self.gain: dict[str, float] = {}
+        # Probe: a fixed random batch pushed through every node as the graph is built
+        # (models.reference), so BatchNorm gets its input's real statistics. Its own RNG
+        # keeps the weights identical with the probe on or off (probe_batch=0).
+        self.probe_batch = probe_batch
+        self._probe_rng = np.random.default_rng(seed + 7919)
+        self.vals: dict[str, np.ndarray] = {}
 
     # ---- naming / raw pieces -------------------------------------------------------
     def uname(self, prefix: str) -> str:
@@ -65,11 +73,16 @@ class Builder:
 
     def input(self, shape: Sequence[int], name: str = "input") -> str:
         self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
+        if self.probe_batch:
+            self.vals[name] = self._probe_rng.standard_normal([self.probe_batch, *shape[1:]])
         return name
 
     def const(self, arr: np.ndarray, prefix: str = "const") -> str:
         name = self.uname(prefix)
-        self.inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        arr = np.asarray(arr)
+        self.inits.append(numpy_helper.from_array(arr, name))
+        if self.probe_batch:
+            self.vals[name] = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
         return name
 
     def i64(self, values: Sequence[int], prefix: str = "shape") -> str:
@@ -82,6 +95,10 @@ class Builder:
         base = self.uname(prefix or op.lower())
         outs = [base if n_out == 1 else f"{base}_out{i}" for i in range(n_out)]
         self.nodes.append(helper.make_node(op, list(inputs), outs, name=base, **attrs))
+        if self.probe_batch and all(i == "" or i in self.vals for i in inputs):
+            res = reference.evaluate(op, [self.vals[i] if i else None for i in inputs], attrs)
+            if res is not None:
+                self.vals.update(zip(outs, res))
         if op in _SCALE_PRESERVING and inputs[0] in self.gain:
             for o in outs:
                 self.gain[o] = self.gain[inputs[0]]
@@ -125,6 +142,15 @@ class Builder:
         beta = (r.standard_normal(c) * 0.1).astype(np.float32)
         mean = (r.standard_normal(c) * 0.1).astype(np.float32)
         var = r.uniform(0.5, 1.5, c).astype(np.float32)
+        if x in self.vals:  # use the statistics the input really has (see reference.py)
+            v = self.vals[x]
+            axes = (0,) + tuple(range(2, v.ndim))
+            mean = v.mean(axis=axes).astype(np.float32)
+            vv = v.var(axis=axes)
+            # Shrink toward the layer's mean variance: deep layers see few probe samples
+            # (2x2 maps), and a channel whose variance happened to be ~0 on the probe (dead
+            # after ReLU, say) would otherwise amplify any other input enormously.
+            var = (0.5 * vv + 0.5 * vv.mean() + 1e-6).astype(np.float32)
         ins = [x] + [self.const(a, f"{prefix}.{n}") for a, n in
                      ((gamma, "weight"), (beta, "bias"), (mean, "running_mean"), (var, "running_var"))]
         return self.node("BatchNormalization", ins, prefix=prefix, epsilon=1e-5, momentum=0.9)

@@ -1,0 +1,92 @@
+"""The shrink pass: physically remove the channels a plan names.
+
+Every constant whose axes belong to a pruned group is sliced; then each node's rule rewrites the
+attributes and shape constants that spell channel counts (Conv `group`, Reshape shapes, Split
+sizes, Slice bounds, ...). Activations shrink as a consequence.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from prunec.dependency import Analysis
+from prunec.errors import PrunecError
+from prunec.graph import Model, from_proto
+from prunec.ops import RULES
+from prunec.plan import Plan, validate
+
+
+class Rewriter:
+    """What rewrite hooks may ask: old/new shapes, kept sizes, and a safe way to replace constants."""
+
+    def __init__(self, analysis: Analysis, removed: dict):
+        self.analysis = analysis
+        self.model = analysis.model
+        self.spaces = analysis.spaces
+        self.removed = removed
+        self._new_shapes: dict[str, tuple[int, ...]] = {}
+        self._fresh = 0
+
+    def state(self, node: gs.Node) -> dict:
+        return self.analysis.node_state.get(node.name, {})
+
+    def kept(self, space) -> int:
+        return self.spaces.kept_size(space, self.removed)
+
+    def shape(self, t: gs.Tensor) -> tuple[int, ...]:
+        return self.analysis.shape(t)
+
+    def const(self, t: gs.Tensor | None):
+        return t.values if isinstance(t, gs.Constant) else None
+
+    def new_shape(self, t: gs.Tensor) -> tuple[int, ...]:
+        if t.name not in self._new_shapes:
+            old = self.shape(t)
+            dims = []
+            for i, n in enumerate(old):
+                space = self.analysis.layouts.get((t.name, i))
+                dims.append(self.kept(space) if space is not None else n)
+            self._new_shapes[t.name] = tuple(dims)
+        return self._new_shapes[t.name]
+
+    def set_const_input(self, node: gs.Node, index: int, values) -> None:
+        """Give this node its own new constant (the old one may be shared with other nodes)."""
+        old = node.inputs[index]
+        dtype = old.values.dtype if isinstance(old, gs.Constant) else np.int64
+        self._fresh += 1
+        node.inputs[index] = gs.Constant(f"{old.name}__pruned{self._fresh}", np.asarray(values, dtype=dtype))
+
+
+def removal_map(analysis: Analysis, plan: Plan) -> dict:
+    validate(plan, analysis)
+    by_id = {g.id: g for g in analysis.groups}
+    return {by_id[gid].space: np.asarray(sorted(idx), dtype=np.int64) for gid, idx in plan.groups.items() if idx}
+
+
+def shrink(analysis: Analysis, plan: Plan) -> Model:
+    """Apply `plan` to the analysed model; returns a new, re-normalized model (the input is untouched)."""
+    model = analysis.model
+    removed = removal_map(analysis, plan)
+    rw = Rewriter(analysis, removed)
+    graph = model.graph.copy()  # the analysed graph stays as it was
+    tensors = graph.tensors()
+    sliced: dict[str, np.ndarray] = {}
+    for (name, axis), space in analysis.layouts.items():
+        t = tensors.get(name)
+        if not isinstance(t, gs.Constant):
+            continue
+        mask = analysis.spaces.keep_mask(space, removed)
+        if mask is not None:
+            sliced[name] = np.compress(mask, sliced.get(name, t.values), axis=axis)
+    for name, values in sliced.items():
+        tensors[name].values = values
+    for node in graph.nodes:
+        rule = RULES.get(node.op)
+        if rule is not None and rule.rewrite is not None and node.name in analysis.node_state:
+            rule.rewrite(node, rw)
+    proto = model.to_proto(restore_io=False, graph=graph)
+    try:
+        return from_proto(proto, input_shapes=model.input_shapes, source=model.source,
+                          io_proto=model.io_proto, notes=list(model.notes))
+    except PrunecError as exc:
+        raise PrunecError(f"the pruned graph is inconsistent ({exc}); nothing written") from None

@@ -1,0 +1,229 @@
+"""Dependency analysis: which channels are coupled, and which groups can be pruned.
+
+Walks the graph once in topological order; each node's rule (prunec/ops) relates the channel
+spaces of its inputs and outputs. The roots of the resulting space classes are the groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .channels import Space, SpaceTable
+from .graph import Model
+from .macs import node_macs
+from .ops import RULES
+
+# Roles of constant axes: what a weight slice means for importance and for the exactness property.
+WEIGHT_ROLES = ("out", "in", "norm")
+
+
+@dataclass
+class Member:
+    tensor: str
+    axis: int
+    positions: np.ndarray  # [group size, reps]: axis positions of each channel
+    role: str  # out / in / bias / norm / shift / stat / const / act
+    node: str  # the node that uses it (first one for shared constants)
+
+
+@dataclass
+class Group:
+    id: str
+    size: int
+    members: list[Member]
+    blocked: list[str]
+    inexact: list[str]
+    macs: int = 0  # MACs of the nodes this group's channels flow through
+    space: Space | None = field(default=None, repr=False)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.blocked and self.size > 1
+
+    def weights(self) -> list[Member]:
+        return [m for m in self.members if m.role in WEIGHT_ROLES]
+
+    def unit(self) -> int:
+        """Physical positions per channel on the weight axes (a head of 64 dims moves 64 at once)."""
+        reps = [m.positions.shape[1] for m in self.weights()]
+        return min(reps) if reps else 1
+
+
+class Analysis:
+    """The context op rules talk to, and afterwards the result: groups and layouts."""
+
+    def __init__(self, model: Model, exclude: list[str] | None = None):
+        self.model = model
+        self.graph = model.graph
+        self.spaces = SpaceTable()
+        self.layouts: dict[tuple[str, int], Space] = {}
+        self.roles: dict[tuple[str, int], tuple[str, str]] = {}
+        self.node_state: dict[str, dict] = {}
+        self.unsupported: dict[str, int] = {}
+        self.exclude = set(exclude or [])
+        self._node: gs.Node | None = None
+        self._run()
+
+    # ------------------------------------------------------------------ API for rules
+    def shape(self, t: gs.Tensor) -> tuple[int, ...]:
+        if isinstance(t, gs.Constant):
+            return tuple(t.shape)
+        s = self.model.shapes.get(t.name)
+        if s is None:
+            raise KeyError(f"no shape for tensor {t.name!r}")
+        return s
+
+    def rank(self, t: gs.Tensor) -> int:
+        return len(self.shape(t))
+
+    def const(self, t: gs.Tensor | None) -> np.ndarray | None:
+        return t.values if isinstance(t, gs.Constant) else None
+
+    def where(self, node: gs.Node | None = None) -> str:
+        node = node or self._node
+        return f"{node.op} {node.name!r}"
+
+    def axis(self, t: gs.Tensor, i: int, role: str | None = None) -> Space:
+        """The space of axis i of tensor t (created on first use)."""
+        i = i % self.rank(t)
+        key = (t.name, i)
+        if key not in self.layouts:
+            size = self.shape(t)[i]
+            if isinstance(t, gs.Constant):
+                self.layouts[key] = self.spaces.new(size)
+            else:
+                self.layouts[key] = self.spaces.new(size, blocked=f"axis {i} of {t.name!r} is not tracked by any rule")
+        if role and isinstance(t, gs.Constant) and key not in self.roles:
+            self.roles[key] = (role, self._node.name if self._node else "")
+        return self.layouts[key]
+
+    def set_axis(self, t: gs.Tensor, i: int, space: Space) -> None:
+        i = i % self.rank(t)
+        key = (t.name, i)
+        if key in self.layouts:
+            self.unify(self.layouts[key], space)
+        else:
+            self.layouts[key] = space
+
+    def new(self, size: int) -> Space:
+        return self.spaces.new(size)
+
+    def unify(self, a: Space, b: Space) -> bool:
+        return self.spaces.unify(a, b, self.where())
+
+    def same(self, a: gs.Tensor, i: int, b: gs.Tensor, j: int) -> bool:
+        return self.unify(self.axis(a, i), self.axis(b, j))
+
+    def block(self, s: Space, reason: str) -> None:
+        self.spaces.block(s, reason)
+
+    def block_tensor(self, t: gs.Tensor, reason: str) -> None:
+        for i in range(self.rank(t)):
+            self.block(self.axis(t, i), reason)
+
+    def state(self, node: gs.Node | None = None) -> dict:
+        node = node or self._node
+        return self.node_state.setdefault(node.name, {})
+
+    # ------------------------------------------------------------------ the walk
+    def _run(self) -> None:
+        g = self.graph
+        for i, node in enumerate(g.nodes):
+            if not node.name:
+                node.name = f"{node.op}_{i}"
+        for t in g.inputs:
+            for i, n in enumerate(self.shape(t)):
+                self.layouts[(t.name, i)] = self.spaces.new(n, blocked="graph input")
+        for node in g.nodes:
+            self._node = node
+            self._analyze(node)
+            for out in node.outputs:
+                if out.name and out.name in self.model.shapes:
+                    for i in range(self.rank(out)):
+                        if (out.name, i) not in self.layouts:
+                            self.layouts[(out.name, i)] = self.spaces.new(
+                                self.shape(out)[i], blocked=f"axis {i} of {node.op} output: not a channel axis")
+            if node.name in self.exclude:
+                for out in node.outputs:
+                    if out.name in self.model.shapes:
+                        self.block_tensor(out, f"excluded by user ({node.name})")
+        self._node = None
+        for t in g.outputs:
+            self.block_tensor(t, f"reaches graph output {t.name!r}")
+        self.groups = self._collect_groups()
+
+    def _analyze(self, node: gs.Node) -> None:
+        rule = RULES.get(node.op) if node.domain in (None, "", "ai.onnx") else None
+        tensors = [t for t in list(node.inputs) + list(node.outputs) if t.name and t.name in self.model.shapes
+                   or isinstance(t, gs.Constant)]
+        if rule is None:
+            self.unsupported[node.op] = self.unsupported.get(node.op, 0) + 1
+            for t in tensors:
+                self.block_tensor(t, f"{node.op} has no channel rule (node {node.name!r})")
+            return
+        rule.analyze(node, self)
+
+    # ------------------------------------------------------------------ results
+    def _collect_groups(self) -> list[Group]:
+        find = self.spaces.find
+        by_leaf: dict[Space, list[Member]] = {}
+        order: list[Space] = []
+        tensors = self.graph.tensors()
+        for (name, axis), space in self.layouts.items():
+            default = ("const", "") if isinstance(tensors.get(name), gs.Constant) else ("act", "")
+            role, node = self.roles.get((name, axis), default)
+            for leaf, pos in self.spaces.positions(space).items():
+                leaf = find(leaf)
+                if leaf not in by_leaf:
+                    by_leaf[leaf] = []
+                    order.append(leaf)
+                by_leaf[leaf].append(Member(name, axis, pos, role, node))
+        readers, macs_of = self._readers()
+        groups: list[Group] = []
+        used_ids: set[str] = set()
+        for leaf in order:
+            members = by_leaf[leaf]
+            weights = [m for m in members if m.role in WEIGHT_ROLES]
+            if not weights or leaf.size <= 1:
+                continue  # spatial, token and size-1 axes are no pruning groups
+            anchor = next((m for m in weights if m.role == "out"), weights[0])
+            gid = f"{anchor.tensor}[{anchor.axis}]"
+            if gid in used_ids:
+                n = 1
+                while f"{gid}.{n}" in used_ids:
+                    n += 1
+                gid = f"{gid}.{n}"
+            used_ids.add(gid)
+            nodes = {n for m in members for n in readers.get(m.tensor, ())}
+            macs = sum(macs_of[n] for n in nodes)
+            groups.append(Group(gid, leaf.size, members, list(leaf.blocked), list(leaf.inexact), macs, leaf))
+        return groups
+
+    def _readers(self) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """Compute nodes (those with MACs) reading each tensor, and their MACs."""
+        readers: dict[str, list[str]] = {}
+        macs_of: dict[str, int] = {}
+        for node in self.graph.nodes:
+            m = node_macs(node, self.model.shapes)
+            if m:
+                macs_of[node.name] = m
+                for t in node.inputs:
+                    readers.setdefault(t.name, []).append(node.name)
+        return readers, macs_of
+
+    # ------------------------------------------------------------------ convenience
+    def group(self, gid: str) -> Group:
+        for g in self.groups:
+            if g.id == gid:
+                return g
+        raise KeyError(gid)
+
+    @property
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+
+def analyze(model: Model, exclude: list[str] | None = None) -> Analysis:
+    return Analysis(model, exclude)

@@ -1,0 +1,352 @@
+"""Load, normalize and save ONNX models.
+
+Whatever the exporter did (weights in initializers or Constant nodes, external data, symbolic dims),
+the rest of prunec sees one thing: an onnx-graphsurgeon graph whose weights are Constants and whose
+every tensor has a static shape.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import external_data_helper, numpy_helper
+
+from .errors import PrunecError
+
+MIN_OPSET, MAX_OPSET = 11, 21
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass
+class Model:
+    """A normalized model: the graph plus the facts every later stage needs."""
+
+    graph: gs.Graph
+    shapes: dict[str, tuple[int, ...]]
+    input_shapes: dict[str, list[int]]
+    opset: int
+    source: str = "<memory>"
+    # The interface as exported (symbolic dims kept), restored on save so the pruned
+    # model is a drop-in replacement.
+    io_proto: dict[str, onnx.ValueInfoProto] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    ir_version: int = 8
+    opset_imports: list[tuple[str, int]] = field(default_factory=list)
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self.shapes.get(name)
+
+    def copy(self) -> "Model":
+        proto = self.to_proto(restore_io=False)
+        return from_proto(proto, input_shapes=self.input_shapes, source=self.source,
+                          io_proto=self.io_proto, notes=list(self.notes))
+
+    def to_proto(self, restore_io: bool = True, graph: gs.Graph | None = None) -> onnx.ModelProto:
+        graph = (graph or self.graph).copy()
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        proto = gs.export_onnx(graph, do_type_check=False)
+        proto.ir_version = self.ir_version
+        del proto.opset_import[:]
+        for domain, version in self.opset_imports:
+            proto.opset_import.append(onnx.helper.make_opsetid(domain, version))
+        del proto.graph.value_info[:]
+        if restore_io:
+            _restore_io(proto, self.io_proto)
+        return proto
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """Parse `NAME=1,3,224,224` strings."""
+    shapes: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        if not sep or not name:
+            raise PrunecError(f"--input-shape {spec!r}: expected NAME=d0,d1,... (e.g. input=1,3,224,224)")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise PrunecError(f"--input-shape {spec!r}: dims must be integers") from None
+        if any(d <= 0 for d in shapes[name]):
+            raise PrunecError(f"--input-shape {spec!r}: dims must be positive")
+    return shapes
+
+
+def load(path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None) -> Model:
+    """Read an ONNX file from disk (external data included) and normalize it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrunecError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types on garbage
+        raise PrunecError(f"{path}: not a valid ONNX model ({type(exc).__name__})") from None
+    if len(proto.graph.node) == 0:
+        raise PrunecError(f"{path}: not a valid ONNX model (the graph has no nodes)")
+    _load_external_data(proto, path.parent)
+    return from_proto(proto, input_shapes=input_shapes, source=str(path))
+
+
+def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
+               source: str = "<memory>", io_proto: dict | None = None,
+               notes: list[str] | None = None) -> Model:
+    """Normalize an in-memory ModelProto (the caller's proto is not modified)."""
+    proto = _copy_proto(proto)
+    opset = _check_opset(proto, source)
+    _check_domains(proto, source)
+    notes = list(notes or [])
+    n_const = _constant_nodes_to_initializers(proto)
+    if n_const:
+        notes.append(f"{n_const} Constant nodes turned into initializers")
+    if io_proto is None:
+        io_proto = {v.name: _copy_vi(v) for v in list(proto.graph.input) + list(proto.graph.output)}
+    resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes)
+    shapes = _infer_shapes(proto, resolved, source)
+    graph = gs.import_onnx(proto)
+    for name, tensor in graph.tensors().items():
+        if name in shapes and isinstance(tensor, gs.Variable):
+            tensor.shape = list(shapes[name])
+    return Model(graph=graph, shapes=shapes, input_shapes=resolved, opset=opset, source=source,
+                 io_proto=io_proto, notes=notes, ir_version=proto.ir_version,
+                 opset_imports=[(o.domain, o.version) for o in proto.opset_import])
+
+
+def save(model: Model, path: str | os.PathLike) -> Path:
+    """Write atomically: a reader never sees a half-written file."""
+    path = Path(path)
+    proto = model.to_proto()
+    save_proto(proto, path)
+    return path
+
+
+def save_proto(proto: onnx.ModelProto, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if proto.ByteSize() > 1_900_000_000:  # protobuf's 2 GB limit: weights go beside the model
+            onnx.save(proto, tmp, save_as_external_data=True, location=path.name + ".data")
+        else:
+            onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def _copy_vi(v: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(v)
+    return out
+
+
+def _restore_io(proto: onnx.ModelProto, io_proto: dict[str, onnx.ValueInfoProto]) -> None:
+    """Give inputs/outputs back their exported symbolic dims, keeping the (possibly new) sizes of fixed dims."""
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        orig = io_proto.get(vi.name)
+        if orig is None or not orig.type.HasField("tensor_type"):
+            continue
+        new_dims = vi.type.tensor_type.shape.dim
+        old_dims = orig.type.tensor_type.shape.dim
+        if len(new_dims) != len(old_dims):
+            continue
+        for nd, od in zip(new_dims, old_dims):
+            if od.HasField("dim_param"):
+                nd.dim_param = od.dim_param
+            elif not od.HasField("dim_value") and not od.HasField("dim_param"):
+                nd.Clear()
+
+
+def _check_opset(proto: onnx.ModelProto, source: str) -> int:
+    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
+    if opset is None:
+        raise PrunecError(f"{source}: the model declares no ai.onnx opset")
+    if opset < MIN_OPSET:
+        raise PrunecError(f"{source}: opset {opset} is older than {MIN_OPSET}; convert it first "
+                          f"(onnx.version_converter.convert_version(model, {MIN_OPSET}))")
+    return opset
+
+
+def _check_domains(proto: onnx.ModelProto, source: str) -> None:
+    """Custom ops can't be verified with ONNX Runtime; refuse them up front with the op named."""
+    local_functions = {(f.domain, f.name) for f in proto.functions}
+    known = STANDARD_DOMAINS + ("ai.onnx.ml", "com.microsoft")
+    for node in proto.graph.node:
+        if node.domain not in known and (node.domain, node.op_type) not in local_functions:
+            raise PrunecError(f"{source}: node {node.name or node.output[0]!r} uses custom op "
+                              f"{node.domain}::{node.op_type}, which prunec cannot run or verify")
+        if node.domain in STANDARD_DOMAINS and (node.domain, node.op_type) not in local_functions:
+            try:
+                onnx.defs.get_schema(node.op_type, 10**6, node.domain)
+            except onnx.defs.SchemaError:
+                raise PrunecError(f"{source}: node {node.name or node.output[0]!r} uses unknown op "
+                                  f"{node.op_type!r} (not in the ONNX standard)") from None
+
+
+def _external_tensors(proto: onnx.ModelProto):
+    yield from external_data_helper._get_all_tensors(proto)
+
+
+def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
+    """Read external data only from inside the model's folder."""
+    base = base_dir.resolve()
+    for tensor in _external_tensors(proto):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location or os.path.isabs(location) or location.startswith(("/", "\\")):
+            raise PrunecError(f"external data of tensor {tensor.name!r}: location {location!r} "
+                              "is absolute; only files inside the model's folder are read")
+        target = (base / location).resolve()
+        if base != target and base not in target.parents:
+            raise PrunecError(f"external data of tensor {tensor.name!r}: location {location!r} "
+                              "escapes the model's folder; refused")
+        if not target.is_file():
+            raise PrunecError(f"external data of tensor {tensor.name!r}: file {location!r} is missing")
+        offset = int(info.get("offset", 0) or 0)
+        length = info.get("length")
+        size = target.stat().st_size
+        if offset > size or (length is not None and offset + int(length) > size):
+            raise PrunecError(f"external data of tensor {tensor.name!r}: {location!r} is truncated")
+        with open(target, "rb") as f:
+            f.seek(offset)
+            data = f.read(int(length)) if length is not None else f.read()
+        tensor.raw_data = data
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _constant_nodes_to_initializers(proto: onnx.ModelProto) -> int:
+    """Paddle and some PyTorch exports keep weights in Constant nodes; make them initializers."""
+    keep, count = [], 0
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and len(node.attribute) == 1:
+            attr = node.attribute[0]
+            array = _constant_value(attr)
+            if array is not None:
+                proto.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+                count += 1
+                continue
+        keep.append(node)
+    if count:
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+    return count
+
+
+def _constant_value(attr: onnx.AttributeProto) -> np.ndarray | None:
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    if attr.name == "value_float":
+        return np.array(attr.f, dtype=np.float32)
+    if attr.name == "value_floats":
+        return np.array(list(attr.floats), dtype=np.float32)
+    if attr.name == "value_int":
+        return np.array(attr.i, dtype=np.int64)
+    if attr.name == "value_ints":
+        return np.array(list(attr.ints), dtype=np.int64)
+    return None  # sparse or string constants stay as nodes
+
+
+def _resolve_input_shapes(proto: onnx.ModelProto, hints: dict[str, list[int]], source: str,
+                          notes: list[str]) -> dict[str, list[int]]:
+    """Every graph input gets a static shape: from the model, the user's hint, or batch=1."""
+    initializer_names = {t.name for t in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializer_names]
+    names = {v.name for v in inputs}
+    unknown = sorted(set(hints) - names)
+    if unknown:
+        raise PrunecError(f"--input-shape names {unknown}, but the model's inputs are {sorted(names)}")
+    resolved: dict[str, list[int]] = {}
+    for vi in inputs:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in hints:
+            hint = hints[vi.name]
+            if len(hint) != len(dims):
+                raise PrunecError(f"--input-shape {vi.name}: rank {len(hint)} given, the model's input has rank {len(dims)}")
+            for i, (d, h) in enumerate(zip(dims, hint)):
+                if d.HasField("dim_value") and d.dim_value != h:
+                    raise PrunecError(f"--input-shape {vi.name}: dim {i} is fixed to {d.dim_value} in the model, {h} given")
+            shape = list(hint)
+        else:
+            shape = []
+            for i, d in enumerate(dims):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    shape.append(d.dim_value)
+                elif i == 0:
+                    shape.append(1)  # a symbolic leading dim is the batch: analyse at batch 1
+                    notes.append(f"input {vi.name!r}: symbolic batch dim {d.dim_param or '?'} taken as 1")
+                else:
+                    raise PrunecError(
+                        f"input {vi.name!r} has a dynamic dim {i} ({d.dim_param or 'unnamed'}); "
+                        f"give its shape, e.g. --input-shape {vi.name}=" + ",".join(
+                            str(x.dim_value) if x.HasField('dim_value') and x.dim_value > 0 else "N" for x in dims))
+        resolved[vi.name] = shape
+        vi.type.tensor_type.shape.Clear()
+        for s in shape:
+            vi.type.tensor_type.shape.dim.add().dim_value = s
+    # Output shapes are re-inferred from the static inputs.
+    for vo in proto.graph.output:
+        if vo.type.HasField("tensor_type"):
+            vo.type.tensor_type.ClearField("shape")
+    return resolved
+
+
+def _static(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    dims = vi.type.tensor_type.shape.dim
+    if all(d.HasField("dim_value") for d in dims):
+        return tuple(int(d.dim_value) for d in dims)
+    return None
+
+
+def _infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], source: str) -> dict[str, tuple[int, ...]]:
+    """ONNX shape inference first; ONNX Runtime fills whatever it leaves symbolic."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:
+        raise PrunecError(f"{source}: shape inference failed: {str(exc).splitlines()[0]}") from None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for t in proto.graph.initializer:
+        shapes[t.name] = tuple(int(d) for d in t.dims)
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        s = _static(vi)
+        if s is not None:
+            shapes[vi.name] = s
+    missing = [o for n in proto.graph.node for o in n.output if o and o not in shapes]
+    if missing:
+        shapes.update(_shapes_from_runtime(proto, input_shapes, missing, source))
+    return shapes
+
+
+def _shapes_from_runtime(proto: onnx.ModelProto, input_shapes, names: list[str], source: str) -> dict[str, tuple[int, ...]]:
+    from .runtime import run_model, random_inputs
+
+    probe = _copy_proto(proto)
+    existing = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    try:
+        feeds = random_inputs(probe, input_shapes)
+        values = run_model(probe, feeds, outputs=names)
+    except PrunecError:
+        raise
+    except Exception as exc:
+        raise PrunecError(f"{source}: ONNX Runtime cannot run the model to find its shapes: "
+                          f"{str(exc).splitlines()[0][:300]}") from None
+    return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, values)}

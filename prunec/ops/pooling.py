@@ -1,0 +1,83 @@
+"""Pooling, reductions, resizing and padding: channels pass, spatial axes change."""
+from __future__ import annotations
+
+from . import rule
+from .common import axes_of, input_at, int_list
+
+
+@rule("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def pool(node, ctx):
+    x, y = node.inputs[0], node.outputs[0]
+    for i in (0, 1):
+        ctx.set_axis(y, i, ctx.axis(x, i))
+
+
+REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
+
+
+@rule(*REDUCE)
+def reduce(node, ctx):
+    x, y = node.inputs[0], node.outputs[0]
+    r = ctx.rank(x)
+    if node.op in ("ArgMax", "ArgMin"):
+        axes = [int(node.attrs.get("axis", 0)) % r]
+    else:
+        axes = axes_of(node, ctx, 1, r)
+        if axes is None:
+            ctx.block_tensor(x, f"{ctx.where()} reduces over axes computed at run time")
+            return
+        if not axes and not node.attrs.get("noop_with_empty_axes", 0):
+            axes = list(range(r))
+    keep = int(node.attrs.get("keepdims", 1))
+    j = 0
+    for i in range(r):
+        if i in axes:
+            if ctx.shape(x)[i] > 1:
+                ctx.block(ctx.axis(x, i), f"reduced over by {ctx.where()}")
+            j += keep
+            continue
+        ctx.set_axis(y, j, ctx.axis(x, i))
+        j += 1
+
+
+def _same_sized_axes(node, ctx):
+    x, y = node.inputs[0], node.outputs[0]
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    for i, (a, b) in enumerate(zip(xs, ys)):
+        if a == b:
+            ctx.set_axis(y, i, ctx.axis(x, i))
+
+
+def _rewrite_resize(node, rw):
+    sizes = input_at(node, 3)
+    if sizes is not None and rw.const(sizes) is not None:
+        rw.set_const_input(node, 3, list(rw.new_shape(node.outputs[0])))
+
+
+@rule("Resize", "Upsample", rewrite=_rewrite_resize)
+def resize(node, ctx):
+    _same_sized_axes(node, ctx)
+    sizes = input_at(node, 3)
+    if sizes is not None and ctx.const(sizes) is None:
+        x = node.inputs[0]
+        ctx.block_tensor(x, f"{ctx.where()} output sizes are computed at run time")
+
+
+@rule("Pad")
+def pad(node, ctx):
+    x = node.inputs[0]
+    r = ctx.rank(x)
+    pads_t = input_at(node, 1)
+    pads = node.attrs.get("pads") if pads_t is None else ctx.const(pads_t)
+    axes = axes_of(node, ctx, 3, r) if input_at(node, 3) is not None else list(range(r))
+    if pads is None or axes is None:
+        ctx.block_tensor(x, f"{ctx.where()} pads are computed at run time")
+        return
+    pads = int_list(pads)
+    n = len(axes)
+    padded = {a for k, a in enumerate(axes) if pads[k] or pads[k + n]}
+    for a in padded:
+        if ctx.shape(x)[a] > 1:
+            ctx.block(ctx.axis(x, a), f"padded by {ctx.where()}")
+    _same_sized_axes(node, ctx)

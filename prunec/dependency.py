@@ -182,24 +182,28 @@ class Analysis:
                 by_leaf[leaf].append(Member(name, axis, pos, role, node))
         readers, macs_of = self._readers()
         groups: list[Group] = []
-        used_ids: set[str] = set()
         for leaf in order:
             members = by_leaf[leaf]
             weights = [m for m in members if m.role in WEIGHT_ROLES]
             if not weights or leaf.size <= 1:
                 continue  # spatial, token and size-1 axes are no pruning groups
-            anchor = next((m for m in weights if m.role == "out"), weights[0])
-            gid = f"{anchor.tensor}[{anchor.axis}]"
-            if gid in used_ids:
-                n = 1
-                while f"{gid}.{n}" in used_ids:
-                    n += 1
-                gid = f"{gid}.{n}"
-            used_ids.add(gid)
-            nodes = {n for m in members for n in readers.get(m.tensor, ())}
-            macs = sum(macs_of[n] for n in nodes)
-            groups.append(Group(gid, leaf.size, members, list(leaf.blocked), list(leaf.inexact), macs, leaf))
+            groups.append(Group(self._group_id(leaf, weights), leaf.size, members, list(leaf.blocked),
+                                list(leaf.inexact), 0, leaf))
+        for g in groups:
+            nodes = {n for m in g.members for n in readers.get(m.tensor, ())}
+            g.macs = sum(macs_of[n] for n in nodes)
         return groups
+
+    def _group_id(self, leaf: Space, weights: list[Member]) -> str:
+        """A name that survives re-export: the smallest producer weight axis, plus which piece of it."""
+        outs = [m for m in weights if m.role == "out"] or weights
+        anchor = min(outs, key=lambda m: (m.tensor, m.axis))
+        pieces = []
+        for lf in self.spaces.leaves(self.layouts[(anchor.tensor, anchor.axis)]):
+            if lf.size > 1 and lf not in pieces:
+                pieces.append(lf)
+        gid = f"{anchor.tensor}[{anchor.axis}]"
+        return gid if len(pieces) == 1 else f"{gid}.{pieces.index(leaf)}"
 
     def _readers(self) -> tuple[dict[str, list[str]], dict[str, int]]:
         """Compute nodes (those with MACs) reading each tensor, and their MACs."""

@@ -87,9 +87,10 @@ def _legalize_conv2d(bb, call, lanes):
     dshape, wshape = _static_shape(data), _static_shape(weight)
     ok = (dshape is not None and wshape is not None and a.data_layout == "NCHW"
           and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
-          and a.out_dtype in ("", "float32") and data.ty.dtype == "float32"
+          and a.out_dtype in (None, "", "float32") and data.ty.dtype == "float32"
           and weight.ty.dtype == "float32" and len(dshape) == 4)
     if not ok:
+        _log.debug("conv2d kept default: %s %s %s", dshape, wshape, a.data_layout)
         return _default_conv2d(bb, call)
     n, c, h, w = dshape
     oc, icg, kh, kw = wshape
@@ -127,7 +128,7 @@ def _default_conv2d(bb, call):
     return bb.call_te(topi.nn.conv, inp=call.args[0], filt=call.args[1], stride=a.strides,
                       padding=a.padding, dilation=a.dilation, groups=a.groups,
                       data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-                      out_dtype=a.out_dtype if a.out_dtype != "" else None,
+                      out_dtype=a.out_dtype or None,
                       primfunc_name_hint="conv2d")
 
 
@@ -332,16 +333,15 @@ def _vectorize_tail(sch, loop, lanes):
 
 
 def _schedule_rest(sch, lanes, threads, done):
-    for b in _blocks(sch):
-        if sch.get(b).name_hint in done:
+    for name in [sch.get(b).name_hint for b in _blocks(sch)]:
+        if name in done or not _has(sch, name):  # reverse-inlined meanwhile
             continue
-        _schedule_block_generic(sch, b, lanes)
+        _schedule_block_generic(sch, sch.get_sblock(name), lanes)
 
 
 def _schedule_generic(sch, lanes, threads, anchor=None):
     _inline_injective(sch)
-    for b in _blocks(sch):
-        _schedule_block_generic(sch, b, lanes)
+    _schedule_rest(sch, lanes, threads, done=set())
 
 
 def _schedule_block_generic(sch, block, lanes):

@@ -269,6 +269,20 @@ class Builder:
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)],
                               ir_version=ir_version or ir_version_for(self.opset),
                               producer_name="prunec.models")
+        # onnx's shape inference leaves some ops untyped (GroupNormalization in onnx 1.23),
+        # which makes strict inference -- and check_model(full_check=True) -- fail on
+        # everything downstream. Declare those tensors from the probe's shapes.
+        # Only the outputs of the ops inference can't handle (whose inputs are typed) get
+        # declared; repeat since declaring one can unblock the next.
+        while True:
+            known = self._inferred_types(m) | {i.name for i in m.graph.input} | {t.name for t in self.inits}
+            todo = [o for n in self.nodes if all(i == "" or i in known for i in n.input)
+                    for o in n.output if o not in known and o not in outputs and o in self.vals]
+            if not todo:
+                break
+            for o in todo:
+                m.graph.value_info.append(helper.make_tensor_value_info(
+                    o, TensorProto.FLOAT, [1, *self.vals[o].shape[1:]]))
         inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)
         shapes = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
         for o in m.graph.output:
@@ -276,6 +290,12 @@ class Builder:
             if vi is not None and vi.type.tensor_type.HasField("shape"):
                 o.type.CopyFrom(vi.type)
         return m
+
+    @staticmethod
+    def _inferred_types(m: onnx.ModelProto) -> set[str]:
+        inf = onnx.shape_inference.infer_shapes(m, strict_mode=False)
+        return {vi.name for vi in list(inf.graph.value_info) + list(inf.graph.output)
+                if vi.type.tensor_type.elem_type}
 
 
 def count_params(m: onnx.ModelProto) -> int:

@@ -1,0 +1,46 @@
+"""Registry of the model builders: ``build(name, **kw) -> onnx.ModelProto``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import onnx
+
+from .conv1d import conv1d_audio
+from .flatten_gemm import flatten_gemm
+from .groupnorm import groupnorm_net, groupnorm_net_instancenorm
+from .mobilenet import mobilenetv2, mobilenetv3
+from .resnet import resnet18, resnet18_opset11, resnet50, resnet50_full, resnet_scaled
+from .unet import unet
+from .vit import vit
+from .yolov8 import yolov8
+
+BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "resnet50_full": resnet50_full,  # real size (25.6M params, 224x224): benchmarks only
+    "mobilenetv2": mobilenetv2,
+    "mobilenetv3": mobilenetv3,
+    "yolov8": yolov8,
+    "unet": unet,
+    "vit": vit,
+    "groupnorm_net": groupnorm_net,
+    "groupnorm_net_instancenorm": groupnorm_net_instancenorm,
+    "conv1d_audio": conv1d_audio,
+    "flatten_gemm": flatten_gemm,
+    "resnet18_opset11": resnet18_opset11,
+}
+
+# Keys too big for quick tests and ``build all`` defaults.
+LARGE = frozenset({"resnet50_full"})
+
+
+def build(name: str, **kw) -> onnx.ModelProto:
+    try:
+        fn = BUILDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(BUILDERS)}") from None
+    return fn(**kw)
+
+
+__all__ = ["BUILDERS", "LARGE", "build", "resnet_scaled"]

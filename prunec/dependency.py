@@ -47,7 +47,7 @@ class Group:
 
     def unit(self) -> int:
         """Physical positions per channel on the weight axes (a head of 64 dims moves 64 at once)."""
-        reps = [m.positions.shape[1] for m in self.weights()]
+        reps = [m.positions.shape[1] for m in self.members if m.role in ("out", "in")]
         return min(reps) if reps else 1
 
 
@@ -163,7 +163,36 @@ class Analysis:
             for t in tensors:
                 self.block_tensor(t, f"{node.op} has no channel rule (node {node.name!r})")
             return
+        self._accepted: set[Space] = set()
         rule.analyze(node, self)
+        self._block_dropped_axes(node)
+
+    def accept(self, s: Space) -> None:
+        """A rule says: these input channels are dropped by this op on purpose (e.g. Slice)."""
+        self._accepted.update(self.spaces.leaves(s))
+
+    def _block_dropped_axes(self, node: gs.Node) -> None:
+        """An input channel that reaches neither an output nor another operand is consumed in a way
+        no rule describes (e.g. a spatial axis of a Conv): pruning it would change the op's meaning."""
+        leaves_of = {}
+        for t in list(node.inputs) + list(node.outputs):
+            if t.name and (t.name in self.model.shapes or isinstance(t, gs.Constant)):
+                leaves_of[t.name] = {lf for i in range(self.rank(t)) if (t.name, i) in self.layouts
+                                     for lf in self.spaces.leaves(self.layouts[(t.name, i)])}
+        for k, t in enumerate(node.inputs):
+            if not t.name or isinstance(t, gs.Constant) or t.name not in leaves_of:
+                continue
+            elsewhere = set(self._accepted)
+            for j, u in enumerate(list(node.inputs) + list(node.outputs)):
+                if j != k and u.name in leaves_of and u.name != t.name:
+                    elsewhere |= leaves_of[u.name]
+            for i in range(self.rank(t)):
+                if (t.name, i) not in self.layouts:
+                    continue
+                for leaf in self.spaces.leaves(self.layouts[(t.name, i)]):
+                    if leaf.size > 1 and leaf not in elsewhere and not leaf.blocked:
+                        self.block(leaf, f"axis {i} of {t.name!r} is consumed by {self.where(node)} "
+                                         "(its positions do not map to channels)")
 
     # ------------------------------------------------------------------ results
     def _collect_groups(self) -> list[Group]:

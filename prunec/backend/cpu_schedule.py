@@ -304,22 +304,23 @@ def _schedule_conv(sch, lanes, threads):
     iloops = sch.get_loops(init)
     sch.vectorize(iloops[-1])
     # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)
-    aloops = sch.get_loops(acc)[-4:]  # n, oc, oh, ow of the tile (extents 1, ob, 1, reg_n)
-    sch.unroll(aloops[1])
+    aloops = sch.get_loops(acc)  # ..., owo, oc tile (ob), ow tile (reg_n)
+    sch.vectorize(aloops[-1])
     if pad is not None:
         ploops = sch.get_loops(pad)
         sch.parallel(sch.fuse(*ploops[:3]))
         _vectorize_tail(sch, ploops[-1], lanes)
     _schedule_rest(sch, lanes, threads, done={CONV_BLOCK, "prunec_pad",
                                              sch.get(acc).name_hint,
-                                             sch.get(init).name_hint})
+                                             sch.get(init).name_hint, CONV_BLOCK + "_update"})
 
 
 def _block_factor(sch, conv) -> int:
     # ob is the last dim of the packed weight buffer the conv reads
     for r in sch.get(conv).reads:
-        if len(r.buffer.shape) == 5:
-            return int(r.buffer.shape[-1])
+        buf = getattr(r, "buffer", None) or r.source  # 0.27 calls it source
+        if len(buf.shape) == 5:
+            return int(buf.shape[-1])
     raise ValueError("packed weight not found")
 
 

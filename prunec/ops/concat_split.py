@@ -140,6 +140,9 @@ def slice_(node, ctx):
             continue
         before = parts[0] if start else None
         middle = parts[1] if start else parts[0]
+        for p in parts:
+            if p is not middle:
+                ctx.accept(p)  # sliced away: pruning it only moves the bounds
         ctx.set_axis(y, i, middle)
         pieces[k], ranges[k] = (before, middle), (start, stop)
     ctx.state().update(pieces=pieces, ranges=ranges)

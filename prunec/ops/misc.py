@@ -20,8 +20,11 @@ def softmax(node, ctx):
 @rule("Shape", "Size", "ConstantOfShape", "Range", "Constant", "RandomNormalLike", "RandomUniformLike",
       "EyeLike")
 def shape_query(node, ctx):
-    # Outputs are shape values or fresh tensors; their axes carry no channels of the input.
-    pass
+    # Outputs are shape values or fresh tensors; the input's values are not read.
+    for t in node.inputs:
+        if t.name and t.name in ctx.model.shapes:
+            for i in range(ctx.rank(t)):
+                ctx.accept(ctx.axis(t, i))
 
 
 def _rewrite_expand(node, rw):

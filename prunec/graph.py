@@ -292,8 +292,10 @@ def _resolve_input_shapes(proto: onnx.ModelProto, hints: dict[str, list[int]], s
                 else:
                     raise PrunecError(
                         f"input {vi.name!r} has a dynamic dim {i} ({d.dim_param or 'unnamed'}); "
-                        f"give its shape, e.g. --input-shape {vi.name}=" + ",".join(
-                            str(x.dim_value) if x.HasField('dim_value') and x.dim_value > 0 else "N" for x in dims))
+                        f"give its shape: --input-shape {vi.name}=" + ",".join(
+                            str(x.dim_value) if x.HasField("dim_value") and x.dim_value > 0
+                            else ("1" if k == 0 else f"<{x.dim_param or 'dim' + str(k)}>")
+                            for k, x in enumerate(dims)))
         resolved[vi.name] = shape
         vi.type.tensor_type.shape.Clear()
         for s in shape:

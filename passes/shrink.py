@@ -82,7 +82,7 @@ def shrink(analysis: Analysis, plan: Plan) -> Model:
         tensors[name].values = values
     for node in graph.nodes:
         rule = RULES.get(node.op)
-        if rule is not None and rule.rewrite is not None and node.name in analysis.node_state:
+        if rule is not None and rule.rewrite is not None:
             rule.rewrite(node, rw)
     proto = model.to_proto(restore_io=False, graph=graph)
     try:

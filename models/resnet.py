@@ -57,13 +57,14 @@ def resnet_basic(blocks: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (
 
 
 def resnet18(image: int = 64, num_classes: int = 10, seed: int = 0, opset: int = DEFAULT_OPSET,
-             widths: Sequence[int] = (16, 32, 64, 128)) -> onnx.ModelProto:
+             widths: Sequence[int] = (16, 32, 64, 128), name: str = "resnet18") -> onnx.ModelProto:
     # Widths 16..128, a quarter of torchvision's 64..512, keep the weights under ~3 MB.
-    return resnet_basic((2, 2, 2, 2), widths, image, num_classes, seed, opset, "resnet18")
+    return resnet_basic((2, 2, 2, 2), widths, image, num_classes, seed, opset, name)
 
 
 def resnet18_opset11(**kw) -> onnx.ModelProto:
     kw.setdefault("opset", 11)  # ir_version 6 comes from common.ir_version_for
+    kw.setdefault("name", "resnet18_opset11")
     return resnet18(**kw)
 
 

@@ -294,6 +294,9 @@ def _schedule_conv(sch, lanes, threads):
     owo, owi = sch.split(ow, [None, reg_n])
     sch.reorder(n, oco, oh, owo, ic, ry, rx, owi, oci)
     acc = sch.cache_write(conv, 0, "local")
+    # accumulator tile channel-innermost, so each vector of ob channels is contiguous and
+    # LLVM keeps the whole (unrolled, constant-indexed) tile in registers
+    sch.transform_layout(conv, ("write", 0), lambda b, o, y, x: (b, y, x, o))
     sch.reverse_compute_at(acc, owo)
     _epilogue_into(sch, acc)
     outer = sch.fuse(n, oco, oh)

@@ -243,6 +243,16 @@ class Builder:
             roi = self.f32(np.zeros(0, np.float32), "resize_roi")
         return self.node("Resize", [x, roi, scales], **attrs)
 
+    def softmax(self, x: str, axis: int, rank: int) -> str:
+        axis %= rank
+        if self.opset >= 13 or axis == rank - 1:
+            return self.node("Softmax", [x], axis=axis)
+        # Before opset 13 Softmax normalised over all dims from `axis` on (2-D coercion);
+        # move the axis last, as torch's opset-11 export does.
+        perm = [i for i in range(rank) if i != axis] + [axis]
+        inv = list(np.argsort(perm))
+        return self.transpose(self.node("Softmax", [self.transpose(x, perm)], axis=rank - 1), inv)
+
     def reduce_mean(self, x: str, axes: Sequence[int], keepdims: int = 1) -> str:
         if self.opset >= 18:
             return self.node("ReduceMean", [x, self.i64(axes, "axes")], keepdims=keepdims)

@@ -30,7 +30,7 @@ def _attention(b: Builder, x: str, t: int, d: int, heads: int) -> str:
     k = b.transpose(b.reshape(b.linear(x, d, d, "k"), [1, t, heads, hd]), [0, 2, 3, 1])  # [1,H,hd,T]
     v = b.transpose(b.reshape(b.linear(x, d, d, "v"), [1, t, heads, hd]), [0, 2, 1, 3])  # [1,H,T,hd]
     s = b.node("Div", [b.node("MatMul", [q, k]), b.f32(math.sqrt(hd), "sqrt_hd")])
-    p = b.node("Softmax", [s], axis=-1)
+    p = b.softmax(s, axis=-1, rank=4)
     o = b.reshape(b.transpose(b.node("MatMul", [p, v]), [0, 2, 1, 3]), [1, t, d])
     return b.linear(o, d, d, "attn_out", scale=0.5)
 

@@ -103,7 +103,7 @@ def yolov8(image: int = 64, nc: int = 8, widths: Sequence[int] = (8, 16, 32, 64,
     # DFL: expected value of a 16-bin distribution per box side, as a fixed 1x1 conv.
     n_anchors = sum((image // s) ** 2 for s in strides)
     d = b.transpose(b.reshape(box, [1, 4, REG_MAX, n_anchors]), [0, 2, 1, 3])  # [1,16,4,N]
-    d = b.node("Softmax", [d], axis=1)
+    d = b.softmax(d, axis=1, rank=4)
     dfl_w = np.arange(REG_MAX, dtype=np.float32).reshape(1, REG_MAX, 1, 1)
     d = b.conv(d, REG_MAX, 1, 1, pad=0, weight=dfl_w, prefix="dfl")       # [1,1,4,N]
     dist = b.reshape(d, [1, 4, n_anchors])

@@ -5,8 +5,10 @@ drawn in graph-construction order, and node/tensor names come from per-prefix co
 so building the same model twice gives byte-identical protos.
 
 Weights are not trained, but they are scaled so activations neither vanish nor explode:
-He-style conv/linear init, and BatchNorm with non-trivial statistics (so folding BN is a
-real transformation, not an identity) and a positive variance.
+He-style init with a gain matched to the producing activation (Builder.gain), and
+BatchNorm whose running mean/var are the real statistics of its input on a fixed random
+probe batch (models.reference evaluates the graph in float64 as it is built), with random
+gamma/beta -- so folding BN is a real transformation, not an identity.
 """
 
 from __future__ import annotations

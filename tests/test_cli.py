@@ -104,25 +104,15 @@ def test_external_data_missing_and_escaping(tmp_path):
     res = run(path, "-o", tmp_path / "ok")
     assert res.returncode == 0, res.stderr  # the good case works
     proto = onnx.load(path, load_external_data=False)
-    for t in proto.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = "../escape.bin"
-    esc = tmp_path / "ext" / "escaping.onnx"
-    onnx.save(proto, esc)
-    _expect_clean_failure(run(esc, "-o", tmp_path / "o1"), tmp_path / "o1", "escapes the model's folder")
-    for t in proto.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = "/etc/passwd"
-    onnx.save(proto, esc)
-    _expect_clean_failure(run(esc, "-o", tmp_path / "o2"), tmp_path / "o2", "absolute")
-    for t in proto.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = "missing.bin"
-    onnx.save(proto, esc)
-    _expect_clean_failure(run(esc, "-o", tmp_path / "o3"), tmp_path / "o3", "is missing")
+    esc = tmp_path / "ext" / "edited.onnx"
+    cases = [("../escape.bin", "escapes the model's folder"), ("/etc/passwd", "absolute"), ("missing.bin", "is missing")]
+    for k, (location, message) in enumerate(cases):
+        for t in proto.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        onnx.save(proto, esc)
+        _expect_clean_failure(run(esc, "-o", tmp_path / f"o{k}"), tmp_path / f"o{k}", message)
 
 
 def test_custom_op(tmp_path):

@@ -50,3 +50,29 @@ def test_grouped_conv_attribute_shrinks():
     before = {n.name: n.attrs.get("group", 1) for n in model.graph.nodes if n.op == "Conv"}
     after = {n.name: n.attrs.get("group", 1) for n in pruned.graph.nodes if n.op == "Conv"}
     assert any(after[k] < v for k, v in before.items() if v > 1)
+
+
+def test_exclude_keeps_a_nodes_output_channels():
+    model = prunec.from_proto(build("resnet18"))
+    conv = next(n for n in model.graph.nodes if n.op == "Conv" and n.inputs[1].shape[0] == 64)
+    analysis = prunec.analyze(model, exclude=[conv.name])
+    blocked = [g for g in analysis.groups if any(m.tensor == conv.inputs[1].name and m.role == "out" for m in g.members)]
+    assert blocked and not blocked[0].prunable
+    assert any("excluded by user" in r for r in blocked[0].blocked)
+    pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5, exclude=[conv.name]))
+    after = {n.name: n for n in pruned.graph.nodes}[conv.name]
+    assert after.inputs[1].shape[0] == 64
+
+
+def test_rounding_and_floor():
+    from prunec.plan import keep_count
+
+    assert keep_count(64, 0.5, 8, 1) == 32
+    assert keep_count(60, 0.5, 8, 1) == 32  # 30 rounded up to a multiple of 8
+    assert keep_count(10, 0.9, 8, 1) == 8
+    assert keep_count(64, 0.9, 1, 16) == 16  # floor
+    model = prunec.from_proto(build("resnet18"))
+    pruned, _, _ = prune_model(model, PruneOptions(ratio=0.6, round_to=16))
+    for n in pruned.graph.nodes:
+        if n.op == "Conv" and n.inputs[1].shape[0] not in (10,):
+            assert n.inputs[1].shape[0] % 16 == 0

@@ -54,11 +54,17 @@ def _model_inputs(model, given: dict[str, list[int]]) -> dict[str, tuple[list[in
             continue
         tt = vi.type.tensor_type
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
         if vi.name in given:
             shape = given[vi.name]
+            fixed = [(i, d, g) for i, (d, g) in enumerate(zip(dims, shape)) if d is not None and d != g]
+            if len(shape) != len(dims) or fixed:
+                raise SystemExit(
+                    f"prove_arm: --input-shape {vi.name}={','.join(map(str, shape))} contradicts the "
+                    f"model's static shape {dims}; it can only fill in dynamic dimensions (None)"
+                )
         else:
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-            if any(d is None or d <= 0 for d in dims):
+            if any(d is None for d in dims):
                 raise SystemExit(
                     f"prove_arm: input {vi.name!r} has a dynamic shape {dims}; "
                     f"give it with --input-shape {vi.name}=1,3,224,224"
@@ -113,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.keep or work_ctx.name)
     work.mkdir(parents=True, exist_ok=True)
     try:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        refs = sess.run(None, feeds)
+
         t0 = time.perf_counter()
         ex = arm_emu.compile_onnx(model, shapes)
         lib = arm_emu.cross_export(ex, work / (Path(args.model).stem + "_aarch64.so"))
         print(f"compiled for {arm_emu.AARCH64_TARGET} and cross-linked in {time.perf_counter() - t0:.1f} s: {lib}")
-
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        refs = sess.run(None, feeds)
 
         first_dtype = str(next(iter(inputs_spec.values()))[1])
         kw = dict(lib_path=lib, input_shapes=shapes, dtype=first_dtype, repeat=args.repeat,

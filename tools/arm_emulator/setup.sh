@@ -123,7 +123,7 @@ check_tvm() {
   chroot "$ROOT" "$VENV/bin/python" -c \
     "import platform, tvm, tvm_ffi; assert platform.machine()=='aarch64'; assert tvm.__version__=='$TVM_VERSION', tvm.__version__; print('tvm', tvm.__version__, platform.machine())" 2>/dev/null
 }
-if [ -x "$ROOT$VENV/bin/python" ] && check_tvm >/dev/null; then
+if [ -x "$ROOT$VENV/bin/python" ] && TVM_INFO="$(check_tvm)"; then
   log "TVM already installed in $ROOT$VENV"
 else
   PYV="$(chroot "$ROOT" /usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
@@ -153,12 +153,11 @@ else
     "${PIP_SRC[@]}" "${DEVICE_PKGS[@]}" \
     || die "pip install inside the root failed"
   log "wheels installed in $(( $(date +%s) - t0 )) s"
-  check_tvm >/dev/null || die "tvm does not import inside the emulated root"
+  TVM_INFO="$(check_tvm)" || die "tvm does not import inside the emulated root"
 fi
 
 # ---- 5. done ------------------------------------------------------------------------------
-install -m 0644 /dev/null "$ROOT/.prunec-arm-ready"
 echo "$TVM_VERSION" > "$ROOT/.prunec-arm-ready"
-log "$(check_tvm)"
+log "emulated python: $TVM_INFO"
 log "ready: $ROOT (python: chroot $ROOT $VENV/bin/python) in $(( $(date +%s) - START )) s"
 log "start an RPC server with: $SCRIPT_DIR/start_rpc.sh $ROOT PORT"

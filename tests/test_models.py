@@ -58,8 +58,8 @@ def test_builds_checks_and_runs(built, name):
     assert count_params(m) * 4 < 8 * 2**20
 
 
-@pytest.mark.parametrize("name", SMALL)
-def test_deterministic(built, name):
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3", "yolov8", "vit", "groupnorm_net"])
+def test_deterministic(built, name):  # a subset, to keep the file fast
     assert zoo.build(name).SerializeToString() == built[name].SerializeToString()
 
 

@@ -8,7 +8,9 @@
 # 127.0.0.1 only; a tracker address must be a loopback address as well. A server registered
 # with a tracker only accepts sessions handed out by that tracker (use --tracker/--key then).
 # With --tracker it is started on the host like this (also loopback only):
-#   .venv/bin/python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190 --port-end 9191
+#   setsid .venv/bin/python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port 9190 --port-end 9191 &
+# Both the tracker and the server run their real work in a child (tvm.exec.popen_worker):
+# stop them by process group (kill -TERM -- -PGID), or the child keeps the port open.
 #
 # /proc, /sys and /dev are mounted into the root in a private mount namespace (unshare), so
 # nothing stays mounted after the server exits; without unshare they are mounted directly.

@@ -25,7 +25,8 @@ TVM_FFI_VERSION=0.1.14.post0
 # Python packages for the device side. psutil/cloudpickle/tornado are what TVM's RPC
 # and meta-schedule runners import; numpy is required by tvm itself.
 DEVICE_PKGS=("apache-tvm==${TVM_VERSION}" "apache-tvm-ffi==${TVM_FFI_VERSION}" "numpy<3" psutil cloudpickle tornado)
-HOST_PKGS=(qemu-user-static binfmt-support debootstrap gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
+# debian-archive-keyring: already on Debian; on Ubuntu hosts debootstrap needs it for bookworm.
+HOST_PKGS=(qemu-user-static binfmt-support debootstrap debian-archive-keyring gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
 
 log() { printf '[arm-setup %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -79,6 +80,21 @@ find_mirror() {
   echo "http://deb.debian.org/debian"
 }
 
+# Debian's handler has the fix-binary (F) flag: the kernel keeps qemu open and chroot just
+# works. Without F the kernel looks the interpreter up inside the chroot: copy it there,
+# under the registered path and as /usr/bin/qemu-aarch64-static.
+qemu_into_root() {
+  local interp
+  [ -x "$ROOT/usr/bin/qemu-aarch64-static" ] || cp /usr/bin/qemu-aarch64-static "$ROOT/usr/bin/"
+  if ! grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+    interp="$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)"
+    if [ -n "$interp" ] && [ ! -e "$ROOT$interp" ]; then
+      mkdir -p "$ROOT$(dirname "$interp")"
+      cp /usr/bin/qemu-aarch64-static "$ROOT$interp"
+    fi
+  fi
+}
+
 DONE_MARK="$ROOT/.prunec-debootstrap-done"
 if [ -e "$DONE_MARK" ]; then
   log "root already bootstrapped: $ROOT"
@@ -102,9 +118,7 @@ else
     --include=python3,python3-venv,libstdc++6,ca-certificates \
     "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -20 "$ROOT.debootstrap.log" >&2; die "debootstrap stage 1 failed (log: $ROOT.debootstrap.log)"; }
-  # The static qemu inside the root makes chroot work whether or not the binfmt
-  # handler has the fix-binary (F) flag.
-  cp /usr/bin/qemu-aarch64-static "$ROOT/usr/bin/"
+  qemu_into_root
   log "debootstrap stage 2 (emulated)"
   chroot "$ROOT" /debootstrap/debootstrap --second-stage >>"$ROOT.debootstrap.log" 2>&1 \
     || { tail -20 "$ROOT.debootstrap.log" >&2; die "debootstrap stage 2 failed (log: $ROOT.debootstrap.log)"; }
@@ -113,8 +127,8 @@ else
   touch "$DONE_MARK"
   log "debootstrap done in $(( $(date +%s) - t0 )) s"
 fi
+qemu_into_root
 [ "$(chroot "$ROOT" /bin/uname -m)" = aarch64 ] || die "chroot $ROOT does not run as aarch64"
-[ -x "$ROOT/usr/bin/qemu-aarch64-static" ] || cp /usr/bin/qemu-aarch64-static "$ROOT/usr/bin/"
 
 # ---- 4. TVM wheels ----------------------------------------------------------------------
 VENV=/opt/tvm-venv

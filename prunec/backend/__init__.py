@@ -129,7 +129,8 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
             builder, runner = _tune_infra(kind, args)
             for name in models:
                 fused = B.fuse(mods[name], target, kind, fast)
-                r = TU.tune(fused, target, db_dir, per_model, progress, name, builder, runner)
+                r = TU.tune(fused, target, db_dir, per_model, progress, name, builder, runner,
+                            seed_hand_schedules=fast)
                 tuning["measured_trials"][name] = r["trials"]
             tuning["time_s"] = round(time.time() - t0, 1)
             tuning["new_records"] = TU.count_records(db_dir) - before

@@ -233,6 +233,12 @@ def _blocks(sch):
     return sch.get_child_blocks(root)
 
 
+def schedule_task(sch, target):
+    """Apply the hand schedule to a traced Schedule of one PrimFunc named main (raises if it
+    does not apply)."""
+    _schedule_func(sch, vector_lanes(target), int(target.attrs.get("num-cores", 1) or 1))
+
+
 def _schedule_func(sch, lanes, threads):
     blocks = _blocks(sch)
     names = [sch.get(b).name_hint for b in blocks]
@@ -348,6 +354,15 @@ def _schedule_generic(sch, lanes, threads, anchor=None):
     _schedule_rest(sch, lanes, threads, done=set())
 
 
+def _reduce_tile(ext: int, lanes: int) -> int:
+    """Output elements kept in registers by a generic reduction: a few vectors (independent
+    accumulators hide FMA latency), else one vector, else the whole short row."""
+    for v in (4 * lanes, 2 * lanes, lanes, lanes // 2, 4):
+        if v >= 4 and ext % v == 0 and ext >= v:
+            return v
+    return ext if ext <= 64 else 1
+
+
 def _schedule_block_generic(sch, block, lanes):
     loops = sch.get_loops(block)
     if not loops:
@@ -363,7 +378,7 @@ def _schedule_block_generic(sch, block, lanes):
     ext = int(sch.get(inner).extent)
     if reduce:
         # keep a vector of outputs in registers while reducing: S.., R.., s_inner
-        v = lanes if ext % lanes == 0 else (ext if ext <= 64 else 1)
+        v = _reduce_tile(ext, lanes)
         if v > 1:
             so, si = sch.split(inner, [None, v]) if v != ext else (None, inner)
             order = spatial[:-1] + ([so] if so is not None else []) + reduce + [si]

@@ -1,0 +1,489 @@
+"""Calibration data: a few hundred unlabeled inputs, and streaming passes over them with ONNX Runtime.
+
+Sources: an .npz file (one array per model input, first axis = samples), a folder of images with a
+preprocessing spec, or (Python API) any iterable of {input name: array} dicts.
+
+A pass exposes chosen intermediate tensors as extra graph outputs and runs the model batch by batch;
+each batch's tensors go to a callback and are dropped, so memory is bounded by one batch however
+big the model or the calibration set is. Statistics are accumulated in float64.
+"""
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+
+from .errors import PrunecError
+from .graph import Model
+from .runtime import graph_inputs, input_dtype
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".npy", ".tif", ".tiff", ".webp")
+# A batch's exposed activations stay below this (bytes); batch size is chosen from it.
+BATCH_BYTES = 256 * 2**20
+
+
+# --------------------------------------------------------------------------- the data
+@dataclass
+class CalibData:
+    """Validated samples: arrays[name] is [N, *input shape without batch]."""
+
+    arrays: dict[str, np.ndarray]
+    source: str = "<memory>"
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def batches(self, size: int, limit: int | None = None):
+        n = len(self) if limit is None else min(limit, len(self))
+        for i in range(0, n, size):
+            yield {k: v[i:min(i + size, n)] for k, v in self.arrays.items()}
+
+    def subset(self, n: int) -> "CalibData":
+        return CalibData({k: v[:n] for k, v in self.arrays.items()}, self.source, self.notes)
+
+
+def _model_inputs(model: Model) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    proto = model.to_proto(restore_io=False)
+    return {vi.name: (tuple(model.input_shapes[vi.name]), input_dtype(vi)) for vi in graph_inputs(proto)}
+
+
+def _validate(arrays: dict[str, np.ndarray], model: Model, source: str) -> dict[str, np.ndarray]:
+    """Names must match the model's inputs; each sample's shape must match the input without its batch axis."""
+    inputs = _model_inputs(model)
+    missing, extra = sorted(set(inputs) - set(arrays)), sorted(set(arrays) - set(inputs))
+    if missing or extra:
+        raise PrunecError(f"calibration data {source}: has inputs {sorted(arrays)}, the model's inputs are "
+                          f"{sorted(inputs)}" + (f" (missing {missing})" if missing else ""))
+    out, count = {}, None
+    for name, (shape, dtype) in inputs.items():
+        a = np.asarray(arrays[name])
+        want = tuple(shape[1:])
+        if a.ndim != len(shape) or tuple(a.shape[1:]) != want:
+            raise PrunecError(f"calibration data {source}: input {name!r} has shape {list(a.shape)}; expected "
+                              f"[samples, {', '.join(map(str, want))}] (the model's input is {list(shape)})")
+        if count is not None and len(a) != count:
+            raise PrunecError(f"calibration data {source}: inputs have different numbers of samples")
+        count = len(a)
+        if a.dtype.kind not in "biuf":
+            raise PrunecError(f"calibration data {source}: input {name!r} has non-numeric dtype {a.dtype}")
+        if np.issubdtype(dtype, np.integer) and a.dtype.kind == "f":
+            raise PrunecError(f"calibration data {source}: input {name!r} is float but the model expects {dtype}")
+        out[name] = np.ascontiguousarray(a, dtype=dtype)
+    if not count:
+        raise PrunecError(f"calibration data {source}: no samples")
+    return out
+
+
+def from_arrays(arrays: dict[str, np.ndarray], model: Model, max_samples: int | None = None,
+                source: str = "<arrays>") -> CalibData:
+    arrays = {k: (np.asarray(v)[:max_samples] if max_samples else np.asarray(v)) for k, v in arrays.items()}
+    return CalibData(_validate(arrays, model, source), source)
+
+
+def from_npz(path: str | Path, model: Model, max_samples: int | None = None) -> CalibData:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k][:max_samples] if max_samples else z[k] for k in z.files}
+    except (OSError, ValueError, zlib.error) as exc:
+        raise PrunecError(f"calibration file {path}: cannot read it as .npz ({str(exc).splitlines()[0]})") from None
+    return CalibData(_validate(arrays, model, str(path)), str(path))
+
+
+def from_iterable(samples: Iterable[dict], model: Model, max_samples: int | None = None) -> CalibData:
+    """Each item maps input names to one sample (with or without the batch axis) or a batch."""
+    inputs = _model_inputs(model)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in inputs}
+    n = 0
+    for i, item in enumerate(samples):
+        if not isinstance(item, dict):
+            raise PrunecError(f"calibration sample {i}: expected a dict of input name -> array, got {type(item).__name__}")
+        if set(item) != set(inputs):
+            raise PrunecError(f"calibration sample {i}: has inputs {sorted(item)}, the model's inputs are {sorted(inputs)}")
+        rows = None
+        for name, (shape, _) in inputs.items():
+            a = np.asarray(item[name])
+            if a.ndim == len(shape) - 1:
+                a = a[None]
+            parts[name].append(a)
+            rows = len(a)
+        n += rows or 0
+        if max_samples and n >= max_samples:
+            break
+    if n == 0:
+        raise PrunecError("calibration data: the iterable gave no samples")
+    try:
+        arrays = {k: np.concatenate(v)[:max_samples] if max_samples else np.concatenate(v) for k, v in parts.items()}
+    except ValueError as exc:
+        raise PrunecError(f"calibration data: samples have different shapes ({exc})") from None
+    return CalibData(_validate(arrays, model, "<iterable>"), "<iterable>")
+
+
+# --------------------------------------------------------------------------- images
+@dataclass
+class Preprocess:
+    """How images become an input tensor: resize, (x - mean) / std on 0..255 pixels, layout, colour order."""
+
+    size: tuple[int, int] | None = None  # (height, width); None: the model input's spatial size
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (255.0,)
+    layout: str = "NCHW"
+    bgr: bool = False
+    letterbox: bool = False  # keep aspect ratio, pad with grey 114 (YOLO style)
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Preprocess":
+        p = cls()
+        for part in (spec or "").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key = key.lower()
+            try:
+                if key == "size" and sep:
+                    dims = [int(d) for d in value.lower().replace("x", "/").split("/")]
+                    p.size = (dims[0], dims[-1])
+                elif key in ("mean", "std") and sep:
+                    setattr(p, key, tuple(float(v) for v in value.split("/")))
+                elif key == "layout" and value.upper() in ("NCHW", "NHWC"):
+                    p.layout = value.upper()
+                elif key in ("rgb", "bgr") and not sep:
+                    p.bgr = key == "bgr"
+                elif key in ("letterbox", "stretch") and not sep:
+                    p.letterbox = key == "letterbox"
+                else:
+                    raise ValueError
+            except ValueError:
+                raise PrunecError(f"--preprocess {spec!r}: cannot read {part!r}; expected e.g. "
+                                  "size=320,mean=0,std=255,layout=NCHW,rgb (mean/std per channel as a/b/c; "
+                                  "also letterbox)") from None
+        if any(s == 0 for s in p.std):
+            raise PrunecError(f"--preprocess {spec!r}: std must not be 0")
+        return p
+
+    def apply(self, rgb: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+        """rgb: uint8/float [H, W, 3] -> float32 [C, H, W] or [H, W, C]."""
+        img = rgb.astype(np.float32)
+        if channels == 1:
+            img = img @ np.array([0.299, 0.587, 0.114], np.float32)[:, None] if img.shape[2] == 3 else img[..., :1]
+        elif self.bgr:
+            img = img[..., ::-1]
+        img = _letterbox(img, size) if self.letterbox else resize_bilinear(img, size)
+        mean = np.asarray(self.mean, np.float32)[:channels] if len(self.mean) > 1 else np.float32(self.mean[0])
+        std = np.asarray(self.std, np.float32)[:channels] if len(self.std) > 1 else np.float32(self.std[0])
+        img = (img - mean) / std
+        return np.ascontiguousarray(img.transpose(2, 0, 1) if self.layout == "NCHW" else img)
+
+
+def resize_bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W, C] float -> [h, w, C], pixel-centre aligned (as most image libraries do)."""
+    h, w = size
+    H, W = img.shape[:2]
+    if (H, W) == (h, w):
+        return img
+
+    def axis(n_out, n_in):
+        x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        i0 = np.floor(x).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (x - i0).astype(np.float32)
+
+    y0, y1, fy = axis(h, H)
+    x0, x1, fx = axis(w, W)
+    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
+def _letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    scale = min(h / img.shape[0], w / img.shape[1])
+    nh, nw = max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))
+    out = np.full((h, w, img.shape[2]), 114.0, np.float32)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    out[top:top + nh, left:left + nw] = resize_bilinear(img, (nh, nw))
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 [H, W, 3] RGB. Pillow when installed; else built-in PNG/PPM/PGM/.npy readers."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        a = np.load(path, allow_pickle=False)
+        return _to_rgb(a)
+    try:
+        from PIL import Image
+    except ImportError:
+        Image = None
+    if Image is not None:
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except Exception as exc:
+            raise PrunecError(f"image {path}: cannot decode it ({exc})") from None
+    data = path.read_bytes()
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _to_rgb(decode_png(data, str(path)))
+    if data[:2] in (b"P5", b"P6"):
+        return _to_rgb(decode_pnm(data, str(path)))
+    raise PrunecError(f"image {path}: only PNG, PPM/PGM and .npy can be read without Pillow "
+                      "(pip install pillow for JPEG and others), or pass an .npz with --calib")
+
+
+def _to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8) if a.max(initial=0) > 1 else (np.clip(a, 0, 1) * 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return a[..., :3]
+
+
+def decode_pnm(data: bytes, name: str) -> np.ndarray:
+    tokens, pos = [], 2
+    while len(tokens) < 3:
+        while data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            pos = data.index(b"\n", pos) + 1
+            continue
+        start = pos
+        while not data[pos:pos + 1].isspace():
+            pos += 1
+        tokens.append(int(data[start:pos]))
+    w, h, maxval = tokens
+    channels = 3 if data[:2] == b"P6" else 1
+    dtype = np.uint8 if maxval < 256 else np.dtype(">u2")
+    a = np.frombuffer(data, dtype, count=w * h * channels, offset=pos + 1).reshape(h, w, channels)
+    return (a.astype(np.float32) * (255.0 / maxval)).astype(np.uint8) if maxval != 255 else a
+
+
+def decode_png(data: bytes, name: str) -> np.ndarray:
+    """8/16-bit non-interlaced PNG (grey, RGB, palette, with or without alpha) -> uint8 [H, W, C]."""
+    pos, idat, palette = 8, [], None
+    while pos < len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if ctype == b"IHDR":
+            w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+        elif ctype == b"PLTE":
+            palette = np.frombuffer(chunk, np.uint8).reshape(-1, 3)
+        elif ctype == b"IDAT":
+            idat.append(chunk)
+        elif ctype == b"IEND":
+            break
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color)
+    if channels is None or interlace or depth not in (8, 16):
+        raise PrunecError(f"image {name}: PNG variant (colour {color}, depth {depth}, interlace {interlace}) "
+                          "needs Pillow (pip install pillow)")
+    bpp = channels * depth // 8
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, 1 + w * bpp)
+    out = np.zeros((h, w * bpp), np.uint8)
+    prev = np.zeros(w * bpp, np.int32)
+    for y in range(h):  # undo the per-row filters
+        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
+        if f == 0:
+            cur = line
+        elif f == 2:
+            cur = (line + prev) & 255
+        elif f in (1, 3, 4):
+            cur = np.zeros_like(line)
+            for x in range(w * bpp):  # depends on the left neighbour: sequential
+                a = cur[x - bpp] if x >= bpp else 0
+                c = prev[x - bpp] if x >= bpp else 0
+                if f == 1:
+                    pred = a
+                elif f == 3:
+                    pred = (a + prev[x]) >> 1
+                else:
+                    p = a + prev[x] - c
+                    pa, pb, pc = abs(p - a), abs(p - prev[x]), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (prev[x] if pb <= pc else c)
+                cur[x] = (line[x] + pred) & 255
+        else:
+            raise PrunecError(f"image {name}: corrupt PNG (filter {f})")
+        out[y] = cur
+        prev = cur
+    a = out.reshape(h, w, channels * depth // 8)
+    if depth == 16:
+        a = a.reshape(h, w, channels, 2)[..., 0]
+    else:
+        a = a.reshape(h, w, channels)
+    if color == 3:
+        a = palette[a[..., 0]]
+    return a[..., :3] if channels in (3, 4) else a[..., :1]
+
+
+def from_images(folder: str | Path, model: Model, preprocess: Preprocess | str | None = None,
+                max_samples: int | None = None) -> CalibData:
+    folder = Path(folder)
+    pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess.parse(preprocess)
+    inputs = _model_inputs(model)
+    if len(inputs) != 1:
+        raise PrunecError(f"--calib {folder}: a folder of images needs a model with one input; this one has "
+                          f"{sorted(inputs)} (use an .npz with one array per input)")
+    (name, (shape, dtype)), = inputs.items()
+    if len(shape) != 4:
+        raise PrunecError(f"--calib {folder}: input {name!r} has shape {list(shape)}, not an image batch")
+    c_axis = 1 if pre.layout == "NCHW" else 3
+    channels = shape[c_axis]
+    hw = (shape[2], shape[3]) if pre.layout == "NCHW" else (shape[1], shape[2])
+    if channels not in (1, 3):
+        raise PrunecError(f"--calib {folder}: input {name!r} {list(shape)} has {channels} channels on the "
+                          f"{pre.layout} channel axis; set --preprocess layout=NCHW or NHWC")
+    if pre.size is not None and tuple(pre.size) != hw:
+        raise PrunecError(f"--preprocess size={pre.size[0]}x{pre.size[1]} does not match the model input "
+                          f"{name!r} {list(shape)}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise PrunecError(f"--calib {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    files = files[:max_samples] if max_samples else files
+    samples = np.stack([pre.apply(read_image(f), hw, channels) for f in files]).astype(dtype)
+    return CalibData(_validate({name: samples}, model, str(folder)), str(folder))
+
+
+def load_calib(source, model: Model, preprocess: str | Preprocess | None = None,
+               max_samples: int | None = None) -> CalibData:
+    """Whatever the user gave (path to .npz or image folder, dict of arrays, iterable of dicts) -> CalibData."""
+    if isinstance(source, CalibData):
+        data = _validate(source.arrays, model, source.source)
+        return CalibData({k: v[:max_samples] if max_samples else v for k, v in data.items()}, source.source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            return from_images(path, model, preprocess, max_samples)
+        if not path.is_file():
+            raise PrunecError(f"--calib {path}: no such file or folder")
+        if path.suffix.lower() != ".npz":
+            raise PrunecError(f"--calib {path}: expected an .npz file (one array per input) or a folder of images")
+        return from_npz(path, model, max_samples)
+    if isinstance(source, dict):
+        return from_arrays(source, model, max_samples)
+    return from_iterable(source, model, max_samples)
+
+
+# --------------------------------------------------------------------------- streaming passes
+def batch_capable(model: Model) -> bool:
+    """Can the model take several samples at once? Only if every input's exported batch dim is symbolic."""
+    for name in model.input_shapes:
+        vi = model.io_proto.get(name)
+        if vi is None:
+            return False
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or dims[0].HasField("dim_value"):
+            return False
+    return True
+
+
+class Tapper:
+    """One ONNX Runtime session that returns the graph outputs plus the chosen intermediate tensors."""
+
+    def __init__(self, model: Model, taps: list[str], threads: int | None = None,
+                 weights_as_inputs: list[str] | None = None):
+        from .runtime import session
+
+        # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples.
+        proto = model.to_proto(restore_io=batch_capable(model))
+        existing = [o.name for o in proto.graph.output]
+        self.outputs = list(existing)
+        for name in taps:
+            if name not in existing:
+                proto.graph.output.append(onnx.ValueInfoProto(name=name))
+                self.outputs.append(name)
+        # Weights listed as inputs can be replaced per run (sensitivity probes) with one session.
+        for name in weights_as_inputs or []:
+            init = next(t for t in proto.graph.initializer if t.name == name)
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+        self.n_graph_outputs = len(existing)
+        self.batched = batch_capable(model)
+        self.session = session(proto, threads)
+        sizes = {n: int(np.prod(s)) * 4 for n, s in model.shapes.items()}
+        analysed_batch = next(iter(model.input_shapes.values()))[0] if model.input_shapes else 1
+        per_sample = sum(sizes.get(n, 0) for n in self.outputs) / max(1, analysed_batch)
+        self.batch = int(max(1, min(64, BATCH_BYTES // max(per_sample, 1)))) if self.batched else 1
+
+    def run(self, feeds: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        feeds = dict(feeds, **(extra or {}))
+        values = self.session.run(self.outputs, feeds)
+        return dict(zip(self.outputs, values))
+
+    def stream(self, data: CalibData, fn: Callable[[dict], None], limit: int | None = None,
+               extra: dict[str, np.ndarray] | None = None) -> None:
+        for batch in data.batches(self.batch, limit):
+            if self.batched:
+                fn(self.run(batch, extra))
+            else:
+                for i in range(len(next(iter(batch.values())))):
+                    fn(self.run({k: v[i:i + 1] for k, v in batch.items()}, extra))
+
+
+@dataclass
+class ChannelStats:
+    """Streaming per-channel moments of one (tensor, axis)."""
+
+    count: int = 0
+    sum: np.ndarray | None = None
+    sumsq: np.ndarray | None = None
+    abssum: np.ndarray | None = None
+    zeros: np.ndarray | None = None
+
+    def update(self, a: np.ndarray, axis: int) -> None:
+        x = np.moveaxis(np.asarray(a), axis, 0).reshape(a.shape[axis], -1).astype(np.float64)
+        parts = (x.sum(1), np.einsum("ij,ij->i", x, x), np.abs(x).sum(1), (x == 0).sum(1).astype(np.float64))
+        if self.sum is None:
+            self.sum, self.sumsq, self.abssum, self.zeros = parts
+        else:
+            self.sum += parts[0]
+            self.sumsq += parts[1]
+            self.abssum += parts[2]
+            self.zeros += parts[3]
+        self.count += x.shape[1]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self.abssum / max(self.count, 1)
+
+    @property
+    def mean_sq(self) -> np.ndarray:
+        return self.sumsq / max(self.count, 1)
+
+    @property
+    def var(self) -> np.ndarray:
+        return np.maximum(self.mean_sq - self.mean ** 2, 0.0)
+
+    @property
+    def zero_rate(self) -> np.ndarray:
+        return self.zeros / max(self.count, 1)
+
+
+def collect_stats(model: Model, data: CalibData, keys: list[tuple[str, int]], limit: int | None = None,
+                  threads: int | None = None) -> dict[tuple[str, int], ChannelStats]:
+    """Per-channel statistics of each (activation tensor, axis) over the calibration samples."""
+    stats = {k: ChannelStats() for k in keys}
+    tapper = Tapper(model, sorted({t for t, _ in keys}), threads)
+
+    def update(values: dict) -> None:
+        for (t, axis), s in stats.items():
+            s.update(values[t], axis)
+
+    tapper.stream(data, update, limit)
+    return stats
+
+
+def timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0

@@ -49,7 +49,7 @@ def _channel_axis(op: str, rank: int) -> int:
 
 
 def find_layers(analysis: Analysis, plan: Plan) -> list[Layer]:
-    from passes.shrink import removal_map
+    from prunec.passes.shrink import removal_map
 
     removed = removal_map(analysis, plan)
     by_id = {g.id: g for g in analysis.groups}
@@ -238,19 +238,24 @@ class Refit:
             w = w.T if node.attrs.get("transB", 0) else w
         else:
             w = W[0]
-        node.inputs[1] = gs.Constant(f"{w_old.name}__refit", np.ascontiguousarray(w, dtype=dtype))
+        # same tensor names: group ids (anchored on weight names) stay stable across --steps rounds
+        w_old.values = np.ascontiguousarray(w, dtype=dtype)
         bias = b.reshape(-1)
         if op == "MatMul":
             return  # no bias input: the intercept is dropped (a following Add keeps the original one)
         if op == "Gemm":
-            bias = bias / float(node.attrs.get("beta", 1.0)) if len(node.inputs) > 2 else bias
-            if len(node.inputs) <= 2:
+            if len(node.inputs) > 2:
+                bias = bias / float(node.attrs.get("beta", 1.0))
+            else:
                 node.attrs["beta"] = 1.0
-        c = gs.Constant(f"{node.name}__refit_bias", np.ascontiguousarray(bias, dtype=dtype))
-        if len(node.inputs) > 2:
-            node.inputs[2] = c
+        if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant) and node.inputs[2].values.size == bias.size:
+            node.inputs[2].values = np.ascontiguousarray(bias.reshape(node.inputs[2].values.shape), dtype=dtype)
         else:
-            node.inputs.append(c)
+            c = gs.Constant(f"{node.name}.refit_bias", np.ascontiguousarray(bias, dtype=dtype))
+            if len(node.inputs) > 2:
+                node.inputs[2] = c
+            else:
+                node.inputs.append(c)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -37,7 +37,10 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["none", "x86", "arm", "cuda"], default="none",
                    help="compile and measure for this target after pruning (default: none, prune only)")
     p.add_argument("-o", "--outdir", default="prunec_out", help="output folder (default prunec_out)")
-    p.add_argument("--criterion", default="l2", help="importance criterion: l2, l1, bn, random (default l2)")
+    p.add_argument("--criterion", default="auto", help=(
+        "importance criterion: l2, l1, bn, random (data-free); act (mean |activation|), apoz (zero rate), "
+        "output (error each channel adds to the next layers' outputs), output-var (same, mean compensated): "
+        "need --calib (default: output with --calib, l2 without)"))
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels of all groups together instead of the same ratio per group")
     p.add_argument("--round-to", type=int, default=None,
@@ -47,12 +50,58 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-out", metavar="FILE", help="write the pruning plan (JSON) here")
     p.add_argument("--plan-in", metavar="FILE", help="apply this plan instead of computing one")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _calibration_arguments(p)
     try:
         from . import backend
         backend.add_arguments(p)
     except ImportError:
         pass
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]")
+    return value
+
+
+def _calibration_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("accuracy without training (calibration data)")
+    g.add_argument("--calib", metavar="FILE.npz|DIR", help=(
+        "unlabeled inputs: an .npz with one array per model input (first axis = samples), or a folder of "
+        "images (see --preprocess). Enables data criteria, measured sensitivity and reconstruction"))
+    g.add_argument("--preprocess", metavar="SPEC", help=(
+        "for an image folder: size=H[xW],mean=M[/M/M],std=S[/S/S],layout=NCHW|NHWC,rgb|bgr[,letterbox]; "
+        "pixels are 0..255 before (x-mean)/std (default: the model's size, mean=0, std=255, NCHW, rgb)"))
+    g.add_argument("--calib-samples", type=_positive_int, default=256, help="use at most this many samples (default 256)")
+    g.add_argument("--target-macs", type=_share, metavar="F", help=(
+        "keep at most this share of the original MACs (0.5 = 2x fewer), spread over groups by measured "
+        "sensitivity (with --calib); replaces --ratio"))
+    g.add_argument("--protect", dest="protect", action="store_true", default=None,
+                   help="keep >= 75%% of stem and head groups and all of groups <= 8 channels (default with --target-macs)")
+    g.add_argument("--no-protect", dest="protect", action="store_false", help="no stem/head/tiny-group floors")
+    g.add_argument("--reconstruct", dest="reconstruct", action="store_true", default=None,
+                   help="refit the layers after pruned channels by least squares on the calibration data "
+                        "(default when --calib is given)")
+    g.add_argument("--no-reconstruct", dest="reconstruct", action="store_false", help="skip reconstruction")
+    g.add_argument("--reconstruct-mode", choices=["auto", "sequential", "local"], default="auto",
+                   help="sequential: level by level on the pruned model's activations; local: one pass on the "
+                        "original's (auto: sequential up to 16 levels)")
+    g.add_argument("--steps", type=_positive_int, default=1, help="prune in this many rounds, reconstructing after each")
 
 
 def inspect_parser() -> argparse.ArgumentParser:
@@ -108,7 +157,9 @@ def _prune(args) -> int:
     opts = PruneOptions(
         ratio=args.ratio, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
         global_ranking=args.global_ranking, exclude=args.exclude, input_shapes=parse_input_shapes(args.input_shape),
-        fold_bn=args.fold_bn, plan_in=args.plan_in, plan_out=args.plan_out, target=args.target)
+        fold_bn=args.fold_bn, plan_in=args.plan_in, plan_out=args.plan_out, target=args.target,
+        calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples, target_macs=args.target_macs,
+        protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps)
     quiet = getattr(args, "quiet", False)
     log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
     outdir = Path(args.outdir)
@@ -140,6 +191,12 @@ def _summary(r: dict) -> str:
         f"{len(g['skipped'])} skipped; see report.json for reasons)",
         f"  verified: onnx.checker passed, ONNX Runtime ran, output shapes unchanged",
     ]
+    cal = r.get("calibration") or {}
+    if cal.get("samples"):
+        lines.append(f"  criterion {r.get('criterion')}; calibration {cal['samples']} samples from {cal['source']}; "
+                     f"relative output error {cal.get('output_error', float('nan')):.4g} on held-out samples")
+    elif cal.get("note"):
+        lines.append(f"  {cal['note']}")
     for target, t in r.get("targets", {}).items():
         if t.get("measured"):
             lines.append(f"  {target}: speedup {t.get('speedup', 0):.2f}x (MACs {t['macs_ratio']:.2f}x)")

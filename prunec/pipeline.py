@@ -21,7 +21,7 @@ DEFAULT_ROUND_TO = {"none": 8, "x86": 16, "arm": 8, "cuda": 8}
 @dataclass
 class PruneOptions:
     ratio: float = 0.5
-    criterion: str = "l2"
+    criterion: str = "auto"  # auto: l2 without calibration data, a data criterion with it
     round_to: int | None = None
     min_keep: int = 1
     global_ranking: bool = False
@@ -31,15 +31,29 @@ class PruneOptions:
     plan_in: str | None = None
     plan_out: str | None = None
     target: str = "none"
+    # calibration and accuracy recovery (prunec/calibrated.py)
+    calib: object = None  # .npz path, image folder, dict of arrays, iterable of input dicts, CalibData
+    preprocess: str | None = None  # for image folders, e.g. "size=320,mean=0,std=255,layout=NCHW,rgb"
+    calib_samples: int | None = 256
+    target_macs: float | None = None  # share of the original MACs to keep (0.5 = 2x fewer)
+    protect: bool | None = None  # floors for stem/head/tiny groups; default: on with target_macs
+    reconstruct: bool | None = None  # default: on when calibration data is given
+    recon_mode: str = "auto"
+    steps: int = 1
+    sensitivity_samples: int = 32
+
+
+def _round_to(opts: PruneOptions) -> int:
+    return opts.round_to if opts.round_to is not None else DEFAULT_ROUND_TO.get(opts.target, 8)
 
 
 def build_plan(analysis, opts: PruneOptions) -> Plan:
     if opts.plan_in:
         return Plan.load(opts.plan_in)
-    scores = importance.score_groups(analysis, opts.criterion)
-    round_to = opts.round_to if opts.round_to is not None else DEFAULT_ROUND_TO.get(opts.target, 8)
-    return make_plan(analysis, scores, opts.ratio, round_to=round_to, min_keep=opts.min_keep,
-                     global_ranking=opts.global_ranking, meta={"criterion": opts.criterion})
+    criterion = "l2" if opts.criterion == "auto" else opts.criterion
+    scores = importance.score_groups(analysis, criterion)
+    return make_plan(analysis, scores, opts.ratio, round_to=_round_to(opts), min_keep=opts.min_keep,
+                     global_ranking=opts.global_ranking, meta={"criterion": criterion})
 
 
 def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[Model, dict, Plan]:
@@ -56,9 +70,17 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     t_load = time.perf_counter()
     analysis = analyze(model, exclude=opts.exclude)
     t_analyze = time.perf_counter()
-    plan = build_plan(analysis, opts)
-    t_plan = time.perf_counter()
-    pruned = shrink(analysis, plan)
+    from .calibrated import calibrated_prune, wants_calibrated_flow
+
+    if wants_calibrated_flow(opts):  # calibration data, a MACs budget or several rounds
+        pruned, plan, extra = calibrated_prune(model, opts, _round_to(opts), log)
+        t_plan = time.perf_counter()
+    else:
+        plan = build_plan(analysis, opts)
+        t_plan = time.perf_counter()
+        pruned = shrink(analysis, plan)
+        extra = {"criterion": plan.meta.get("criterion", opts.criterion),
+                 "calibration": {"used": False, "note": "no calibration data: data-free criterion, no reconstruction"}}
     t_shrink = time.perf_counter()
     checks = verify(model, pruned)
     t_verify = time.perf_counter()
@@ -68,7 +90,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "input": model.source,
         "input_shapes": model.input_shapes,
         "ratio": opts.ratio,
-        "criterion": opts.criterion if not opts.plan_in else f"plan {opts.plan_in}",
+        "criterion": extra.pop("criterion") if not opts.plan_in else (extra.pop("criterion"), f"plan {opts.plan_in}")[1],
         "round_to": plan.meta.get("round_to"),
         "params": {"before": graph_params(model.graph), "after": graph_params(pruned.graph)},
         "macs": {"before": graph_macs(model.graph, model.shapes), "after": graph_macs(pruned.graph, pruned.shapes)},
@@ -86,6 +108,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "unsupported_ops": analysis.unsupported,
         "verify": checks,
         "notes": model.notes + notes,
+        **extra,
         "timing_s": {"analyze": t_analyze - t_load, "plan": t_plan - t_analyze,
                      "shrink": t_shrink - t_plan, "verify": t_verify - t_shrink, "total": t_verify - t0},
     }

@@ -1,0 +1,124 @@
+"""Pruning that keeps accuracy from the ONNX file and unlabeled calibration inputs alone.
+
+Per round (--steps K gives K rounds): statistics -> scores -> plan (ratio, or MACs budget spread by
+measured sensitivity) -> shrink -> reconstruct (refit consumers by least squares). Reconstruction is
+kept only if it lowers the output error on held-out calibration samples, so it never makes a round worse.
+"""
+from __future__ import annotations
+
+import time
+
+from . import importance
+from .allocate import Floors, budget_plan, group_sensitivity
+from .calib import CalibData, collect_stats, load_calib
+from .dependency import analyze
+from .errors import PrunecError
+from .graph import Model
+from .macs import graph_macs
+from .plan import Plan, make_plan
+
+DEFAULT_DATA_CRITERION = "output"
+
+
+def wants_calibrated_flow(opts) -> bool:
+    return (getattr(opts, "calib", None) is not None or getattr(opts, "target_macs", None) is not None
+            or getattr(opts, "steps", 1) > 1) and not opts.plan_in
+
+
+def resolve_criterion(opts, has_data: bool) -> str:
+    crit = opts.criterion or "auto"
+    if crit == "auto":
+        return DEFAULT_DATA_CRITERION if has_data else "l2"
+    return crit
+
+
+def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> tuple[Model, Plan, dict]:
+    """Returns the pruned model (not yet verified), the plan of the last round, and report entries."""
+    from prunec.passes import shrink
+    from prunec.passes.reconstruct import output_error, reconstruct
+
+    t0 = time.perf_counter()
+    data: CalibData | None = None
+    if opts.calib is not None:
+        data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
+    t_load = time.perf_counter() - t0
+    criterion = resolve_criterion(opts, data is not None)
+    if importance.needs_data(criterion) and data is None:
+        raise PrunecError(f"criterion {criterion!r} needs calibration data: give --calib FILE.npz or an image folder")
+    if opts.steps < 1:
+        raise PrunecError("--steps must be at least 1")
+    do_recon = opts.reconstruct if opts.reconstruct is not None else data is not None
+    if do_recon and data is None:
+        raise PrunecError("--reconstruct needs calibration data (--calib)")
+    fit, check = _split(data) if data is not None else (None, None)
+    base_macs = graph_macs(model.graph, model.shapes)
+    protect = opts.protect if opts.protect is not None else opts.target_macs is not None
+    floors = Floors(min_keep=opts.min_keep, protect=protect)
+    current, plans, rounds = model, [], []
+    t_stats = t_sens = 0.0
+    for step in range(1, opts.steps + 1):
+        analysis = analyze(current, exclude=opts.exclude)
+        stats = None
+        if data is not None and (importance.needs_data(criterion)):
+            t = time.perf_counter()
+            stats = collect_stats(current, data, importance.stat_keys(analysis))
+            t_stats += time.perf_counter() - t
+        scores = importance.score_groups(analysis, criterion, stats=stats)
+        meta = {"criterion": criterion, "step": step, "steps": opts.steps}
+        if opts.target_macs is not None:
+            sens = None
+            if data is not None:
+                t = time.perf_counter()
+                sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
+                t_sens += time.perf_counter() - t
+            keep_share = 1.0 - (1.0 - opts.target_macs) * step / opts.steps
+            plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to, floors=floors,
+                               meta=meta, base_macs=base_macs)
+        else:
+            ratio = 1.0 - (1.0 - opts.ratio) ** (1.0 / opts.steps)
+            plan = make_plan(analysis, scores, ratio, round_to=round_to if step == opts.steps else 1,
+                             min_keep=opts.min_keep, global_ranking=opts.global_ranking, meta=meta)
+        pruned = shrink(analysis, plan)
+        info = {"step": step, "groups_pruned": len(plan.groups), "channels_removed": plan.removed_channels,
+                "macs": graph_macs(pruned.graph, pruned.shapes)}
+        if do_recon and plan.groups:
+            refit, rinfo = reconstruct(current, analysis, plan, pruned, fit, mode=opts.recon_mode, log=log)
+            before, after = output_error(current, pruned, check), output_error(current, refit, check)
+            rinfo.update(output_error_before=before, output_error_after=after, kept=after <= before)
+            if after <= before:
+                pruned = refit
+            else:
+                log(f"reconstruct: step {step} did not lower the held-out error ({after:.4g} > {before:.4g}); not kept")
+            info["reconstruct"] = rinfo
+        rounds.append(info)
+        plans.append(plan)
+        current = pruned
+    entries = {
+        "criterion": criterion,
+        "calibration": ({"source": data.source, "samples": len(data), "fit_samples": len(fit),
+                         "check_samples": len(check), "load_s": t_load, "stats_s": t_stats,
+                         "sensitivity_s": t_sens}
+                        if data is not None else
+                        {"used": False, "note": f"no calibration data: data-free criterion {criterion!r}"
+                                                + (", no reconstruction" if not do_recon else "")}),
+        "target_macs": opts.target_macs,
+        "steps": rounds,
+    }
+    if data is not None:
+        entries["calibration"]["output_error"] = output_error(model, current, check)
+    plan = plans[-1]
+    if len(plans) > 1:
+        plan = Plan(plan.groups, dict(plan.meta, note="plan of the last round only; earlier rounds in 'rounds'",
+                                      rounds=[p.to_json() for p in plans[:-1]]))
+    return current, plan, entries
+
+
+def _split(data: CalibData) -> tuple[CalibData, CalibData]:
+    """Fit on most samples, check on the rest (all of them when there are too few to spare)."""
+    n = len(data)
+    if n < 32:
+        return data, data
+    n_check = min(64, n // 5)
+    fit = CalibData({k: v[:n - n_check] for k, v in data.arrays.items()}, data.source)
+    check = CalibData({k: v[n - n_check:] for k, v in data.arrays.items()}, data.source)
+    return fit, check

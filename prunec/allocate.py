@@ -220,7 +220,8 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
 
     candidates = np.unique(np.concatenate([p for p in prios] + [np.array([0.0, np.inf])]))
     lo, hi = 0, len(candidates) - 1  # find the smallest threshold that meets the budget
-    if mm.macs(removal(candidates[hi])) > budget:
+    reachable = mm.macs(removal(candidates[hi])) <= budget
+    if not reachable:  # the floors win: remove all that they allow, and say so
         best = removal(candidates[hi])
     else:
         while lo < hi:
@@ -232,6 +233,9 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
         best = removal(candidates[lo])
     plan = Plan(meta=dict(meta or {}, target_macs=target_macs, round_to=round_to, ranking="macs-budget",
                           estimated_macs=mm.macs(best), protected=protected,
+                          budget="met" if reachable else (
+                              f"not reachable: floors keep {mm.macs(best) / mm.total:.3f} of the MACs; "
+                              "lower them with --no-protect / --min-channels"),
                           sensitivity="measured" if sensitivity is not None else "none (uniform)"))
     for i, g in enumerate(groups):
         n = int(best[i])

@@ -78,9 +78,11 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
             ratio = 1.0 - (1.0 - opts.ratio) ** (1.0 / opts.steps)
             plan = make_plan(analysis, scores, ratio, round_to=round_to if step == opts.steps else 1,
                              min_keep=opts.min_keep, global_ranking=opts.global_ranking, meta=meta)
+        if plan.meta.get("budget", "met") != "met":
+            log(f"--target-macs {opts.target_macs}: {plan.meta['budget']}")
         pruned = shrink(analysis, plan)
         info = {"step": step, "groups_pruned": len(plan.groups), "channels_removed": plan.removed_channels,
-                "macs": graph_macs(pruned.graph, pruned.shapes)}
+                "macs": graph_macs(pruned.graph, pruned.shapes), "budget": plan.meta.get("budget")}
         if do_recon and plan.groups:
             refit, rinfo = reconstruct(current, analysis, plan, pruned, fit, mode=opts.recon_mode, log=log)
             before, after = output_error(current, pruned, check), output_error(current, refit, check)

@@ -1,0 +1,143 @@
+"""Reconstruction, data criteria, MACs budgets and multi-round pruning on small models."""
+import numpy as np
+import pytest
+
+import prunec
+from models.zoo import build
+from prunec import importance
+from prunec.allocate import Floors, budget_plan, group_sensitivity, protected_groups
+from prunec.calib import collect_stats, load_calib
+from prunec.macs import graph_macs
+from prunec.passes import shrink
+from prunec.passes.reconstruct import find_layers, output_error, reconstruct
+from prunec.pipeline import PruneOptions, prune_model
+from prunec.plan import make_plan
+from tests.calib_helpers import calib_arrays, small_cnn
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = prunec.from_proto(small_cnn())
+    data = load_calib(calib_arrays(48), model)
+    analysis = prunec.analyze(model)
+    return model, data, analysis
+
+
+@pytest.mark.parametrize("mode", ["sequential", "local"])
+def test_reconstruction_reduces_output_error(setup, mode):
+    model, data, analysis = setup
+    plan = make_plan(analysis, importance.score_groups(analysis, "l2"), 0.5, round_to=1)
+    pruned = shrink(analysis, plan)
+    layers = {l.name: l for l in find_layers(analysis, plan)}
+    assert {"c2", "c3", "c4", "fc"} <= set(layers)  # conv, grouped conv and Gemm consumers
+    refit, info = reconstruct(model, analysis, plan, pruned, data, mode=mode)
+    assert info["layers"] == len(layers)
+    before, after = output_error(model, pruned, data), output_error(model, refit, data)
+    assert after < 0.5 * before, (before, after)
+    prunec.verify(model, refit)
+
+
+def test_reconstruction_on_unbatched_resnet():
+    model = prunec.from_proto(build("resnet18"))
+    name, shape = next(iter(model.input_shapes.items()))
+    rng = np.random.default_rng(0)
+    data = load_calib({name: rng.standard_normal([24] + shape[1:]).astype(np.float32)}, model)
+    analysis = prunec.analyze(model)
+    plan = make_plan(analysis, importance.score_groups(analysis, "l2"), 0.5)
+    pruned = shrink(analysis, plan)
+    refit, info = reconstruct(model, analysis, plan, pruned, data, mode="local")
+    assert info["layers"] > 10
+    assert output_error(model, refit, data) < output_error(model, pruned, data)
+
+
+def test_lossless_when_channels_are_redundant(setup):
+    """A channel that is an exact copy of another can be removed and refitted with (almost) no error."""
+    model, data, analysis = setup
+    g = analysis.group("c1.w[0]")
+    tensors = model.graph.tensors()
+    w, b = np.array(tensors["c1.w"].values), np.array(tensors["c1.b"].values)
+    w[8:], b[8:] = w[:8], b[:8]  # channels 8..15 duplicate 0..7
+    dup = prunec.from_proto(model.to_proto())
+    dt = dup.graph.tensors()
+    dt["c1.w"].values, dt["c1.b"].values = w, b
+    dup = prunec.from_proto(dup.to_proto())
+    a = prunec.analyze(dup)
+    plan = prunec.Plan({g.id: list(range(8, 16))})
+    pruned = shrink(a, plan)
+    refit, _ = reconstruct(dup, a, plan, pruned, data, lam=1e-6)
+    assert output_error(dup, pruned, data) > 1e-2
+    assert output_error(dup, refit, data) < 1e-6
+
+
+@pytest.mark.parametrize("criterion", ["act", "apoz", "output", "output-var"])
+def test_data_criteria_score_every_group(setup, criterion):
+    model, data, analysis = setup
+    stats = collect_stats(model, data, importance.stat_keys(analysis))
+    scores = importance.score_groups(analysis, criterion, stats=stats)
+    assert set(scores) == {g.id for g in analysis.prunable_groups}
+    for g in analysis.prunable_groups:
+        assert scores[g.id].shape == (g.size,) and np.all(np.isfinite(scores[g.id]))
+
+
+def test_output_criterion_finds_dead_channels(setup):
+    model, data, analysis = setup
+    tensors = model.graph.tensors()
+    w = np.array(tensors["c1.w"].values)
+    b = np.array(tensors["c1.b"].values)
+    w[[3, 11]] = 0
+    b[[3, 11]] = -1.0  # ReLU kills them: they never reach c2
+    m2 = prunec.from_proto(model.to_proto())
+    t2 = m2.graph.tensors()
+    t2["c1.w"].values, t2["c1.b"].values = w, b
+    m2 = prunec.from_proto(m2.to_proto())
+    a2 = prunec.analyze(m2)
+    stats = collect_stats(m2, data, importance.stat_keys(a2))
+    s = importance.score_groups(a2, "output", stats=stats)["c1.w[0]"]
+    assert set(np.argsort(s)[:2]) == {3, 11}
+
+
+def test_target_macs_budget_and_floors(setup):
+    model, data, analysis = setup
+    stats = collect_stats(model, data, importance.stat_keys(analysis))
+    scores = importance.score_groups(analysis, "output", stats=stats)
+    sens = group_sensitivity(model, analysis, data, scores, samples=16)
+    assert set(sens) == set(scores) and all(v >= 0 for v in sens.values())
+    protected = protected_groups(analysis)
+    assert protected.get("c1.w[0]") == "stem" and protected.get("c4.w[0]") == "head"
+    for target in (0.7, 0.5):
+        plan = budget_plan(analysis, scores, target, sens, round_to=1, floors=Floors(protect=False))
+        pruned = shrink(analysis, plan)
+        ratio = graph_macs(pruned.graph, pruned.shapes) / graph_macs(model.graph, model.shapes)
+        assert ratio <= target + 1e-9 and ratio > target - 0.15, ratio
+    # with floors this tiny model cannot reach 0.5: the plan says so and the floors hold
+    plan = budget_plan(analysis, scores, 0.5, sens, round_to=1)
+    assert plan.meta["estimated_macs"] > 0.5 * graph_macs(model.graph, model.shapes)
+    assert "not reachable" in plan.meta["budget"]
+    for gid in protected:
+        assert len(plan.groups.get(gid, [])) <= 0.25 * analysis.group(gid).size
+    for g in analysis.prunable_groups:
+        if g.size <= 8:
+            assert g.id not in plan.groups
+
+
+def test_prune_model_with_steps_and_target(setup):
+    model, data, _ = setup
+    _, r1, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, protect=False))
+    pruned, r2, plan = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, steps=2,
+                                                          protect=False))
+    for r in (r1, r2):
+        assert r["macs"]["after"] <= 0.5 * r["macs"]["before"] + 1
+        assert r["verify"]["ok"]
+    assert len(r2["steps"]) == 2
+    for step in r2["steps"]:
+        rec = step["reconstruct"]
+        assert rec["output_error_after"] <= rec["output_error_before"]
+
+
+def test_reconstruct_off_and_data_free_budget(setup):
+    model, data, _ = setup
+    _, r, _ = prune_model(model, PruneOptions(target_macs=0.6, round_to=1, protect=False))  # no data: uniform sensitivity
+    assert r["macs"]["after"] <= 0.6 * r["macs"]["before"] + 1
+    assert r["calibration"]["used"] is False
+    _, r, _ = prune_model(model, PruneOptions(ratio=0.5, calib=data.arrays, reconstruct=False, round_to=1))
+    assert "reconstruct" not in r["steps"][0]

@@ -8,11 +8,13 @@ or earlier in this run by the other model) costs no new trials.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
 from typing import Callable
 
+_log = logging.getLogger(__name__)
 BUDGET_FILE = "prunec_trials.json"
 TRIALS_PER_ITER = 16  # small batches: on 2 cores a batch of 64 takes minutes
 
@@ -70,7 +72,8 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
         f"{budget} trials (<= {per_task} per task)")
 
     database = ms.database.JSONDatabase(work_dir=db_dir)
-    builder = ms.builder.Builder.create(builder) if isinstance(builder, str) else builder
+    if builder == "local":  # the 30 s default times out on a busy 2-core machine
+        builder = ms.builder.LocalBuilder(timeout_sec=180)
     runner = ms.runner.Runner.create(runner) if isinstance(runner, str) else runner
     if seed_hand_schedules:
         n = _seed(ms, [t.dispatched[0] for t in todo], target, database, builder, runner)
@@ -139,7 +142,8 @@ def _seed(ms, task_mods, target, database, builder, runner) -> int:
         sch = s_tir.Schedule(mod)
         try:
             schedule_task(sch, target)
-        except Exception:
+        except Exception as e:
+            _log.debug("no hand schedule for a task: %s", str(e).splitlines()[-1])
             continue  # no hand schedule for this one: tuning alone decides
         cands.append((mod, sch))
     if not cands:
@@ -148,6 +152,7 @@ def _seed(ms, task_mods, target, database, builder, runner) -> int:
     n = 0
     for (mod, sch), b in zip(cands, built):
         if b.error_msg:
+            _log.debug("hand schedule build failed: %s", b.error_msg[-300:])
             continue
         args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
         fut = runner.run([ms.runner.RunnerInput(b.artifact_path, target.kind.name
@@ -155,6 +160,7 @@ def _seed(ms, task_mods, target, database, builder, runner) -> int:
                                                 args_info)])[0]
         res = fut.result()
         if res.error_msg or not res.run_secs:
+            _log.debug("hand schedule run failed: %s", (res.error_msg or "")[-300:])
             continue
         database.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, database.commit_workload(mod), list(res.run_secs), target, args_info))

@@ -36,6 +36,7 @@ def import_onnx(path: Path, input_shapes: dict[str, list[int]]):
 
     model = onnx.load(str(path))
     sig = onnx_signature(model, input_shapes)
+    model = _static_fold(model, {i["name"]: i["shape"] for i in sig["inputs"]})
     shape_dict = {i["name"]: i["shape"] for i in sig["inputs"]}
     dtype_dict = {i["name"]: i["dtype"] for i in sig["inputs"]}
     import warnings
@@ -45,3 +46,43 @@ def import_onnx(path: Path, input_shapes: dict[str, list[int]]):
         mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict,
                         keep_params_in_input=False)
     return mod, sig
+
+
+def _static_fold(model, shapes: dict[str, list[int]]):
+    """Pin the input shapes and fold the shape arithmetic (Shape -> Gather -> Range ... as in
+    exported YOLO heads): TVM's importer cannot lower ops on symbolic shapes, and with static
+    shapes those subgraphs are constants. A model without such ops is returned unchanged."""
+    import onnx
+
+    dynamic = any(not d.HasField("dim_value") for vi in model.graph.input
+                  if vi.name in shapes for d in vi.type.tensor_type.shape.dim)
+    if not dynamic and not any(n.op_type in ("Shape", "Size") for n in model.graph.node):
+        return model
+    try:
+        import onnx_graphsurgeon as gs
+    except ImportError:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        if vi.name in shapes:
+            vi.type.tensor_type.shape.Clear()
+            for v in shapes[vi.name]:
+                vi.type.tensor_type.shape.dim.add().dim_value = int(v)
+    for vi in m.graph.output:  # symbolic output dims: let inference recompute them
+        if any(not d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim):
+            vi.type.tensor_type.shape.Clear()
+    del m.graph.value_info[:]
+    before = len(m.graph.node) + 1
+    for _ in range(4):  # a fold exposes more static shapes to the next inference
+        if len(m.graph.node) >= before:
+            break
+        before = len(m.graph.node)
+        try:
+            m = onnx.shape_inference.infer_shapes(m)
+            g = gs.import_onnx(m)
+            g.fold_constants(fold_shapes=True, error_ok=True).cleanup()
+            m = gs.export_onnx(g)
+        except Exception:  # folding is an optimization: the importer gets the model as is
+            return model
+    return m

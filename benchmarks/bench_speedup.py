@@ -1,0 +1,182 @@
+"""Pruning speedup on x86: TVM and ONNX Runtime, original vs prunec-pruned, realistic models.
+
+Builds the pairs itself (cached under --workdir): ResNet-18 at 224 (widths 64..512),
+MobileNetV2 at 224 (the real width table, width 1.0) and the real YOLOv8n at 320 (nudenet
+320n.onnx), each pruned by prunec's own pipeline (PruneOptions(ratio, target="x86")). Then,
+for every pair, at 0 tuning trials and (with --budget N) after tuning with N trials per pair
+(N/2 per model, one shared persistent database), prints one table:
+
+  model, MACs ratio (orig/pruned), ORT orig/pruned ms, TVM orig/pruned ms, TVM speedup,
+  efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig (>1: TVM pruned is faster).
+
+  python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
+      [--budget 64] [--threads 2] [--repeat 10] [--tuning-db DIR] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prunec import backend  # noqa: E402
+
+# MobileNetV2 (Sandler et al. 2018), width 1.0: (expand t, out channels c, repeats n, stride s)
+MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                 (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def _original(name: str):
+    """(ONNX ModelProto, input shapes) of a benchmark model."""
+    import onnx
+
+    if name == "resnet18":
+        from models.resnet import resnet_basic
+
+        return resnet_basic((2, 2, 2, 2), (64, 128, 256, 512), image=224, num_classes=1000), \
+            {"input": [1, 3, 224, 224]}
+    if name == "mobilenetv2":
+        from models.mobilenet import mobilenetv2
+
+        return mobilenetv2(image=224, num_classes=1000, settings=MBV2_SETTINGS, stem=32,
+                           head=1280), {"input": [1, 3, 224, 224]}
+    if name == "yolov8n":
+        from models.fetch_nudenet import nudenet_yolov8n_path
+
+        return onnx.load(str(nudenet_yolov8n_path())), {"images": [1, 3, 320, 320]}
+    raise SystemExit(f"unknown model {name!r}")
+
+
+def _input_shapes(proto, wanted: dict) -> dict[str, list[int]]:
+    inits = {i.name for i in proto.graph.initializer}
+    out = {}
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                for d in vi.type.tensor_type.shape.dim]
+        out[vi.name] = wanted.get(vi.name, dims)
+    return out
+
+
+def make_pair(name: str, ratio: float, workdir: Path, log=print) -> dict:
+    """Writes workdir/<name>.onnx and workdir/<name>.r<ratio>.onnx (cached); returns paths,
+    input shapes and MACs of both."""
+    import onnx
+
+    import prunec
+    from prunec.pipeline import PruneOptions, prune_model
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    orig = workdir / f"{name}.onnx"
+    pruned = workdir / f"{name}.r{ratio:g}.onnx"
+    meta = workdir / f"{name}.r{ratio:g}.json"
+    if orig.exists() and pruned.exists() and meta.exists():
+        return json.loads(meta.read_text())
+    t0 = time.time()
+    proto, wanted = _original(name)
+    shapes = _input_shapes(proto, wanted)
+    onnx.save(proto, str(orig))
+    model = prunec.from_proto(proto, input_shapes=shapes)
+    pm, report, _ = prune_model(model, PruneOptions(ratio=ratio, target="x86",
+                                                    input_shapes=shapes))
+    prunec.save(pm, str(pruned))
+    info = {"name": name, "original": str(orig), "pruned": str(pruned), "shapes": shapes,
+            "macs_before": report["macs"]["before"], "macs_after": report["macs"]["after"],
+            "params_before": report["params"]["before"], "params_after": report["params"]["after"]}
+    meta.write_text(json.dumps(info, indent=1))
+    log(f"[{name}] built and pruned in {time.time() - t0:.0f} s: MACs "
+        f"{info['macs_before'] / 1e6:.0f}M -> {info['macs_after'] / 1e6:.0f}M")
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet18,mobilenetv2,yolov8n")
+    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--budget", type=int, default=0,
+                   help="also measure after tuning with this many trials per pair")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench_speedup")
+    p.add_argument("--tuning-db", help="default: WORKDIR/tuning-db (persistent)")
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument("--verbose", action="store_true")
+    a = p.parse_args(argv)
+    log = print if a.verbose else (lambda m: None)
+    db = a.tuning_db or str(a.workdir / "tuning-db")
+    budgets = [0] + ([a.budget] if a.budget > 0 else [])
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target")
+    backend.add_arguments(ap)
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    print(f"load average at start: {load}; cores usable: {len(os.sched_getaffinity(0))}",
+          flush=True)
+    rows = []
+    for name in a.models.split(","):
+        info = make_pair(name, a.ratio, a.workdir)
+        for budget in budgets:
+            argv2 = ["--target", "x86", "--tune-trials", str(budget), "--tuning-db", db,
+                     "--repeat", str(a.repeat)] + (["--threads", str(a.threads)]
+                                                   if a.threads else [])
+            args = ap.parse_args(argv2)
+            with tempfile.TemporaryDirectory() as out:
+                r = backend.run(args, Path(info["original"]), Path(info["pruned"]),
+                                info["shapes"], Path(out), log)
+            mo, mp = r["models"]["original"], r["models"]["pruned"]
+            macs_ratio = info["macs_before"] / info["macs_after"]
+            row = {
+                "model": name, "trials": budget, "macs_ratio": round(macs_ratio, 3),
+                "tune_s": r["tuning"]["time_s"],
+                "measured_trials": sum(r["tuning"]["measured_trials"].values()),
+                "ort_o": mo["onnxruntime_latency_ms"]["median"],
+                "ort_p": mp["onnxruntime_latency_ms"]["median"],
+                "tvm_o": mo["latency_ms"]["median"], "tvm_p": mp["latency_ms"]["median"],
+                "speedup": r["speedup"],
+                "efficiency": round(r["speedup"] / macs_ratio, 3),
+                "pruned_vs_ort": round(mo["onnxruntime_latency_ms"]["median"]
+                                       / mp["latency_ms"]["median"], 3),
+                "ok": bool(mo["output_check"]["ok"] and mp["output_check"]["ok"]),
+                "max_rel": max(mo["output_check"].get("max_rel", 0),
+                               mp["output_check"].get("max_rel", 0)),
+                "threads": r["compiler"]["threads"],
+                "compile_s": [mo["compile_s"], mp["compile_s"]]}
+            rows.append(row)
+            print_row(row, header=len(rows) == 1)
+    try:
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        load = "?"
+    print(f"(median ms over {a.repeat} samples of >=200 ms; threads={rows[0]['threads']}; "
+          f"ratio {a.ratio}; tuning db {db}; load average at end: {load})")
+    print("efficiency = TVM speedup / MACs ratio (goal >= 0.7); "
+          "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1)")
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def print_row(r, header=False):
+    if header:
+        print(f"{'model':<12} {'trials':>6} {'tune s':>6} {'MACs x':>6} {'ORT orig':>8} "
+              f"{'ORT prun':>8} {'TVM orig':>8} {'TVM prun':>8} {'TVM spd':>7} {'effic':>5} "
+              f"{'prun/ORT':>8} {'match':>5}")
+    print(f"{r['model']:<12} {r['trials']:>6} {r['tune_s']:>6.0f} {r['macs_ratio']:>5.2f}x "
+          f"{r['ort_o']:>8.2f} {r['ort_p']:>8.2f} {r['tvm_o']:>8.2f} {r['tvm_p']:>8.2f} "
+          f"{r['speedup']:>6.2f}x {r['efficiency']:>5.2f} {r['pruned_vs_ort']:>7.2f}x "
+          f"{'yes' if r['ok'] else 'NO':>5}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

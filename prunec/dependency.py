@@ -17,6 +17,9 @@ from .ops import RULES
 
 # Roles of constant axes: what a weight slice means for importance and for the exactness property.
 WEIGHT_ROLES = ("out", "in", "norm")
+# Spatial/token axes no rule maps: such leaves are no channel groups (a Flatten's H*W factor touches
+# the Gemm weight, but it is not something to prune).
+NOT_CHANNELS = "not a channel axis"
 
 
 @dataclass
@@ -144,7 +147,7 @@ class Analysis:
                     for i in range(self.rank(out)):
                         if (out.name, i) not in self.layouts:
                             self.layouts[(out.name, i)] = self.spaces.new(
-                                self.shape(out)[i], blocked=f"axis {i} of {node.op} output: not a channel axis")
+                                self.shape(out)[i], blocked=f"axis {i} of {node.op} output: {NOT_CHANNELS}")
             if node.name in self.exclude:
                 for out in node.outputs:
                     if out.name in self.model.shapes:
@@ -214,7 +217,7 @@ class Analysis:
         for leaf in order:
             members = by_leaf[leaf]
             weights = [m for m in members if m.role in WEIGHT_ROLES]
-            if not weights or leaf.size <= 1:
+            if not weights or leaf.size <= 1 or (leaf.blocked and NOT_CHANNELS in leaf.blocked[0]):
                 continue  # spatial, token and size-1 axes are no pruning groups
             groups.append(Group(self._group_id(leaf, weights), leaf.size, members, list(leaf.blocked),
                                 list(leaf.inexact), 0, leaf))

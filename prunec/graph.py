@@ -96,12 +96,19 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
                notes: list[str] | None = None) -> Model:
     """Normalize an in-memory ModelProto (the caller's proto is not modified)."""
     proto = _copy_proto(proto)
+    notes = list(notes or [])
+    proto = _upgrade_old_opset(proto, source, notes)
     opset = _check_opset(proto, source)
     _check_domains(proto, source)
-    notes = list(notes or [])
+    n_inputs = _initializers_out_of_inputs(proto)
+    if n_inputs:
+        notes.append(f"{n_inputs} initializers listed as graph inputs (IR < 4 style) treated as constants")
     n_const = _constant_nodes_to_initializers(proto)
     if n_const:
         notes.append(f"{n_const} Constant nodes turned into initializers")
+    n_folded = _fold_constant_nodes(proto)
+    if n_folded:
+        notes.append(f"{n_folded} nodes computing from constants only were folded into initializers")
     if io_proto is None:
         io_proto = {v.name: _copy_vi(v) for v in list(proto.graph.input) + list(proto.graph.output)}
     resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes)
@@ -169,6 +176,21 @@ def _restore_io(proto: onnx.ModelProto, io_proto: dict[str, onnx.ValueInfoProto]
                 nd.Clear()
 
 
+def _upgrade_old_opset(proto: onnx.ModelProto, source: str, notes: list[str]) -> onnx.ModelProto:
+    """Opsets older than 11 are converted with onnx's version converter (and the IR version raised)."""
+    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
+    if opset is None or opset >= MIN_OPSET:
+        return proto
+    try:
+        converted = onnx.version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:
+        raise PrunecError(f"{source}: opset {opset} is older than {MIN_OPSET} and onnx's version converter "
+                          f"cannot upgrade it ({str(exc).splitlines()[0][:200]})") from None
+    converted.ir_version = max(converted.ir_version, 6)
+    notes.append(f"opset {opset} upgraded to {MIN_OPSET} with onnx.version_converter")
+    return converted
+
+
 def _check_opset(proto: onnx.ModelProto, source: str) -> int:
     opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
     if opset is None:
@@ -227,6 +249,67 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _initializers_out_of_inputs(proto: onnx.ModelProto) -> int:
+    """Old exports list every weight as a graph input too; for inference they are constants."""
+    names = {t.name for t in proto.graph.initializer}
+    keep = [v for v in proto.graph.input if v.name not in names]
+    removed = len(proto.graph.input) - len(keep)
+    if removed:
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        proto.ir_version = max(proto.ir_version, 4)  # IR 4 is where initializers stopped being inputs
+    return removed
+
+
+FOLDABLE_SKIP = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                 "Bernoulli", "If", "Loop", "Scan")
+
+
+def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
+    """Nodes whose inputs are all constants (Identity of a shared weight, ConstantOfShape, a weight
+    Transpose or Cast) are evaluated once, so rules see the weights as constants."""
+    from onnx.reference import ReferenceEvaluator
+
+    consts = {t.name: t for t in proto.graph.initializer}
+    graph_outputs = {o.name for o in proto.graph.output}
+    keep, folded = [], 0
+    for node in proto.graph.node:
+        inputs = [i for i in node.input if i]
+        if (node.domain not in STANDARD_DOMAINS or node.op_type in FOLDABLE_SKIP or not inputs
+                or not all(i in consts for i in inputs) or any(o in graph_outputs for o in node.output)):
+            keep.append(node)
+            continue
+        try:
+            values = _evaluate(node, consts, ReferenceEvaluator, list(proto.opset_import))
+        except Exception:  # an op the reference evaluator can't run: leave it in the graph
+            keep.append(node)
+            continue
+        for name, value in zip(node.output, values):
+            if name:
+                tensor = numpy_helper.from_array(np.asarray(value), name)
+                proto.graph.initializer.append(tensor)
+                consts[name] = tensor
+        folded += 1
+    if folded:
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+        used = {i for n in keep for i in n.input} | graph_outputs
+        unused = [t for t in proto.graph.initializer if t.name not in used]
+        for t in unused:
+            proto.graph.initializer.remove(t)
+    return folded
+
+
+def _evaluate(node: onnx.NodeProto, consts: dict, evaluator_cls, opsets) -> list:
+    if node.op_type == "Identity":
+        return [numpy_helper.to_array(consts[node.input[0]])]
+    feeds = {i: numpy_helper.to_array(consts[i]) for i in node.input if i}
+    g = onnx.helper.make_graph([node], "fold", [
+        onnx.helper.make_tensor_value_info(i, consts[i].data_type, None) for i in feeds],
+        [onnx.ValueInfoProto(name=o) for o in node.output if o])
+    return evaluator_cls(onnx.helper.make_model(g, opset_imports=opsets)).run(None, feeds)
 
 
 def _constant_nodes_to_initializers(proto: onnx.ModelProto) -> int:

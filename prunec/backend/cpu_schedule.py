@@ -76,7 +76,98 @@ def layout_passes(target):
     def conv2d(bb, call):
         return _legalize_conv2d(bb, call, lanes)
 
-    return [relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": conv2d})]
+    return [relax.transform.LegalizeOps(customize_legalize_map={
+        "relax.nn.conv2d": conv2d, "relax.sigmoid": _legalize_sigmoid,
+        "relax.exp": _legalize_exp, "relax.nn.softmax": _legalize_softmax})]
+
+
+# ------------------------------------------------------------------- vectorizable exp/sigmoid
+# tir.exp lowers to a scalar libm call per element (LLVM has no vector exp here), which made
+# SiLU-heavy graphs (YOLO: x * sigmoid(x) after every conv) spend most of their time in expf.
+# This is the Cephes-style polynomial of topi.fast_exp (rel. error ~1e-7), written as one
+# expression so that it stays a single elementwise block that fuses into the conv epilogue.
+_EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+          1.6666665459e-1, 5.0000001201e-1)
+
+
+def fast_exp_expr(x):
+    from tvm import te, tirx
+
+    f = lambda v: tirx.const(v, "float32")  # noqa: E731
+    x = te.max(te.min(x, f(88.3762626647950)), f(-88.3762626647949))
+    n = te.floor(x * f(1.44269504088896341) + f(0.5))
+    r = x - n * f(0.693359375) - n * f(-2.12194440e-4)
+    y = f(_EXP_P[0])
+    for c in _EXP_P[1:]:
+        y = y * r + f(c)
+    y = y * r * r + r + f(1.0)
+    two_n = tirx.reinterpret("float32", tirx.shift_left(
+        tirx.Cast("int32", n) + tirx.const(127, "int32"), tirx.const(23, "int32")))
+    return two_n * y
+
+
+def _f32(call) -> bool:
+    try:
+        return call.args[0].ty.dtype == "float32"
+    except Exception:
+        return False
+
+
+def _legalize_sigmoid(bb, call):
+    from tvm import te, tirx
+    from tvm.relax.transform.legalize_ops.common import _call_topi_without_attr
+    from tvm import topi
+
+    if not _f32(call):
+        return _call_topi_without_attr(topi.sigmoid)(bb, call)
+    one = tirx.const(1.0, "float32")
+    return bb.call_te(lambda x: te.compute(
+        x.shape, lambda *i: one / (one + fast_exp_expr(-x(*i))), name="prunec_sigmoid"),
+        call.args[0], primfunc_name_hint="sigmoid")
+
+
+def _legalize_exp(bb, call):
+    from tvm import te, topi
+    from tvm.relax.transform.legalize_ops.common import _call_topi_without_attr
+
+    if not _f32(call):
+        return _call_topi_without_attr(topi.exp)(bb, call)
+    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: fast_exp_expr(x(*i)),
+                                           name="prunec_exp"), call.args[0],
+                      primfunc_name_hint="exp")
+
+
+def _legalize_softmax(bb, call):
+    from tvm import te, topi
+
+    x = call.args[0]
+    if not _f32(call):
+        return bb.call_te(topi.nn.softmax, x, call.attrs.axis)
+
+    def softmax(x, axis):
+        nd = len(x.shape)
+        axis = axis % nd
+        k = te.reduce_axis((0, x.shape[axis]), "k")
+
+        def at(i, v):
+            return tuple(i[:axis]) + (v,) + tuple(i[axis + 1:])
+
+        red = tuple(x.shape[:axis]) + tuple(x.shape[axis + 1:])
+
+        def full(j):  # reduced index -> index with the axis slot
+            return tuple(j[:axis]), tuple(j[axis:])
+
+        m = te.compute(red, lambda *j: te.max(
+            x(*(full(j)[0] + (k,) + full(j)[1])), axis=k), name="prunec_softmax_max")
+        k2 = te.reduce_axis((0, x.shape[axis]), "k2")
+        s = te.compute(red, lambda *j: te.sum(fast_exp_expr(
+            x(*(full(j)[0] + (k2,) + full(j)[1])) - m(*j)), axis=k2), name="prunec_softmax_sum")
+        return te.compute(x.shape, lambda *i: fast_exp_expr(
+            x(*i) - m(*(tuple(i[:axis]) + tuple(i[axis + 1:])))) / s(
+            *(tuple(i[:axis]) + tuple(i[axis + 1:]))), name="prunec_softmax")
+        del at
+
+    return bb.call_te(softmax, x, int(call.attrs.axis), primfunc_name_hint="softmax")
 
 
 def _legalize_conv2d(bb, call, lanes):
@@ -285,6 +376,8 @@ def _epilogue_into(sch, producer_block):
 
 
 def _schedule_conv(sch, lanes, threads):
+    # bias, BN, SiLU (x * sigmoid(x): two consumers of x) ... -> one epilogue block
+    _inline_injective(sch, keep={"prunec_pad"})
     conv = sch.get_sblock(CONV_BLOCK)
     if _has(sch, "prunec_pad"):
         pad = sch.get_sblock("prunec_pad")

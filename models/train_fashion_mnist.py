@@ -3,7 +3,7 @@
 Needs torch (pip install torch==2.13.0 onnxscript) and the Debian package dataset-fashion-mnist.
 Neither is a dependency of prunec: the exported ONNX file is committed.
 
-    python -m models.train_fashion_mnist --epochs 4
+    python -m models.train_fashion_mnist --epochs 3
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def build_net():
         def __init__(self):
             super().__init__()
             self.features = nn.Sequential(
-                *block(1, 32), *block(32, 64), nn.MaxPool2d(2),
-                *block(64, 128), nn.MaxPool2d(2), *block(128, 128),
+                *block(1, 16), *block(16, 32), nn.MaxPool2d(2),
+                *block(32, 64), nn.MaxPool2d(2), *block(64, 64),
                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.fc = nn.Linear(128, 10)
+            self.fc = nn.Linear(64, 10)
 
         def forward(self, x):  # x: pixels in [0, 1]
             return self.fc(self.features((x - 0.286) / 0.353))
@@ -40,10 +40,11 @@ def main() -> None:
     import torch
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", default=str(MODEL_PATH))
     args = ap.parse_args()
     torch.manual_seed(0)
+    torch.set_num_threads(2)
     np.random.seed(0)
     xtr, ytr = load_split("train")
     xte, yte = load_split("test")
@@ -66,6 +67,8 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
+            if i % 100 == 0:
+                print(f"  step {i}: loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
         net.eval()
         with torch.no_grad():
             pred = torch.cat([net(torch.from_numpy(xte[i:i + 1000])).argmax(1) for i in range(0, len(xte), 1000)])

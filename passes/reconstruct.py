@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from prunec.calib import CalibData, Tapper
+from prunec.calib import CalibData, Tapper, channel_sq, relative_error
 from prunec.dependency import Analysis
 from prunec.graph import Model, from_proto
 from prunec.importance import consumer_inputs
@@ -270,18 +270,19 @@ def _masked(a: np.ndarray, mask: np.ndarray | None, axis: int) -> np.ndarray:
 
 
 def output_error(reference: Model, model: Model, data: CalibData) -> float:
-    """Mean over outputs of ||y - y_ref||^2 / ||y_ref||^2 on the calibration samples."""
+    """Relative squared output error on the calibration samples, averaged over outputs and their
+    axis-1 entries (see prunec.calib.relative_error)."""
     ta, tb = Tapper(reference, []), Tapper(model, [])
-    num = np.zeros(ta.n_graph_outputs)
-    den = np.zeros(ta.n_graph_outputs)
+    num, den = None, None
     size = min(ta.batch, tb.batch) if ta.batched and tb.batched else 1
     for batch in data.batches(size):
         ra, rb = ta.run(batch), tb.run(batch)
-        for j, o in enumerate(ta.outputs[:ta.n_graph_outputs]):
-            a, b = np.asarray(ra[o], np.float64), np.asarray(rb[o], np.float64)
-            num[j] += np.sum((a - b) ** 2)
-            den[j] += np.sum(a ** 2)
-    return float(np.mean(num / np.maximum(den, 1e-30)))
+        outs = ta.outputs[:ta.n_graph_outputs]
+        n = [channel_sq(np.asarray(ra[o], np.float64) - np.asarray(rb[o], np.float64)) for o in outs]
+        d = [channel_sq(ra[o]) for o in outs]
+        num = n if num is None else [x + y for x, y in zip(num, n)]
+        den = d if den is None else [x + y for x, y in zip(den, d)]
+    return relative_error(num, den)
 
 
 def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, data: CalibData,

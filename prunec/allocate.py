@@ -144,7 +144,7 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
                       samples: int = 32, log=lambda s: None) -> dict[str, float]:
     """End-to-end relative output error when each group alone loses its `probe` least important
     channels, measured on calibration samples. One ORT session: the consumers' weights are fed in."""
-    from .calib import Tapper
+    from .calib import Tapper, channel_sq, relative_error
 
     tensors = analysis.graph.tensors()
     groups = [g for g in analysis.prunable_groups if g.id in scores]
@@ -155,7 +155,7 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
     data = data.subset(samples)
     ref: list[list[np.ndarray]] = []
     tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
-    energy = [sum(float(np.sum(r[j] ** 2)) for r in ref) for j in range(len(tapper.outputs))]
+    energy = [sum(channel_sq(r[j]) for r in ref) for j in range(len(tapper.outputs))]
     out = {}
     for g in groups:
         n = g.size - keep_count(g.size, probe, 1, 1)
@@ -169,16 +169,16 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
             extra[m.tensor] = w
         for name in weights:
             extra.setdefault(name, tensors[name].values)
-        err = np.zeros(len(tapper.outputs))
+        err = [np.zeros_like(e) for e in energy]
         it = iter(ref)
 
         def compare(values, err=err, it=it):
             r = next(it)
             for j, o in enumerate(tapper.outputs):
-                err[j] += float(np.sum((np.asarray(values[o], np.float64) - r[j]) ** 2))
+                err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j])
 
         tapper.stream(data, compare, extra=extra)
-        out[g.id] = float(np.mean([e / max(en, 1e-30) for e, en in zip(err, energy)]))
+        out[g.id] = relative_error(err, energy)
     return out
 
 

@@ -437,8 +437,11 @@ class ChannelStats:
     zeros: np.ndarray | None = None
 
     def update(self, a: np.ndarray, axis: int) -> None:
-        x = np.moveaxis(np.asarray(a), axis, 0).reshape(a.shape[axis], -1).astype(np.float64)
-        parts = (x.sum(1), np.einsum("ij,ij->i", x, x), np.abs(x).sum(1), (x == 0).sum(1).astype(np.float64))
+        a = np.asarray(a)
+        axes = tuple(i for i in range(a.ndim) if i != axis % a.ndim)  # reduce in place: no transposed copy
+        f64 = np.float64
+        parts = (a.sum(axes, dtype=f64), np.square(a).sum(axes, dtype=f64), np.abs(a).sum(axes, dtype=f64),
+                 np.count_nonzero(a == 0, axis=axes).astype(f64))
         if self.sum is None:
             self.sum, self.sumsq, self.abssum, self.zeros = parts
         else:
@@ -446,7 +449,7 @@ class ChannelStats:
             self.sumsq += parts[1]
             self.abssum += parts[2]
             self.zeros += parts[3]
-        self.count += x.shape[1]
+        self.count += a.size // a.shape[axis]
 
     @property
     def mean(self) -> np.ndarray:
@@ -481,6 +484,21 @@ def collect_stats(model: Model, data: CalibData, keys: list[tuple[str, int]], li
 
     tapper.stream(data, update, limit)
     return stats
+
+
+def channel_sq(a: np.ndarray) -> np.ndarray:
+    """Sum of squares per entry of axis 1 (per class score, per box coordinate, per logit), so an
+    output whose parts have very different scales (YOLO: pixels and probabilities) is compared part by part."""
+    a = np.asarray(a, np.float64)
+    if a.ndim < 2:
+        return np.array([np.sum(a ** 2)])
+    return np.square(a).sum(axis=tuple(i for i in range(a.ndim) if i != 1))
+
+
+def relative_error(num: list[np.ndarray], den: list[np.ndarray]) -> float:
+    """Mean over outputs and their axis-1 entries of ||y - y_ref||^2 / ||y_ref||^2."""
+    parts = [n / np.maximum(d, 1e-30 + 1e-12 * d.max(initial=0)) for n, d in zip(num, den)]
+    return float(np.mean(np.concatenate(parts))) if parts else 0.0
 
 
 def timed(fn, *args, **kw):

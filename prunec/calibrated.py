@@ -61,7 +61,7 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         stats = None
         if data is not None and (importance.needs_data(criterion)):
             t = time.perf_counter()
-            stats = collect_stats(current, data, importance.stat_keys(analysis))
+            stats = collect_stats(current, data, importance.stat_keys(analysis, criterion=criterion))
             t_stats += time.perf_counter() - t
         scores = importance.score_groups(analysis, criterion, stats=stats)
         meta = {"criterion": criterion, "step": step, "steps": opts.steps}

@@ -160,11 +160,18 @@ def score_groups(analysis: Analysis, criterion: str = "l2", groups: list[Group] 
     return {g.id: fn(analysis, g) for g in groups}
 
 
-def stat_keys(analysis: Analysis, groups: list[Group] | None = None) -> list[tuple[str, int]]:
-    """The (activation tensor, axis) pairs whose statistics the data criteria read."""
-    keys = []
+def stat_keys(analysis: Analysis, groups: list[Group] | None = None, criterion: str | None = None) -> list[tuple[str, int]]:
+    """The (activation tensor, axis) pairs whose statistics the data criteria read ("output" only
+    needs the inputs of the consuming layers; the others every activation of the group)."""
+    keys: dict[tuple[str, int], None] = {}
     for g in groups if groups is not None else analysis.prunable_groups:
+        if criterion in ("output", "output-var"):
+            members = [xm for _, _, _, xm in consumer_inputs(analysis, g)]
+            if members:
+                for m in members:
+                    keys[(m.tensor, m.axis)] = None
+                continue
         for m in g.members:
-            if m.role == "act" and (m.tensor, m.axis) not in keys and m.tensor in analysis.model.shapes:
-                keys.append((m.tensor, m.axis))
-    return keys
+            if m.role == "act" and m.tensor in analysis.model.shapes:
+                keys[(m.tensor, m.axis)] = None
+    return list(keys)

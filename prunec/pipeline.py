@@ -40,7 +40,7 @@ class PruneOptions:
     reconstruct: bool | None = None  # default: on when calibration data is given
     recon_mode: str = "auto"
     steps: int = 1
-    sensitivity_samples: int = 32
+    sensitivity_samples: int = 16
 
 
 def _round_to(opts: PruneOptions) -> int:

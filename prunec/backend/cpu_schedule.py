@@ -271,7 +271,7 @@ def _dwconv_te(data, weight, strides, pads, dil):
         (n, c, oh, ow),
         lambda b, ch, y, xo: te.sum(
             x[b, ch, y * sh + ry * dh, xo * sw + rx * dw] * weight[ch, 0, ry, rx], axis=[ry, rx]),
-        name=DW_BLOCK)
+        name=DW_BLOCK, attrs={"prunec_stride": sw})
 
 
 # -------------------------------------------------------------------------------- scheduling
@@ -336,7 +336,7 @@ def _schedule_func(sch, lanes, threads):
     if CONV_BLOCK in names:
         _schedule_conv(sch, lanes, threads)
     elif DW_BLOCK in names:
-        _schedule_generic(sch, lanes, threads, anchor=DW_BLOCK)
+        _schedule_dwconv(sch, lanes, threads)
     else:
         _schedule_generic(sch, lanes, threads)
 
@@ -415,6 +415,60 @@ def _schedule_conv(sch, lanes, threads):
     _schedule_rest(sch, lanes, threads, done={CONV_BLOCK, "prunec_pad",
                                              sch.get(acc).name_hint,
                                              sch.get(init).name_hint, CONV_BLOCK + "_update"})
+
+
+def _schedule_dwconv(sch, lanes, threads):
+    """Depthwise: one parallel task per channel plane; the padded plane is built right there
+    (cache-resident, no bounds checks in the conv loop), and each output row segment of up to
+    4 vectors accumulates in registers over the kh x kw taps, then gets the epilogue."""
+    _inline_injective(sch, keep={"prunec_pad"})
+    conv = sch.get_sblock(DW_BLOCK)
+    pad = sch.get_sblock("prunec_pad") if _has(sch, "prunec_pad") else None
+    stride = _dw_stride(sch, conv)
+    if pad is not None and stride > 1:
+        w0 = sch.get(pad).writes[0]
+        pw = int((getattr(w0, "buffer", None) or w0.source).shape[-1])
+        if pw % stride == 0:
+            # de-interleave the padded row into `stride` phases: the strided loads of the
+            # conv become contiguous vector loads
+            sch.transform_layout(pad, ("write", 0), lambda b, ch, y, x: (
+                b, ch, y, x % stride, x // stride))
+            try:  # iterate the pad in its new layout too: contiguous vector stores
+                sch.transform_block_layout(pad, lambda b, ch, y, x: (
+                    b, ch, y, x % stride, x // stride))
+            except Exception:
+                pass
+    n, c, oh, ow, ry, rx = sch.get_loops(conv)
+    ow_ext = int(sch.get(ow).extent)
+    tile = _row_tile(ow_ext, 4 * lanes)
+    owo, owi = sch.split(ow, [None, tile])
+    sch.reorder(n, c, oh, owo, ry, rx, owi)
+    acc = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(acc, owo)
+    _epilogue_into(sch, acc)
+    nc = sch.fuse(n, c)
+    sch.parallel(nc)
+    sch.unroll(ry)
+    sch.unroll(rx)
+    sch.vectorize(owi)
+    init = sch.decompose_reduction(conv, ry)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(acc)[-1])
+    if pad is not None:
+        sch.compute_at(pad, nc)
+        ploops = sch.get_loops(pad)
+        sch.vectorize(ploops[-1])
+    _schedule_rest(sch, lanes, threads, done={DW_BLOCK, "prunec_pad", sch.get(acc).name_hint,
+                                             sch.get(init).name_hint, DW_BLOCK + "_update"})
+
+
+def _dw_stride(sch, conv) -> int:
+    """Column stride of the depthwise conv (annotated by _dwconv_te)."""
+    ann = sch.get(conv).annotations
+    try:
+        return int(ann["prunec_stride"]) if "prunec_stride" in ann else 1
+    except Exception:
+        return 1
 
 
 def _block_factor(sch, conv) -> int:

@@ -183,6 +183,28 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
 
 
 # ----------------------------------------------------------------------------- the plan
+def _give_back(removed: np.ndarray, groups, prios, mults, mm: MacsModel, budget: float) -> np.ndarray:
+    """Rounding to channel multiples makes one threshold overshoot the budget: put back the most
+    valuable blocks of channels (highest error per MAC) while the budget still holds."""
+    removed = removed.copy()
+    while True:
+        best, best_value = None, -1.0
+        for i, g in enumerate(groups):
+            step = min(mults[i], int(removed[i]))
+            if step <= 0:
+                continue
+            trial = removed.copy()
+            trial[i] -= step
+            if mm.macs(trial) > budget:
+                continue
+            value = float(np.sum(prios[i][int(removed[i]) - step:int(removed[i])]))
+            if value > best_value:
+                best, best_value = i, value
+        if best is None:
+            return removed
+        removed[best] -= min(mults[best], int(removed[best]))
+
+
 def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: float,
                 sensitivity: dict[str, float] | None = None, round_to: int = 8, floors: Floors | None = None,
                 probe: float = 0.5, meta: dict | None = None, base_macs: float | None = None) -> Plan:
@@ -231,6 +253,7 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
             else:
                 lo = mid + 1
         best = removal(candidates[lo])
+        best = _give_back(best, groups, prios, mults, mm, budget)
     plan = Plan(meta=dict(meta or {}, target_macs=target_macs, round_to=round_to, ranking="macs-budget",
                           estimated_macs=mm.macs(best), protected=protected,
                           budget="met" if reachable else (

@@ -504,10 +504,27 @@ def _schedule_generic(sch, lanes, threads, anchor=None):
 def _reduce_tile(ext: int, lanes: int) -> int:
     """Output elements kept in registers by a generic reduction: a few vectors (independent
     accumulators hide FMA latency), else one vector, else the whole short row."""
-    for v in (4 * lanes, 2 * lanes, lanes, lanes // 2, 4):
+    for v in (4 * lanes, 2 * lanes, lanes):
+        if ext % v == 0 and ext >= v:
+            return v
+    v = _inner_vector(ext, lanes)  # e.g. 60 for the 2100 anchors of a YOLO head at 320
+    if v:
+        return v
+    for v in (lanes // 2, 4):
         if v >= 4 and ext % v == 0 and ext >= v:
             return v
     return ext if ext <= 64 else 1
+
+
+def _inner_vector(ext: int, lanes: int) -> int:
+    """Vector length for an innermost loop of extent ext: the whole loop when short, else the
+    largest divisor in [lanes, 4 * lanes]; 0 when neither fits."""
+    if lanes // 2 <= ext <= 4 * lanes:
+        return ext
+    for v in range(4 * lanes, lanes - 1, -1):
+        if ext % v == 0:
+            return v
+    return 0
 
 
 def _schedule_block_generic(sch, block, lanes):
@@ -549,7 +566,22 @@ def _schedule_block_generic(sch, block, lanes):
         if len(spatial) > 1:
             sch.parallel(sch.fuse(*spatial[:-1]) if len(spatial) > 2 else spatial[0])
         return
-    # spatial-only
+    # spatial-only (copies, concat/split, transposes, elementwise): vectorize the innermost
+    # dim and parallelize the rest, rather than vectorizing a fused index (its per-lane int64
+    # div/mod by the dim sizes is scalarized by LLVM)
+    v = _inner_vector(ext, lanes)
+    if v and len(spatial) > 1:
+        outer = spatial[:-1]
+        if v != ext:
+            o, i = sch.split(inner, [None, v])
+            outer = outer + [o]
+        else:
+            i = inner
+        fo = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        if int(sch.get(fo).extent) > 1:
+            sch.parallel(fo)
+        sch.vectorize(i)
+        return
     fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     total = int(sch.get(fused).extent)
     if total >= lanes * 4 and total % lanes == 0:

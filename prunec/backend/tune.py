@@ -16,7 +16,19 @@ from typing import Callable
 
 _log = logging.getLogger(__name__)
 BUDGET_FILE = "prunec_trials.json"
-TRIALS_PER_ITER = 16  # small batches: on 2 cores a batch of 64 takes minutes
+TRIALS_PER_ITER = 8  # small batches: on 2 cores a batch of 64 takes minutes
+SEARCH_POPULATION = 64
+COVER = 0.8  # tune the heaviest tasks that make up this share of the estimated FLOPs
+
+
+def _cost(task) -> float:
+    """Estimated FLOPs of one task x how often the model calls it."""
+    try:
+        from tvm.s_tir.analysis import estimate_tir_flops
+
+        return float(estimate_tir_flops(task.dispatched[0])) * float(task.weight)
+    except Exception:
+        return float(task.weight)
 
 
 def _fmt_s(s: float) -> str:
@@ -45,40 +57,58 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
     spent = json.loads(spent_path.read_text()) if spent_path.exists() else {}
 
     extracted = ri.extract_tasks(mod, target)
-    # weight = FLOP-ish size x occurrences would be better; the gradient scheduler refines it.
-    per_task = max(TRIALS_PER_ITER, math.ceil(trials / max(1, len(extracted))))
-    todo, keys = [], []
+    keyed = {}
     for t in extracted:
-        key = f"{structural_hash(t.dispatched[0]) & (2**64 - 1):016x}"
-        if spent.get(key, 0) >= per_task:
-            continue
-        todo.append(t)
-        keys.append(key)
-    skipped = len(extracted) - len(todo)
-    # A budget smaller than tasks x TRIALS_PER_ITER leaves some tasks untouched; the same set
-    # of tasks with the same budget is still "already tuned" on the next run.
+        keyed.setdefault(f"{structural_hash(t.dispatched[0]) & (2**64 - 1):016x}", t)
+    # Only the heaviest tasks are worth trials on a small budget: rank by estimated FLOPs x
+    # occurrences, keep those that make up COVER of the total, at most one batch's worth each.
+    ranked = sorted(keyed.items(), key=lambda kv: (-_cost(kv[1]), kv[0]))
+    total = sum(_cost(t) for _, t in ranked) or 1.0
+    max_tasks = max(1, trials // TRIALS_PER_ITER)
+    selected, acc = [], 0.0
+    for key, t in ranked:
+        if len(selected) >= max_tasks or acc >= COVER * total:
+            break
+        selected.append((key, t))
+        acc += _cost(t)
+    per_task = max(TRIALS_PER_ITER, math.ceil(trials / max(1, len(selected))))
     import hashlib
 
-    run_key = "run-" + hashlib.sha256((",".join(sorted(keys)) + f"|{trials}").encode()) \
-        .hexdigest()[:16]
-    if run_key in spent:
-        todo = []
-    if not todo:
-        log(f"[tune {label}] all {len(extracted)} tasks already tuned in {db_dir}: no new trials")
-        return {"trials": 0, "tasks": len(extracted), "skipped_tasks": skipped,
-                "time_s": round(time.time() - t0, 1)}
+    # the same tasks with the same budget: "already tuned", whatever the search spent
+    run_key = "run-" + hashlib.sha256((",".join(sorted(k for k, _ in selected))
+                                       + f"|{trials}").encode()).hexdigest()[:16]
+    todo = [(k, t) for k, t in selected if spent.get(k, 0) < per_task]
+    skipped = len(extracted) - len(todo)
+    if run_key in spent or not todo:
+        log(f"[tune {label}] the {len(selected)} heaviest of {len(extracted)} tasks are already "
+            f"tuned in {db_dir}: no new trials")
+        return {"trials": 0, "tasks": len(extracted), "tuned_tasks": len(selected),
+                "skipped_tasks": skipped, "time_s": round(time.time() - t0, 1)}
+    keys = [k for k, _ in todo]
+    todo = [t for _, t in todo]
     budget = min(trials, per_task * len(todo))
-    log(f"[tune {label}] {len(todo)} tasks to tune ({skipped} already tuned), "
-        f"{budget} trials (<= {per_task} per task)")
+    log(f"[tune {label}] tuning the {len(todo)} heaviest of {len(extracted)} tasks "
+        f"({100 * acc / total:.0f}% of the estimated FLOPs), {budget} trials "
+        f"(<= {per_task} per task, batches of {TRIALS_PER_ITER})")
 
     database = ms.database.JSONDatabase(work_dir=db_dir)
+    ncores = int(target.attrs.get("num-cores", 1) or 1)
     if builder == "local":  # the 30 s default times out on a busy 2-core machine
-        builder = ms.builder.LocalBuilder(timeout_sec=180)
+        builder = ms.builder.LocalBuilder(max_workers=max(1, ncores), timeout_sec=180)
+    if runner == "local":
+        # a few runs per candidate: enough to rank them, without 100 ms minimums per candidate
+        runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=10, enable_cpu_cache_flush=False))
     runner = ms.runner.Runner.create(runner) if isinstance(runner, str) else runner
     if seed_hand_schedules:
         n = _seed(ms, [t.dispatched[0] for t in todo], target, database, builder, runner)
         log(f"[tune {label}] measured the fast default schedule of {n} tasks as a baseline")
-    ctxs, weights = ri.extracted_tasks_to_tune_contexts(todo, work_dir=db_dir, seed=0)
+    # the default search (population 512, 4 genetic rounds) takes minutes per batch on 2 cores
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=SEARCH_POPULATION, init_min_unmeasured=SEARCH_POPULATION // 2,
+        genetic_num_iters=2)
+    ctxs, weights = ri.extracted_tasks_to_tune_contexts(todo, work_dir=db_dir, seed=0,
+                                                        strategy=strategy)
     progress = _progress_callback(ms, [t.task_name for t in todo], per_task, budget, log, label)
     with target:
         ms.tune_tasks(
@@ -94,7 +124,7 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
     spent[run_key] = sum(progress.trials_per_task)
     spent_path.write_text(json.dumps(spent, indent=0, sort_keys=True))
     return {"trials": sum(progress.trials_per_task), "tasks": len(extracted),
-            "skipped_tasks": skipped, "time_s": round(time.time() - t0, 1)}
+            "tuned_tasks": len(selected), "skipped_tasks": skipped, "time_s": round(time.time() - t0, 1)}
 
 
 def _progress_callback(ms, names, per_task, budget, log, label):

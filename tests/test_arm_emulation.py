@@ -166,6 +166,40 @@ def test_aarch64_seeded_random_inputs_are_deterministic(artifact, emulated):
     _check(res, ref)
 
 
+@pytest.mark.slow
+@needs_emulator
+def test_aarch64_tuple_outputs_over_rpc(tmp_path, emulated):
+    """Two graph outputs come back as two arrays, in the ONNX order (a remote tuple is opaque
+    unless fetched through the VM's stateful API)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["relu"]),
+        helper.make_node("Sigmoid", ["c"], ["sig"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "two_outputs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("relu", TensorProto.FLOAT, [2, 4, 8, 8]),
+         helper.make_tensor_value_info("sig", TensorProto.FLOAT, [2, 4, 8, 8])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    lib = arm_emu.cross_export(arm_emu.compile_onnx(model, {"x": [2, 3, 8, 8]}), tmp_path / "two.so")
+    x = np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    refs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    res = measure_over_rpc(lib, {"x": [2, 3, 8, 8]}, "float32", rpc=emulated["rpc"], tracker=None, key=None,
+                           repeat=1, inputs={"x": x})
+    assert len(res["outputs"]) == 2
+    for out, ref in zip(res["outputs"], refs):
+        np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
+
+
 # ---- error messages: no emulator needed (fast suite) ---------------------------------------
 
 def _dummy_lib(tmp_path):

@@ -17,6 +17,7 @@ to prove that the artifact runs and computes the right outputs.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -143,6 +144,54 @@ def _one_line(err: BaseException) -> str:
     return text[:300] + ("..." if len(text) > 300 else "")
 
 
+def _run_remote(lib_path, input_shapes, arrays, rpc, tracker, key, repeat, number, log):
+    """Connect, upload, load, run once and time; returns (outputs, seconds per repeat, where).
+
+    TVM's exceptions are turned into PrunecError *outside* the except blocks and every remote
+    handle is dropped first: a live traceback or exception context would otherwise keep the
+    session open, and a TVM RPC server serves one session at a time.
+    """
+    import tvm
+    from tvm import relax
+
+    name = os.path.basename(lib_path)
+    remote, where = _open_session(rpc, tracker, key, log)
+    rlib = vm = args = timer = bench = None
+    failure = None
+    stage = "load"
+    try:
+        t0 = time.perf_counter()
+        remote.upload(lib_path)
+        rlib = remote.load_module(name)
+        log(f"rpc: uploaded and loaded {name} in {time.perf_counter() - t0:.1f} s")
+        stage = "run"
+        dev = remote.cpu(0)
+        vm = relax.VirtualMachine(rlib, dev)
+        args = [tvm.runtime.tensor(arrays[n], device=dev) for n in input_shapes]
+        # The stateful API works over RPC for tuple outputs too (a direct call returning a
+        # tuple gives an opaque remote object).
+        vm.set_input("main", *args)
+        vm.invoke_stateful("main")
+        outputs = _to_numpy_list(vm.get_outputs("main"))
+        log(f"rpc: ran once, {len(outputs)} output(s); timing {repeat} x {number} run(s)")
+        timer = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)
+        bench = timer("main")
+        results = [float(t) for t in bench.results]
+    except PrunecError as err:
+        failure = str(err)
+    except Exception as err:  # noqa: BLE001 - TVM raises RuntimeError/TVMError/RPCError
+        if stage == "load":
+            failure = (f"the device at {where} could not load {name} (compiled for another target, "
+                       f"or not exported as a shared library?): {_one_line(err)}")
+        else:
+            failure = f"running the model on the device at {where} failed: {_one_line(err)}"
+    finally:
+        remote = rlib = vm = args = timer = bench = None
+    if failure is not None:
+        raise PrunecError(failure)
+    return outputs, results, where
+
+
 def measure_over_rpc(
     lib_path: str | os.PathLike[str],
     input_shapes: Mapping[str, Sequence[int]],
@@ -184,39 +233,16 @@ def measure_over_rpc(
             )
         arrays[name] = arr
 
-    import tvm
-    from tvm import relax
-
-    remote, where = _open_session(rpc, tracker, key, log)
-    t0 = time.perf_counter()
     try:
-        remote.upload(lib_path)
-        rlib = remote.load_module(os.path.basename(lib_path))
-    except Exception as err:  # noqa: BLE001
-        raise PrunecError(
-            f"the device at {where} could not load {os.path.basename(lib_path)} "
-            f"(compiled for another target, or not exported as a shared library?): {_one_line(err)}"
-        ) from None
-    log(f"rpc: uploaded and loaded {os.path.basename(lib_path)} in {time.perf_counter() - t0:.1f} s")
+        outputs, results_s, where = _run_remote(lib_path, input_shapes, arrays, rpc, tracker, key,
+                                                repeat, number, log)
+    finally:
+        # The remote objects (session, module, VM, tensors) form reference cycles: without a
+        # collection the session stays open, and a TVM RPC server serves one session at a
+        # time, so the next connection to it would wait forever.
+        gc.collect()
 
-    dev = remote.cpu(0)
-    try:
-        vm = relax.VirtualMachine(rlib, dev)
-        args = [tvm.runtime.tensor(arrays[name], device=dev) for name in input_shapes]
-        # The stateful API works over RPC for tuple outputs too (a direct call returning a
-        # tuple gives an opaque remote object).
-        vm.set_input("main", *args)
-        vm.invoke_stateful("main")
-        outputs = _to_numpy_list(vm.get_outputs("main"))
-        log(f"rpc: ran once, {len(outputs)} output(s); timing {repeat} x {number} run(s)")
-        timer = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)
-        bench = timer("main")
-    except PrunecError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise PrunecError(f"running the model on the device at {where} failed: {_one_line(err)}") from None
-
-    times_ms = np.asarray(list(bench.results), dtype=np.float64) * 1e3
+    times_ms = np.asarray(results_s, dtype=np.float64) * 1e3
     latency = {
         "median": float(np.median(times_ms)),
         "p10": float(np.percentile(times_ms, 10)),

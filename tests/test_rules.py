@@ -112,3 +112,32 @@ def test_fused_qkv_heads_are_coupled():
     # Q/K heads, Q/K head_dim, V heads are tied to Q/K heads; V head_dim is its own group
     sizes = sorted(g.size for g in qkv_groups)
     assert 4 in sizes and 8 in sizes
+
+
+def dynamic_shape_attention():
+    """PyTorch-style export: Reshape targets built at run time from Shape/Gather plus constant head sizes."""
+    b = Builder("dyn", seed=6)
+    t, d, heads = 8, 32, 4
+    x = b.input([1, t, d])
+    shape = b.node("Shape", [x])
+    batch = b.node("Unsqueeze", [b.node("Gather", [shape, b.i64([0], "i0")], axis=0)], axes=[0]) \
+        if b.opset < 13 else b.node("Gather", [shape, b.i64([0], "i0")], axis=0)
+    seq = b.node("Gather", [shape, b.i64([1], "i1")], axis=0)
+    target = b.node("Concat", [batch, seq, b.i64([heads], "h"), b.i64([d // heads], "hd")], axis=0)
+    merged = b.node("Concat", [batch, seq, b.i64([-1], "m1")], axis=0)
+    q = b.transpose(b.node("Reshape", [b.linear(x, d, d, prefix="q"), target]), [0, 2, 1, 3])
+    k = b.transpose(b.node("Reshape", [b.linear(x, d, d, prefix="k"), target]), [0, 2, 3, 1])
+    v = b.transpose(b.node("Reshape", [b.linear(x, d, d, prefix="v"), target]), [0, 2, 1, 3])
+    att = b.node("Softmax", [b.node("MatMul", [q, k])], axis=-1)
+    o = b.node("Reshape", [b.transpose(b.node("MatMul", [att, v]), [0, 2, 1, 3]), merged])
+    y = b.add(b.linear(o, d, d, prefix="proj"), x)
+    return _finish(b, b.linear(y, d, 3, prefix="out"))
+
+
+def test_runtime_reshape_targets_with_constant_head_sizes():
+    proto = dynamic_shape_attention()
+    analysis = prunec.analyze(prunec.from_proto(proto))
+    head_groups = [g for g in analysis.prunable_groups if g.size == 4]
+    assert head_groups, "heads stay prunable: their sizes are constant pieces of the runtime shape"
+    n_groups, _ = check_exact(proto)
+    assert n_groups >= 2

@@ -12,7 +12,7 @@ import pytest
 
 from prunec import backend
 from prunec.errors import PrunecError
-from test_backend_nets import resnet18_like, tiny_convnet
+from test_backend_nets import resnet18_like, tiny_convnet, yolo_like
 
 tvm = pytest.importorskip("tvm")
 
@@ -64,6 +64,32 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
     vm = relax.VirtualMachine(lib, tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(np.zeros((1, 3, 32, 32), "float32")))
     assert out.numpy().shape == (1, 10)
+
+
+def test_x86_yolo_ops_match_onnxruntime(tmp_path):
+    """Conv+BN folding, fast SiLU/softmax, stride-2 depthwise, split/concat/resize and a
+    Shape-computed Reshape on a dynamic-shape model: compiled and checked against ORT."""
+    onnx.save(yolo_like(seed=0), tmp_path / "a.onnx")
+    onnx.save(yolo_like(seed=1), tmp_path / "b.onnx")
+    r = backend.run(_args("x86", "--tuning-db", str(tmp_path / "db")), tmp_path / "a.onnx",
+                    tmp_path / "b.onnx", {"input": [1, 3, 32, 32]}, tmp_path, print)
+    for name in ("original", "pruned"):
+        assert r["models"][name]["output_check"]["ok"], r["models"][name]["output_check"]
+
+
+def test_fold_conv_bn_is_exact():
+    import onnxruntime as ort
+
+    from prunec.backend.frontend import fold_conv_bn
+
+    m = yolo_like(seed=2)
+    f = fold_conv_bn(m)
+    assert sum(n.op_type == "BatchNormalization" for n in f.graph.node) == 0
+    assert sum(n.op_type == "BatchNormalization" for n in m.graph.node) == 2
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    run = lambda mm: ort.InferenceSession(mm.SerializeToString(), providers=[  # noqa: E731
+        "CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(run(f), run(m), rtol=1e-4, atol=1e-5)
 
 
 def test_arm_cross_compiles_to_aarch64_elf(pair, tmp_path):

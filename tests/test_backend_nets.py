@@ -109,6 +109,55 @@ def tiny_convnet(seed: int = 0, batch="N") -> onnx.ModelProto:
     return net.model("input", [batch, 3, 32, 32], "out", [batch, 10])
 
 
+def yolo_like(seed: int = 0, batch="N", res: int = 32) -> onnx.ModelProto:
+    """The ops of a YOLOv8/MobileNetV2 graph the fast CPU path handles specially: Conv+BN
+    (folded), SiLU as Sigmoid*Mul, depthwise conv at stride 2, Split/Concat, MaxPool, Resize,
+    a softmax over a non-last axis and a Reshape whose shape is computed from Shape (folded
+    once the input shape is static)."""
+    net = _Net(seed)
+
+    def bn(x, c):
+        y = net._name("bn")
+        net.nodes.append(helper.make_node(
+            "BatchNormalization", [x, net.const(net.rng.uniform(0.5, 1.5, c)),
+                                   net.const(net.rng.standard_normal(c) * 0.1),
+                                   net.const(net.rng.standard_normal(c) * 0.1),
+                                   net.const(net.rng.uniform(0.5, 2.0, c))], [y], epsilon=1e-3))
+        return y
+
+    def silu(x):
+        s, y = net._name("sig"), net._name("silu")
+        net.nodes += [helper.make_node("Sigmoid", [x], [s]), helper.make_node("Mul", [x, s], [y])]
+        return y
+
+    def node(op, inputs, n_out=1, **kw):
+        outs = [net._name(op.lower()) for _ in range(n_out)]
+        net.nodes.append(helper.make_node(op, inputs, outs, **kw))
+        return outs if n_out > 1 else outs[0]
+
+    x = silu(bn(net.conv("input", 3, 16, 3, stride=2, relu=False), 16))      # 16 x r/2
+    d = silu(bn(net.conv(x, 16, 16, 3, stride=2, groups=16, relu=False), 16))  # dw, r/4
+    net.inits.append(numpy_helper.from_array(np.array([8, 8], np.int64), "split88"))
+    a, b = node("Split", [d, "split88"], 2, axis=1)
+    b = silu(net.conv(b, 8, 8, 3, relu=False))
+    m = node("MaxPool", [b], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    c = node("Concat", [a, b, m], axis=1)                                      # 24 x r/4
+    up = node("Resize", [c, "", net.const(np.array([1, 1, 2, 2]), "scales")], mode="nearest")
+    y = silu(net.conv(up, 24, 16, 1, relu=False))                              # 16 x r/2
+    y = node("Add", [y, x])
+    # [N, 16, H, W] -> [N, 4, 4, H*W] with the shape computed at run time, softmax on axis 1
+    shp = node("Shape", [y])
+    n = node("Gather", [shp, "idx0"], axis=0)
+    net.inits.append(numpy_helper.from_array(np.array([0], np.int64), "idx0"))
+    net.inits.append(numpy_helper.from_array(np.array([4, 4, -1], np.int64), "rest"))
+    r = node("Reshape", [y, node("Concat", [n, "rest"], axis=0)])
+    sm = node("Softmax", [r], axis=1)
+    out = node("ReduceSum", [sm, "axes2"], keepdims=0)
+    net.inits.append(numpy_helper.from_array(np.array([2], np.int64), "axes2"))
+    net.nodes[-1].output[0] = "out"
+    return net.model("input", [batch, 3, "H", "W"], "out", [batch, 4, None])
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "out/bench")
     out.mkdir(parents=True, exist_ok=True)

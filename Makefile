@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow test-arm bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Prove the aarch64 artifact under qemu through TVM RPC (root needed; ~10 min the first time).
+test-arm: $(STAMP)
+	tools/arm_emulator/setup.sh
+	$(BIN)/python -m pytest -q -m slow tests/test_arm_emulation.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -2,11 +2,11 @@
 
 `--target-macs F` means: the pruned model keeps at most F of the original MACs (0.5 = 2x fewer).
 
-Each channel gets a priority = (estimated output error of removing it) / (MACs its removal saves).
-The error estimate is the group's *measured* sensitivity on calibration data (the end-to-end output
-error when its least important channels are dropped) shared among its channels in proportion to
-their importance scores. One threshold over all priorities is moved by bisection until the MACs
-model says the budget is met. Floors (stem, heads, tiny groups, --min-channels) always hold.
+Groups lose blocks of channels (the rounding multiple) greedily, cheapest first: a block's cost is
+the increase of the group's estimated output error per MAC it saves. The error curve of a group is
+*measured* on calibration data (end-to-end output error with 25%, 50%, 75% of its least important
+channels dropped), interpolated and made convex; without data, the share of its importance scores.
+The MACs model stops the greedy at the budget. Floors (stem, heads, tiny groups, --min-channels) always hold.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class MacsModel:
                     key = (m.tensor, m.axis)
                     size = tensors[m.tensor].values.shape[m.axis]
                     entry = self.axes.setdefault(key, (weight_nodes[m.tensor], size, []))
-                    entry[2].append((index[g.id], m.positions.shape[1]))
+                    entry[2].append((index[g.id], m.positions.shape[1], m.positions))
         self.by_weight: dict[str, list[tuple[int, int, list]]] = {}
         for (w, _), entry in self.axes.items():
             self.by_weight.setdefault(w, []).append(entry)
@@ -126,7 +126,13 @@ class MacsModel:
             base = entries[0][0]
             keep = 1.0
             for _, size, members in entries:
-                keep *= max(0.0, 1.0 - sum(removed[i] * reps for i, reps in members) / size)
+                if sum(p.size for _, _, p in members) <= size:  # the groups partition the axis: counts add
+                    keep *= max(0.0, 1.0 - sum(removed[i] * reps for i, reps, _ in members) / size)
+                else:  # product layouts (grouped convs, heads): a position goes with any of its channels
+                    mask = np.ones(size, dtype=bool)
+                    for i, _, pos in members:
+                        mask[pos[:int(removed[i])].ravel()] = False
+                    keep *= mask.sum() / size
             saved += base * (1.0 - keep)
         return self.total - saved
 
@@ -134,16 +140,18 @@ class MacsModel:
         """MACs saved by removing one channel of each group (others untouched)."""
         out = np.zeros(len(self.groups))
         for base, size, members in self.axes.values():
-            for i, reps in members:
+            for i, reps, _ in members:
                 out[i] += base * reps / size
         return np.maximum(out, 1.0)
 
 
 # ----------------------------------------------------------------------------- sensitivity
-def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndarray], probe: float = 0.5,
-                      samples: int = 32, log=lambda s: None) -> dict[str, float]:
-    """End-to-end relative output error when each group alone loses its `probe` least important
-    channels, measured on calibration samples. One ORT session: the consumers' weights are fed in."""
+def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndarray],
+                      probes: tuple[float, ...] = (0.25, 0.5, 0.75), samples: int = 16,
+                      log=lambda s: None) -> dict[str, list[tuple[int, float]]]:
+    """For each group: [(channels removed, end-to-end relative output error)] when that group alone
+    loses its least important channels at each probe share, on calibration samples.
+    One ORT session: the consumers' weights are graph inputs, fed zeroed columns per probe."""
     from .calib import Tapper, channel_sq, relative_error
 
     tensors = analysis.graph.tensors()
@@ -156,58 +164,58 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
     ref: list[list[np.ndarray]] = []
     tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
     energy = [sum(channel_sq(r[j]) for r in ref) for j in range(len(tapper.outputs))]
+    base = {name: tensors[name].values for name in weights}
     out = {}
     for g in groups:
-        n = g.size - keep_count(g.size, probe, 1, 1)
-        drop = np.argsort(scores[g.id], kind="stable")[:n]
-        extra = {}
-        for m in in_members[g.id]:
-            w = np.array(extra.get(m.tensor, tensors[m.tensor].values))
-            index = [slice(None)] * w.ndim
-            index[m.axis] = m.positions[drop].ravel()
-            w[tuple(index)] = 0
-            extra[m.tensor] = w
-        for name in weights:
-            extra.setdefault(name, tensors[name].values)
-        err = [np.zeros_like(e) for e in energy]
-        it = iter(ref)
+        order = np.argsort(scores[g.id], kind="stable")
+        curve = []
+        for n in sorted({g.size - keep_count(g.size, p, 1, 1) for p in probes} - {0}):
+            extra = dict(base)
+            for m in in_members[g.id]:
+                w = np.array(extra[m.tensor])
+                index = [slice(None)] * w.ndim
+                index[m.axis] = m.positions[order[:n]].ravel()
+                w[tuple(index)] = 0
+                extra[m.tensor] = w
+            err = [np.zeros_like(e) for e in energy]
+            it = iter(ref)
 
-        def compare(values, err=err, it=it):
-            r = next(it)
-            for j, o in enumerate(tapper.outputs):
-                err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j])
+            def compare(values, err=err, it=it):
+                r = next(it)
+                for j, o in enumerate(tapper.outputs):
+                    err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j])
 
-        tapper.stream(data, compare, extra=extra)
-        out[g.id] = relative_error(err, energy)
+            tapper.stream(data, compare, extra=extra)
+            curve.append((int(n), relative_error(err, energy)))
+        out[g.id] = curve
     return out
 
 
+def loss_curve(g: Group, score: np.ndarray, sensitivity) -> np.ndarray:
+    """Estimated output error after removing the n least important channels, n = 0..size, with
+    non-decreasing increments (convex), from the measured points or (data-free) the score shares."""
+    order = np.argsort(score, kind="stable")
+    w = np.maximum(np.asarray(score, np.float64), 0)[order]
+    share = np.concatenate([[0.0], np.cumsum(w) / (w.sum() or 1.0)])
+    if sensitivity is None:
+        loss = share
+    else:
+        points = [(n, e) for n, e in (sensitivity if isinstance(sensitivity, list) else [(g.size // 2, sensitivity)])]
+        xs = np.array([0.0] + [p[0] for p in points])
+        ys = np.array([0.0] + [max(p[1], 0.0) for p in points])
+        n = np.arange(g.size + 1, dtype=np.float64)
+        loss = np.interp(n, xs, ys)
+        slope = (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1.0)
+        loss = np.where(n > xs[-1], ys[-1] + slope * (n - xs[-1]), loss)
+        loss += 1e-6 * ys[-1] * share  # ties (flat parts) broken by the scores
+    steps = np.maximum.accumulate(np.diff(loss))  # convex: each channel costs at least the previous one
+    return np.concatenate([[0.0], np.cumsum(np.maximum(steps, 0) + 1e-15)])
+
+
 # ----------------------------------------------------------------------------- the plan
-def _give_back(removed: np.ndarray, groups, prios, mults, mm: MacsModel, budget: float) -> np.ndarray:
-    """Rounding to channel multiples makes one threshold overshoot the budget: put back the most
-    valuable blocks of channels (highest error per MAC) while the budget still holds."""
-    removed = removed.copy()
-    while True:
-        best, best_value = None, -1.0
-        for i, g in enumerate(groups):
-            step = min(mults[i], int(removed[i]))
-            if step <= 0:
-                continue
-            trial = removed.copy()
-            trial[i] -= step
-            if mm.macs(trial) > budget:
-                continue
-            value = float(np.sum(prios[i][int(removed[i]) - step:int(removed[i])]))
-            if value > best_value:
-                best, best_value = i, value
-        if best is None:
-            return removed
-        removed[best] -= min(mults[best], int(removed[best]))
-
-
 def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: float,
                 sensitivity: dict[str, float] | None = None, round_to: int = 8, floors: Floors | None = None,
-                probe: float = 0.5, meta: dict | None = None, base_macs: float | None = None) -> Plan:
+                meta: dict | None = None, base_macs: float | None = None) -> Plan:
     """Remove channels until the model keeps at most `target_macs` of `base_macs` (default: its own MACs)."""
     if not 0.0 < target_macs <= 1.0:
         raise PrunecError(f"--target-macs {target_macs}: must be in (0, 1] (the share of MACs to keep)")
@@ -216,44 +224,71 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
     protected = protected_groups(analysis) if floors.protect else {}
     mm = MacsModel(analysis, groups)
     budget = target_macs * (base_macs if base_macs is not None else mm.total)
-    per_channel = mm.per_channel()
-    orders, prios, caps, mults = [], [], [], []
-    for i, g in enumerate(groups):
-        s = np.maximum(np.asarray(scores[g.id], np.float64), 0)
-        order = np.argsort(s, kind="stable")
-        w = s / (s.sum() or 1.0)
-        n_probe = max(1, g.size - keep_count(g.size, probe, 1, 1))
-        probe_weight = float(np.sum(w[order[:n_probe]])) or 1e-12
-        sens = sensitivity.get(g.id, 0.0) if sensitivity is not None else 1.0
-        # loss of each channel in removal order (cumulative max keeps it monotone)
-        loss = np.maximum.accumulate(sens * w[order] / probe_weight + 1e-12 * np.arange(g.size))
-        orders.append(order)
-        prios.append(loss / per_channel[i])
-        caps.append(g.size - floors.keep_floor(g, protected))
+    orders, curves, floors_keep, mults = [], [], [], []
+    for g in groups:
+        orders.append(np.argsort(scores[g.id], kind="stable"))
+        curves.append(loss_curve(g, scores[g.id], None if sensitivity is None else sensitivity.get(g.id, 0.0)))
+        floors_keep.append(floors.keep_floor(g, protected))
         mults.append(rounding_multiple(g, round_to))
 
-    def removal(t: float) -> np.ndarray:
-        out = np.zeros(len(groups))
-        for i, g in enumerate(groups):
-            n = min(int(np.searchsorted(prios[i], t, side="left")), caps[i])
-            keep = keep_count(g.size, n / g.size, mults[i], g.size - caps[i])
-            out[i] = g.size - keep
-        return out
+    def next_removed(i: int, removed: np.ndarray) -> int | None:
+        """Remove one more block: keep the next smaller multiple of the rounding unit."""
+        g = groups[i]
+        keep = g.size - int(removed[i])
+        new_keep = ((keep - 1) // mults[i]) * mults[i]
+        if new_keep < max(floors_keep[i], 1):
+            return None
+        return g.size - new_keep
 
-    candidates = np.unique(np.concatenate([p for p in prios] + [np.array([0.0, np.inf])]))
-    lo, hi = 0, len(candidates) - 1  # find the smallest threshold that meets the budget
-    reachable = mm.macs(removal(candidates[hi])) <= budget
-    if not reachable:  # the floors win: remove all that they allow, and say so
-        best = removal(candidates[hi])
-    else:
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if mm.macs(removal(candidates[mid])) <= budget:
-                hi = mid
-            else:
-                lo = mid + 1
-        best = removal(candidates[lo])
-        best = _give_back(best, groups, prios, mults, mm, budget)
+    def candidates(state: np.ndarray, current: float):
+        for i in range(len(groups)):
+            n = next_removed(i, state)
+            if n is None:
+                continue
+            trial = state.copy()
+            trial[i] = n
+            macs = mm.macs(trial)
+            if current - macs > 0:
+                yield trial, macs, curves[i][n] - curves[i][int(state[i])]
+
+    # Walk the greedy path (least estimated error per MAC saved first); rounding makes blocks coarse,
+    # so at every point of the path also consider finishing with the one block that meets the budget
+    # with the least error, and keep the cheapest way found.
+    state, current, added = np.zeros(len(groups)), mm.total, 0.0
+    best, best_loss, reachable = None, np.inf, True
+    while True:
+        if current <= budget:
+            if added < best_loss:
+                best, best_loss = state, added
+            break
+        cands = list(candidates(state, current))
+        if not cands:
+            break
+        finishing = [c for c in cands if c[1] <= budget]
+        if finishing:
+            fin = min(finishing, key=lambda c: c[2])
+            if added + fin[2] < best_loss:
+                best, best_loss = fin[0], added + fin[2]
+        need = current - budget  # MACs saved beyond the budget earn nothing: big blocks don't win by overshooting
+        step = min(cands, key=lambda c: c[2] / min(current - c[1], need))
+        state, current, added = step[0], step[1], added + step[2]
+    if best is None:  # the floors stop it first
+        best, reachable = state, False
+    if reachable:  # put back blocks (most valuable first) that the budget can still afford
+        changed = True
+        while changed:
+            changed = False
+            for i in sorted(range(len(groups)), key=lambda k: -(curves[k][int(best[k])] - curves[k][
+                    max(0, int(best[k]) - mults[k])])):
+                if best[i] <= 0:
+                    continue
+                trial = best.copy()
+                trial[i] = max(0, best[i] - mults[i])
+                keep = groups[i].size - trial[i]
+                if keep % mults[i] and trial[i] > 0:
+                    continue
+                if mm.macs(trial) <= budget:
+                    best, changed = trial, True
     plan = Plan(meta=dict(meta or {}, target_macs=target_macs, round_to=round_to, ranking="macs-budget",
                           estimated_macs=mm.macs(best), protected=protected,
                           budget="met" if reachable else (

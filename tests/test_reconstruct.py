@@ -101,7 +101,7 @@ def test_target_macs_budget_and_floors(setup):
     stats = collect_stats(model, data, importance.stat_keys(analysis))
     scores = importance.score_groups(analysis, "output", stats=stats)
     sens = group_sensitivity(model, analysis, data, scores, samples=16)
-    assert set(sens) == set(scores) and all(v >= 0 for v in sens.values())
+    assert set(sens) == set(scores) and all(e >= 0 and n > 0 for v in sens.values() for n, e in v)
     protected = protected_groups(analysis)
     assert protected.get("c1.w[0]") == "stem" and protected.get("c4.w[0]") == "head"
     for target in (0.7, 0.5):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from . import importance
 from .allocate import Floors, budget_plan, group_sensitivity
 from .calib import CalibData, collect_stats, load_calib
@@ -22,7 +24,7 @@ DEFAULT_DATA_CRITERION = "output"
 
 def wants_calibrated_flow(opts) -> bool:
     return (getattr(opts, "calib", None) is not None or getattr(opts, "target_macs", None) is not None
-            or getattr(opts, "steps", 1) > 1) and not opts.plan_in
+            or getattr(opts, "steps", 1) > 1 or getattr(opts, "protect", None)) and not opts.plan_in
 
 
 def resolve_criterion(opts, has_data: bool) -> str:
@@ -78,6 +80,8 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
             ratio = 1.0 - (1.0 - opts.ratio) ** (1.0 / opts.steps)
             plan = make_plan(analysis, scores, ratio, round_to=round_to if step == opts.steps else 1,
                              min_keep=opts.min_keep, global_ranking=opts.global_ranking, meta=meta)
+            if protect:
+                _apply_floors(plan, analysis, scores, floors, round_to if step == opts.steps else 1)
         if plan.meta.get("budget", "met") != "met":
             log(f"--target-macs {opts.target_macs}: {plan.meta['budget']}")
         pruned = shrink(analysis, plan)
@@ -113,6 +117,27 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         plan = Plan(plan.groups, dict(plan.meta, note="plan of the last round only; earlier rounds in 'rounds'",
                                       rounds=[p.to_json() for p in plans[:-1]]))
     return current, plan, entries
+
+
+def _apply_floors(plan: Plan, analysis, scores, floors: Floors, round_to: int) -> None:
+    """--protect with --ratio: stem/head groups and tiny groups lose no more than the floors allow."""
+    from .allocate import protected_groups
+    from .plan import rounding_multiple
+
+    protected = protected_groups(analysis)
+    by_id = {g.id: g for g in analysis.groups}
+    for gid in list(plan.groups):
+        g = by_id[gid]
+        keep = floors.keep_floor(g, protected)
+        m = rounding_multiple(g, round_to)
+        keep = min(g.size, -(-keep // m) * m)
+        n = min(len(plan.groups[gid]), g.size - keep)
+        order = np.argsort(scores[gid], kind="stable")
+        if n <= 0:
+            del plan.groups[gid]
+        else:
+            plan.groups[gid] = sorted(int(i) for i in order[:n])
+    plan.meta["protected"] = protected
 
 
 def _split(data: CalibData) -> tuple[CalibData, CalibData]:

@@ -141,3 +141,24 @@ def test_reconstruct_off_and_data_free_budget(setup):
     assert r["calibration"]["used"] is False
     _, r, _ = prune_model(model, PruneOptions(ratio=0.5, calib=data.arrays, reconstruct=False, round_to=1))
     assert "reconstruct" not in r["steps"][0]
+
+
+def test_protect_with_ratio_keeps_stem_and_head(setup):
+    model, data, analysis = setup
+    _, r, plan = prune_model(model, PruneOptions(ratio=0.5, protect=True, round_to=1))
+    protected = protected_groups(analysis)
+    assert protected
+    for gid in protected:
+        assert len(plan.groups.get(gid, [])) <= 0.25 * analysis.group(gid).size
+    assert r["verify"]["ok"]
+
+
+def test_committed_fashion_mnist_model_prunes_to_half_the_macs():
+    """The benchmark model (no dataset needed here: uniform noise as calibration data)."""
+    from models.fashion_mnist import INPUT_NAME, MODEL_PATH
+
+    model = prunec.load(MODEL_PATH)
+    x = np.random.default_rng(0).random((64, 1, 28, 28)).astype(np.float32)
+    _, r, _ = prune_model(model, PruneOptions(target_macs=0.5, calib={INPUT_NAME: x}))
+    assert r["macs"]["after"] <= 0.5 * r["macs"]["before"]
+    assert r["steps"][0]["reconstruct"]["kept"]

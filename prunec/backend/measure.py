@@ -30,13 +30,28 @@ def stats_ms(seconds: list[float]) -> dict:
             "n": int(a.size)}
 
 
+# CPUs this process may run on, read before TVM's thread pool can pin the main thread
+try:
+    _ALLOWED_CPUS = os.sched_getaffinity(0)
+except AttributeError:  # not Linux
+    _ALLOWED_CPUS = None
+
+
 def set_tvm_threads(n: int) -> None:
+    """n worker threads for TVM (the same count ONNX Runtime gets), not pinned to cores unless
+    TVM_BIND_THREADS=1 (see prunec.backend)."""
     import tvm
 
     os.environ["TVM_NUM_THREADS"] = str(n)
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
     f = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     if f is not None:
         f(1, n)  # mode 1 = big cores; n worker threads
+    if _ALLOWED_CPUS and os.environ.get("TVM_BIND_THREADS") == "0":
+        try:  # undo a pin of the main thread from an earlier pool configuration
+            os.sched_setaffinity(0, _ALLOWED_CPUS)
+        except OSError:
+            pass
 
 
 def _flatten(v) -> list[np.ndarray]:

@@ -35,6 +35,20 @@ def pair(tmp_path_factory):
 SHAPES = {"input": [1, 3, 32, 32]}
 
 
+def test_tvm_threads_not_pinned():
+    """Measurement uses unpinned TVM workers (as ONNX Runtime): a pinned worker stalls every
+    parallel kernel on a shared host. TVM_BIND_THREADS=1 in the environment opts back in."""
+    import os
+
+    from prunec.backend import measure as M
+
+    assert os.environ.get("TVM_BIND_THREADS") in ("0", "1")
+    M.set_tvm_threads(2)
+    assert os.environ["TVM_NUM_THREADS"] == "2"
+    if os.environ["TVM_BIND_THREADS"] == "0" and M._ALLOWED_CPUS:
+        assert os.sched_getaffinity(0) == M._ALLOWED_CPUS
+
+
 def test_arguments_parse():
     a = _args("x86", "--tune-trials", "8", "--threads", "1", "--rpc", "10.0.0.2:9090")
     assert a.tune_trials == 8 and a.threads == 1 and a.rpc == "10.0.0.2:9090"

@@ -121,8 +121,9 @@ def main(argv=None) -> int:
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         load = "?"
-    print(f"load average at start: {load}; cores usable: {len(os.sched_getaffinity(0))}",
-          flush=True)
+    print(f"load average at start: {load}; cores usable: {len(os.sched_getaffinity(0))}; "
+          f"TVM_BIND_THREADS={os.environ.get('TVM_BIND_THREADS')} (0: TVM workers not pinned, "
+          f"as ONNX Runtime's)", flush=True)
     rows = []
     for name in a.models.split(","):
         info = make_pair(name, a.ratio, a.workdir)

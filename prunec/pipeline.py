@@ -82,6 +82,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         extra = {"criterion": plan.meta.get("criterion", opts.criterion),
                  "calibration": {"used": False, "note": "no calibration data: data-free criterion, no reconstruction"}}
     t_shrink = time.perf_counter()
+    criterion = extra.pop("criterion")
     checks = verify(model, pruned)
     t_verify = time.perf_counter()
     summary = groups_summary(analysis)
@@ -90,7 +91,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "input": model.source,
         "input_shapes": model.input_shapes,
         "ratio": opts.ratio,
-        "criterion": extra.pop("criterion") if not opts.plan_in else (extra.pop("criterion"), f"plan {opts.plan_in}")[1],
+        "criterion": f"plan {opts.plan_in}" if opts.plan_in else criterion,
         "round_to": plan.meta.get("round_to"),
         "params": {"before": graph_params(model.graph), "after": graph_params(pruned.graph)},
         "macs": {"before": graph_macs(model.graph, model.shapes), "after": graph_macs(pruned.graph, pruned.shapes)},

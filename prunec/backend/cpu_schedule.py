@@ -428,7 +428,16 @@ def _schedule_conv(sch, lanes, threads):
     reg_n = _row_tile(ow_ext, max(1, regs // max(1, ob // lanes)))
     oco, oci = sch.split(oc, [None, ob])
     owo, owi = sch.split(ow, [None, reg_n])
-    sch.reorder(n, oco, oh, owo, ic, ry, rx, owi, oci)
+    if int(sch.get(ry).extent) > 1 or int(sch.get(rx).extent) > 1:
+        # taps outside the channels: with rx innermost LLVM reuses the broadcast input scalars
+        # of one tap in the next (x + 1) and keeps all of them live next to the accumulators,
+        # spilling to the stack; with ic innermost every step has fresh (embedded) broadcasts.
+        # YOLOv8n 3x3 convs: 15-20% faster.
+        sch.reorder(n, oco, oh, owo, ry, rx, ic, owi, oci)
+        first = ry
+    else:
+        sch.reorder(n, oco, oh, owo, ic, ry, rx, owi, oci)
+        first = ic
     acc = sch.cache_write(conv, 0, "local")
     # accumulator tile channel-innermost, so each vector of ob channels is contiguous and
     # LLVM keeps the whole (unrolled, constant-indexed) tile in registers
@@ -439,7 +448,7 @@ def _schedule_conv(sch, lanes, threads):
     sch.parallel(outer)
     sch.unroll(owi)
     sch.vectorize(oci)
-    init = sch.decompose_reduction(conv, ic)
+    init = sch.decompose_reduction(conv, first)
     iloops = sch.get_loops(init)
     sch.vectorize(iloops[-1])
     # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)

@@ -128,11 +128,14 @@ def main(argv=None) -> int:
     for name in a.models.split(","):
         info = make_pair(name, a.ratio, a.workdir)
         for budget in budgets:
-            argv2 = ["--target", "x86", "--tune-trials", str(budget), "--tuning-db", db,
-                     "--repeat", str(a.repeat)] + (["--threads", str(a.threads)]
-                                                   if a.threads else [])
-            args = ap.parse_args(argv2)
             with tempfile.TemporaryDirectory() as out:
+                # 0 trials means no tuning records either: the persistent database would apply
+                # what an earlier --budget run tuned to every workload it recognizes
+                argv2 = ["--target", "x86", "--tune-trials", str(budget), "--tuning-db",
+                         db if budget else str(Path(out) / "empty-db"),
+                         "--repeat", str(a.repeat)] + (["--threads", str(a.threads)]
+                                                       if a.threads else [])
+                args = ap.parse_args(argv2)
                 r = backend.run(args, Path(info["original"]), Path(info["pruned"]),
                                 info["shapes"], Path(out), log)
             mo, mp = r["models"]["original"], r["models"]["pruned"]

@@ -331,3 +331,77 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
     info.update(layers=int(done), levels=len(levels), time_s=time.perf_counter() - t0)
     log(f"reconstruct: refitted {done} layers ({mode}, {len(levels)} levels) in {info['time_s']:.1f}s")
     return current, info
+
+
+# ----------------------------------------------------------------------------- reconstruction-aware selection
+def selection_scores(model: Model, analysis: Analysis, data: CalibData, groups=None, rows: int = 64,
+                     lam: float = 1e-3) -> dict[str, np.ndarray]:
+    """Criterion "lsq": channel scores such that removing the lowest ones first is a greedy backward
+    elimination of each consumer's inputs under least-squares refit (ThiNet-like): a channel's score is
+    the output energy the refitted consumer loses when it goes (made non-decreasing along the removal
+    order), relative to the consumer's output energy, summed over consumers. Gram matrices of the
+    consumers' inputs in `model` (im2col rows as in reconstruction); downdates of the inverse keep
+    each step O(d^2). Groups without a usable consumer get zeros (ties keep their natural order)."""
+    groups = groups if groups is not None else analysis.prunable_groups
+    jobs = []  # (group, refit, member positions)
+    for i, g in enumerate(groups):
+        for node, x, wm, xm in consumer_inputs(analysis, g):
+            if node.op == "Conv" and (int(node.attrs.get("group", 1)) != 1 or len(analysis.shape(x)) < 3):
+                continue
+            if node.op == "Gemm" and (node.attrs.get("transA", 0) or node.inputs[0] is not x):
+                continue
+            if node.op == "MatMul" and node.inputs[0] is not x:
+                continue
+            lay = Layer(node.name, node.op, x.name, node.outputs[0].name, None, None)
+            jobs.append((g, Refit(lay, node, rows, seed=len(jobs)), np.asarray(xm.positions)))
+    out = {g.id: np.zeros(g.size) for g in groups}
+    if not jobs:
+        return out
+    tap = Tapper(model, sorted({t for _, r, _ in jobs for t in (r.layer.x, r.layer.y)}))
+
+    def add(values):
+        for _, r, _ in jobs:
+            r.add(values[r.layer.x], values[r.layer.y])
+    tap.stream(data, add)
+    for g, r, pos in jobs:
+        r.flush()
+        G, B = r.G[0], r.B[0]
+        d = G.shape[0] - 1
+        cin = r.w_shape[1] if r.layer.op == "Conv" else d
+        K = d // cin
+        A = G.copy()
+        A[np.arange(d), np.arange(d)] += lam * (np.trace(G[:d, :d]) / max(d, 1) + 1e-12)
+        try:
+            M = np.linalg.inv(A)
+        except np.linalg.LinAlgError:
+            continue
+        Z = M @ B
+        energy = max(float(np.sum(B * Z)), 1e-30)
+        blocks = [np.concatenate([np.arange(p * K, (p + 1) * K) for p in pos[c]]) for c in range(g.size)]
+        alive_feat = np.arange(d + 1)  # positions of the alive features in M's index space
+        where = {int(f): i for i, f in enumerate(alive_feat)}
+        alive, score, level = list(range(g.size)), np.zeros(g.size), 0.0
+        while len(alive) > 1:
+            best, best_d, best_idx = None, np.inf, None
+            for c in alive:
+                idx = np.array([where[int(f)] for f in blocks[c]])
+                try:
+                    delta = float(np.sum(Z[idx] * np.linalg.solve(M[np.ix_(idx, idx)], Z[idx])))
+                except np.linalg.LinAlgError:
+                    delta = np.inf
+                if delta < best_d:
+                    best, best_d, best_idx = c, delta, idx
+            keep = np.setdiff1d(np.arange(len(alive_feat)), best_idx)
+            S = np.linalg.solve(M[np.ix_(best_idx, best_idx)], M[best_idx][:, keep])
+            M = M[np.ix_(keep, keep)] - M[keep][:, best_idx] @ S
+            Z = M @ B[alive_feat[keep]]
+            alive_feat = alive_feat[keep]
+            where = {int(f): i for i, f in enumerate(alive_feat)}
+            level = max(level, best_d / energy)
+            score[best] = level
+            alive.remove(best)
+        score[alive[0]] = max(level, 1.0) * 2
+        rank = np.empty(g.size)
+        rank[np.argsort(score, kind="stable")] = np.arange(g.size)
+        out[g.id] = out[g.id] + score + 1e-9 * rank
+    return out

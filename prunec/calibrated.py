@@ -61,11 +61,17 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
     for step in range(1, opts.steps + 1):
         analysis = analyze(current, exclude=opts.exclude)
         stats = None
-        if data is not None and (importance.needs_data(criterion)):
+        if criterion in importance.GRAM_CRITERIA:
+            from prunec.passes.reconstruct import selection_scores
             t = time.perf_counter()
-            stats = collect_stats(current, data, importance.stat_keys(analysis, criterion=criterion))
+            scores = selection_scores(current, analysis, fit)
             t_stats += time.perf_counter() - t
-        scores = importance.score_groups(analysis, criterion, stats=stats)
+        else:
+            if data is not None and (importance.needs_data(criterion)):
+                t = time.perf_counter()
+                stats = collect_stats(current, data, importance.stat_keys(analysis, criterion=criterion))
+                t_stats += time.perf_counter() - t
+            scores = importance.score_groups(analysis, criterion, stats=stats)
         meta = {"criterion": criterion, "step": step, "steps": opts.steps}
         if opts.target_macs is not None:
             sens = None

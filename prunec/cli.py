@@ -39,7 +39,8 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--outdir", default="prunec_out", help="output folder (default prunec_out)")
     p.add_argument("--criterion", default="auto", help=(
         "importance criterion: l2, l1, bn, random (data-free); act (mean |activation|), apoz (zero rate), "
-        "output (error each channel adds to the next layers' outputs), output-var (same, mean compensated): "
+        "output (error each channel adds to the next layers' outputs), output-var (same, mean compensated), "
+        "lsq (greedy elimination under least-squares refit of the consumers): "
         "need --calib (default: output with --calib, l2 without)"))
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels of all groups together instead of the same ratio per group")

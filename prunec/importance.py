@@ -139,16 +139,21 @@ DATA_CRITERIA = {
     "output": output_error,
     "output-var": lambda a, g, s: output_error(a, g, s, centered=True),
 }
-ALL_CRITERIA = sorted(CRITERIA) + sorted(DATA_CRITERIA)
+# "lsq" (greedy elimination under least-squares refit) needs Gram matrices, not channel statistics:
+# prunec.passes.reconstruct.selection_scores computes it (the calibrated flow calls it)
+GRAM_CRITERIA = ("lsq",)
+ALL_CRITERIA = sorted(CRITERIA) + sorted(DATA_CRITERIA) + list(GRAM_CRITERIA)
 
 
 def needs_data(criterion: str) -> bool:
-    return criterion in DATA_CRITERIA
+    return criterion in DATA_CRITERIA or criterion in GRAM_CRITERIA
 
 
 def score_groups(analysis: Analysis, criterion: str = "l2", groups: list[Group] | None = None,
                  stats: dict | None = None) -> dict[str, np.ndarray]:
     groups = groups if groups is not None else analysis.prunable_groups
+    if criterion in GRAM_CRITERIA:
+        raise PrunecError(f"importance criterion {criterion!r} needs calibration data and the calibrated flow (--calib)")
     if criterion in DATA_CRITERIA:
         if stats is None:
             raise PrunecError(f"importance criterion {criterion!r} needs calibration data (--calib)")

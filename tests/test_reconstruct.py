@@ -162,3 +162,27 @@ def test_committed_fashion_mnist_model_prunes_to_half_the_macs():
     _, r, _ = prune_model(model, PruneOptions(target_macs=0.5, calib={INPUT_NAME: x}))
     assert r["macs"]["after"] <= 0.5 * r["macs"]["before"]
     assert r["steps"][0]["reconstruct"]["kept"]
+
+
+def test_lsq_criterion_removes_redundant_channels_first(setup):
+    """Greedy elimination under least-squares refit: duplicated channels cost nothing once refitted."""
+    from prunec.passes.reconstruct import selection_scores
+
+    model, data, analysis = setup
+    tensors = model.graph.tensors()
+    w, b = np.array(tensors["c1.w"].values), np.array(tensors["c1.b"].values)
+    w[8:], b[8:] = w[:8], b[:8]
+    dup = prunec.from_proto(model.to_proto())
+    dt = dup.graph.tensors()
+    dt["c1.w"].values, dt["c1.b"].values = w, b
+    dup = prunec.from_proto(dup.to_proto())
+    a = prunec.analyze(dup)
+    scores = selection_scores(dup, a, data)
+    assert set(scores) == {g.id for g in a.prunable_groups}
+    s = scores["c1.w[0]"]
+    first = np.argsort(s, kind="stable")[:8]
+    assert np.all(np.isfinite(s)) and np.sort(s)[7] < 1e-3 < np.sort(s)[8]  # 8 channels nearly free (ridge)
+    assert len({int(i) % 8 for i in first}) == 8  # one of each duplicated pair
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, criterion="lsq", calib=calib_arrays(48)))
+    assert report["criterion"] == "lsq"
+    prunec.verify(model, pruned)

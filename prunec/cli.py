@@ -10,14 +10,30 @@ from pathlib import Path
 from .errors import PrunecError
 
 
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1)")
-    return value
+def _checked(convert, ok, what: str):
+    """An argparse type: convert, then check the value (one message per failure)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if convert is int else 'a number'}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value} {what}")
+        return value
+    return parse
+
+
+_ratio = _checked(float, lambda v: 0.0 <= v < 1.0, "is outside [0, 1)")
+_share = _checked(float, lambda v: 0.0 < v <= 1.0, "is outside (0, 1]")
+_positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr, like every other prunec error."""
+
+    def error(self, message):
+        raise PrunecError(message)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,7 +45,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def prune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prunec", description=(
+    p = _Parser(prog="prunec", description=(
         "Prune an ONNX model: group coupled channels, remove the least important, shrink tensors, "
         "verify, and optionally compile and measure with TVM. `prunec inspect MODEL` lists the groups."))
     _common(p)
@@ -44,9 +60,9 @@ def prune_parser() -> argparse.ArgumentParser:
         "need --calib (default: output with --calib, l2 without)"))
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels of all groups together instead of the same ratio per group")
-    p.add_argument("--round-to", type=int, default=None,
+    p.add_argument("--round-to", type=_positive_int, default=None,
                    help="keep a multiple of this many channels (default: 16 for x86, 8 otherwise)")
-    p.add_argument("--min-channels", type=int, default=1, help="never keep fewer channels in a group (default 1)")
+    p.add_argument("--min-channels", type=_positive_int, default=1, help="never keep fewer channels in a group (default 1)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNormalization into convolutions first")
     p.add_argument("--plan-out", metavar="FILE", help="write the pruning plan (JSON) here")
     p.add_argument("--plan-in", metavar="FILE", help="apply this plan instead of computing one")
@@ -58,26 +74,6 @@ def prune_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]")
-    return value
 
 
 def _calibration_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,7 +102,7 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prunec inspect", description="List channel groups, why some cannot be pruned, and coverage.")
+    p = _Parser(prog="prunec inspect", description="List channel groups, why some cannot be pruned, and coverage.")
     _common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -151,10 +147,6 @@ def _prune(args) -> int:
     from .graph import parse_input_shapes
     from .pipeline import PruneOptions, prune_file, write_report
 
-    if args.round_to is not None and args.round_to < 1:
-        raise PrunecError("--round-to must be at least 1")
-    if args.min_channels < 1:
-        raise PrunecError("--min-channels must be at least 1")
     opts = PruneOptions(
         ratio=args.ratio, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
         global_ranking=args.global_ranking, exclude=args.exclude, input_shapes=parse_input_shapes(args.input_shape),

@@ -96,6 +96,7 @@ def test_bad_ratio(resnet, tmp_path):
     for ratio in ("1.0", "-0.1", "abc"):
         res = run(resnet, "--ratio", ratio, "-o", tmp_path / "o")
         assert res.returncode != 0 and "Traceback" not in res.stderr and "--ratio" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "o").exists()
 
 

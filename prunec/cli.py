@@ -182,7 +182,7 @@ def _summary(r: dict) -> str:
         f"  MACs   {m['before']:,} -> {m['after']:,} ({m['before'] / max(m['after'], 1):.2f}x fewer)",
         f"  groups {g['pruned']} pruned of {g['prunable']} prunable ({g['total']} total, "
         f"{len(g['skipped'])} skipped; see report.json for reasons)",
-        f"  verified: onnx.checker passed, ONNX Runtime ran, output shapes unchanged",
+        "  verified: onnx.checker passed, ONNX Runtime ran, output shapes unchanged",
     ]
     cal = r.get("calibration") or {}
     if cal.get("samples"):

@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from .dependency import Analysis, Group
+from .dependency import Analysis, Group, Member
 from .errors import PrunecError
 
 
@@ -79,7 +79,7 @@ def nonzero_rate(analysis: Analysis, group: Group, stats: dict) -> np.ndarray:
     return np.mean(parts, axis=0) + 1e-3 * activation(analysis, group, stats) / group.size
 
 
-def consumer_inputs(analysis: Analysis, group: Group) -> list[tuple[object, object, "Member", "Member"]]:
+def consumer_inputs(analysis: Analysis, group: Group) -> list[tuple[object, object, Member, Member]]:
     """(node, data input, weight member, activation member) for each node that consumes the group
     through a constant weight's input axis."""
     import onnx_graphsurgeon as gs

@@ -118,8 +118,6 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
 
 def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=print) -> dict:
     """Prune a model file; writes OUTDIR/<stem>.pruned.onnx and OUTDIR/report.json."""
-    import json
-
     path, outdir = Path(path), Path(outdir)
     model = load(path, opts.input_shapes)
     pruned, report, plan = prune_model(model, opts, log)

@@ -334,13 +334,6 @@ def schedule_module(mod, target):
     return mod
 
 
-def _names(sch):
-    root = sch.get_sblock("root") if _has(sch, "root") else None
-    del root
-    return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_loops(
-        sch.get_sblock(_first_block(sch)))[0])] if False else None
-
-
 def _has(sch, name):
     try:
         sch.get_sblock(name)

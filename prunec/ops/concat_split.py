@@ -1,10 +1,8 @@
 """Concat, Split, Slice, Gather: channel spaces laid end to end along an axis."""
 from __future__ import annotations
 
-import numpy as np
-
 from . import rule
-from .common import axes_of, input_at, int_list
+from .common import input_at, int_list
 
 
 @rule("Concat")

@@ -7,7 +7,6 @@ axis is split (D -> heads x head_dim, C -> groups x C/G) and merging when axes a
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from . import rule

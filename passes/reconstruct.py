@@ -285,10 +285,26 @@ def output_error(reference: Model, model: Model, data: CalibData) -> float:
     return relative_error(num, den)
 
 
+class OriginalValues:
+    """The original model's tensors on the calibration data, batch by batch, kept in memory: a search
+    that refits many candidate plans (prunec.search) reuses the same targets instead of rerunning them."""
+
+    def __init__(self, original: Model, data: CalibData, tensors: list[str]):
+        tap = Tapper(original, sorted(set(tensors)))
+        self.data, self.size = data, tap.batch if tap.batched else 1
+        self.values = [tap.run(b) for b in data.batches(self.size)]
+
+    @staticmethod
+    def nbytes(original: Model, data: CalibData, tensors: list[str]) -> int:
+        per_sample = sum(int(np.prod(original.shapes[t][1:])) for t in set(tensors) if t in original.shapes)
+        return 4 * per_sample * len(data)
+
+
 def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, data: CalibData,
                 mode: str = "auto", rows: int = 32, lam: float = 1e-3, max_levels: int = 16,
-                log=lambda s: None) -> tuple[Model, dict]:
-    """Refit the consumers of the pruned groups; returns the new model and what was done."""
+                log=lambda s: None, cache: OriginalValues | None = None) -> tuple[Model, dict]:
+    """Refit the consumers of the pruned groups; returns the new model and what was done.
+    `cache`: the original's tensors on `data`, computed once (it must hold every layer's x and y)."""
     t0 = time.perf_counter()
     layers = find_layers(analysis, plan)
     info = {"layers": 0, "mode": mode, "samples": len(data), "rows_per_sample": rows, "lambda": lam}
@@ -303,7 +319,8 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
     nodes = {n.name: n for n in graph.nodes}
     layers = [l for l in layers if l.name in nodes and isinstance(nodes[l.name].inputs[1], gs.Constant)]
     refits = {l.name: Refit(l, nodes[l.name], rows, seed=i) for i, l in enumerate(layers)}
-    orig_tap = Tapper(original, sorted({t for l in layers for t in (l.x, l.y)}))
+    if cache is not None and cache.data is not data:
+        cache = None
     done = 0
     if mode == "local":
         def local(values):
@@ -311,7 +328,11 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
                 x = _masked(values[l.x], l.in_mask, _channel_axis(l.op, values[l.x].ndim))
                 y = _masked(values[l.y], l.out_mask, _channel_axis(l.op, values[l.y].ndim))
                 refits[l.name].add(x, y)
-        orig_tap.stream(data, local)
+        if cache is not None:
+            for values in cache.values:
+                local(values)
+        else:
+            Tapper(original, sorted({t for l in layers for t in (l.x, l.y)})).stream(data, local)
         done = sum(r.solve(lam) for r in refits.values())
         current = _rebuild(pruned, graph)
     else:
@@ -319,10 +340,14 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
         for lvl in levels:
             todo = [l for l in layers if l.level == lvl]
             cur_tap = Tapper(current, sorted({l.x for l in todo}))
-            y_tap = Tapper(original, sorted({l.y for l in todo}))
-            size = min(cur_tap.batch, y_tap.batch) if cur_tap.batched and y_tap.batched else 1
+            if cache is not None:
+                size, cached = cache.size, iter(cache.values)
+            else:
+                y_tap = Tapper(original, sorted({l.y for l in todo}))
+                size = min(cur_tap.batch, y_tap.batch) if cur_tap.batched and y_tap.batched else 1
             for batch in data.batches(size):
-                vx, vy = cur_tap.run(batch), y_tap.run(batch)
+                vx = cur_tap.run(batch)
+                vy = next(cached) if cache is not None else y_tap.run(batch)
                 for l in todo:
                     y = _masked(vy[l.y], l.out_mask, _channel_axis(l.op, vy[l.y].ndim))
                     refits[l.name].add(vx[l.x], y)

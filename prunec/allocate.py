@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -215,8 +216,12 @@ def loss_curve(g: Group, score: np.ndarray, sensitivity) -> np.ndarray:
 # ----------------------------------------------------------------------------- the plan
 def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: float,
                 sensitivity: dict[str, float] | None = None, round_to: int = 8, floors: Floors | None = None,
-                meta: dict | None = None, base_macs: float | None = None) -> Plan:
-    """Remove channels until the model keeps at most `target_macs` of `base_macs` (default: its own MACs)."""
+                meta: dict | None = None, base_macs: float | None = None,
+                measure: Callable[[Plan], float] | None = None) -> Plan:
+    """Remove channels until the model keeps at most `target_macs` of `base_macs` (default: its own MACs).
+
+    The error of a candidate plan is the sum of the groups' sensitivity curves, or with `measure`
+    (prunec.search: prune, refit and compare on held-out data) that function's value, memoized."""
     if not 0.0 < target_macs <= 1.0:
         raise PrunecError(f"--target-macs {target_macs}: must be in (0, 1] (the share of MACs to keep)")
     floors = floors or Floors()
@@ -224,21 +229,54 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
     protected = protected_groups(analysis) if floors.protect else {}
     mm = MacsModel(analysis, groups)
     budget = target_macs * (base_macs if base_macs is not None else mm.total)
-    orders, curves, floors_keep, mults = [], [], [], []
-    for g in groups:
-        orders.append(np.argsort(scores[g.id], kind="stable"))
-        curves.append(loss_curve(g, scores[g.id], None if sensitivity is None else sensitivity.get(g.id, 0.0)))
-        floors_keep.append(floors.keep_floor(g, protected))
-        mults.append(rounding_multiple(g, round_to))
+    orders = [np.argsort(scores[g.id], kind="stable") for g in groups]
+    floors_keep = [floors.keep_floor(g, protected) for g in groups]
+    mults = [rounding_multiple(g, round_to) for g in groups]
 
+    def plan_of(state: np.ndarray) -> Plan:
+        return Plan({g.id: sorted(int(k) for k in orders[i][:int(state[i])])
+                     for i, g in enumerate(groups) if int(state[i])})
+
+    if measure is None:
+        curves = [loss_curve(g, scores[g.id], None if sensitivity is None else sensitivity.get(g.id, 0.0))
+                  for g in groups]
+
+        def cost(state: np.ndarray) -> float:
+            return float(sum(curves[i][int(n)] for i, n in enumerate(state)))
+    else:
+        memo: dict[tuple, float] = {}
+
+        def cost(state: np.ndarray) -> float:
+            key = tuple(int(n) for n in state)
+            if key not in memo:
+                memo[key] = float(measure(plan_of(state))) if any(key) else 0.0
+            return memo[key]
+
+    best, reachable = _greedy(groups, mm, budget, mults, floors_keep, cost)
+    if measure is not None:
+        how = "refit search"
+    else:
+        how = "measured" if sensitivity is not None else "none (uniform)"
+    plan = plan_of(best)
+    plan.meta = dict(meta or {}, target_macs=target_macs, round_to=round_to, ranking="macs-budget",
+                     estimated_macs=mm.macs(best), protected=protected,
+                     budget="met" if reachable else (
+                         f"not reachable: floors keep {mm.macs(best) / mm.total:.3f} of the MACs; "
+                         "lower them with --no-protect / --min-channels"),
+                     sensitivity=how)
+    return plan
+
+
+def _greedy(groups: list[Group], mm: MacsModel, budget: float, mults: list[int], floors_keep: list[int],
+            cost: Callable[[np.ndarray], float]) -> tuple[np.ndarray, bool]:
+    """Blocks removed per group (and whether the budget is met) by a greedy walk on cost(state)."""
     def next_removed(i: int, removed: np.ndarray) -> int | None:
         """Remove one more block: keep the next smaller multiple of the rounding unit."""
-        g = groups[i]
-        keep = g.size - int(removed[i])
+        keep = groups[i].size - int(removed[i])
         new_keep = ((keep - 1) // mults[i]) * mults[i]
         if new_keep < max(floors_keep[i], 1):
             return None
-        return g.size - new_keep
+        return groups[i].size - new_keep
 
     def candidates(state: np.ndarray, current: float):
         for i in range(len(groups)):
@@ -249,17 +287,17 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
             trial[i] = n
             macs = mm.macs(trial)
             if current - macs > 0:
-                yield trial, macs, curves[i][n] - curves[i][int(state[i])]
+                yield trial, macs, cost(trial) - cost(state)
 
-    # Walk the greedy path (least estimated error per MAC saved first); rounding makes blocks coarse,
+    # Walk the greedy path (least error added per MAC saved first); rounding makes blocks coarse,
     # so at every point of the path also consider finishing with the one block that meets the budget
     # with the least error, and keep the cheapest way found.
-    state, current, added = np.zeros(len(groups)), mm.total, 0.0
+    state, current = np.zeros(len(groups)), mm.total
     best, best_loss, reachable = None, np.inf, True
     while True:
         if current <= budget:
-            if added < best_loss:
-                best, best_loss = state, added
+            if cost(state) < best_loss:
+                best, best_loss = state, cost(state)
             break
         cands = list(candidates(state, current))
         if not cands:
@@ -267,36 +305,27 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
         finishing = [c for c in cands if c[1] <= budget]
         if finishing:
             fin = min(finishing, key=lambda c: c[2])
-            if added + fin[2] < best_loss:
-                best, best_loss = fin[0], added + fin[2]
+            if cost(fin[0]) < best_loss:
+                best, best_loss = fin[0], cost(fin[0])
         need = current - budget  # MACs saved beyond the budget earn nothing: big blocks don't win by overshooting
         step = min(cands, key=lambda c: c[2] / min(current - c[1], need))
-        state, current, added = step[0], step[1], added + step[2]
+        state, current = step[0], step[1]
     if best is None:  # the floors stop it first
-        best, reachable = state, False
-    if reachable:  # put back blocks (most valuable first) that the budget can still afford
-        changed = True
-        while changed:
-            changed = False
-            for i in sorted(range(len(groups)), key=lambda k: -(curves[k][int(best[k])] - curves[k][
-                    max(0, int(best[k]) - mults[k])])):
-                if best[i] <= 0:
-                    continue
-                trial = best.copy()
-                trial[i] = max(0, best[i] - mults[i])
-                keep = groups[i].size - trial[i]
-                if keep % mults[i] and trial[i] > 0:
-                    continue
-                if mm.macs(trial) <= budget:
-                    best, changed = trial, True
-    plan = Plan(meta=dict(meta or {}, target_macs=target_macs, round_to=round_to, ranking="macs-budget",
-                          estimated_macs=mm.macs(best), protected=protected,
-                          budget="met" if reachable else (
-                              f"not reachable: floors keep {mm.macs(best) / mm.total:.3f} of the MACs; "
-                              "lower them with --no-protect / --min-channels"),
-                          sensitivity="measured" if sensitivity is not None else "none (uniform)"))
-    for i, g in enumerate(groups):
-        n = int(best[i])
-        if n:
-            plan.groups[g.id] = sorted(int(k) for k in orders[i][:n])
-    return plan
+        return state, False
+    # put back blocks (the costliest to lose first) that the budget can still afford
+    changed = True
+    while changed:
+        changed = False
+        back = []
+        for i in range(len(groups)):
+            if best[i] <= 0:
+                continue
+            trial = best.copy()
+            trial[i] = max(0, best[i] - mults[i])
+            if (groups[i].size - trial[i]) % mults[i] and trial[i] > 0:
+                continue
+            if mm.macs(trial) <= budget:
+                back.append((cost(trial) - cost(best), i, trial))
+        if back:
+            best, changed = min(back, key=lambda b: (b[0], b[1]))[2], True
+    return best, True

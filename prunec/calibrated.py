@@ -18,6 +18,7 @@ from .errors import PrunecError
 from .graph import Model
 from .macs import graph_macs
 from .plan import Plan, make_plan
+from .search import RefitMeasure, choose
 
 DEFAULT_DATA_CRITERION = "output"
 
@@ -58,6 +59,7 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
     floors = Floors(min_keep=opts.min_keep, protect=protect)
     current, plans, rounds = model, [], []
     t_stats = t_sens = 0.0
+    allocations: list[dict] = []
     for step in range(1, opts.steps + 1):
         analysis = analyze(current, exclude=opts.exclude)
         stats = None
@@ -74,14 +76,21 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
             scores = importance.score_groups(analysis, criterion, stats=stats)
         meta = {"criterion": criterion, "step": step, "steps": opts.steps}
         if opts.target_macs is not None:
-            sens = None
-            if data is not None:
-                t = time.perf_counter()
-                sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
-                t_sens += time.perf_counter() - t
             keep_share = 1.0 - (1.0 - opts.target_macs) * step / opts.steps
+            t = time.perf_counter()
+            method, why = _allocation(opts, analysis, scores, keep_share, round_to, data, do_recon, current)
+            sens = measure = None
+            if method == "refit":
+                measure = RefitMeasure(current, analysis, fit, check, mode=opts.recon_mode)
+            elif data is not None:
+                sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
             plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to, floors=floors,
-                               meta=meta, base_macs=base_macs)
+                               meta=meta, base_macs=base_macs, measure=measure)
+            alloc = {"method": method, "why": why, "time_s": time.perf_counter() - t}
+            if measure is not None:
+                alloc["evaluations"] = measure.evaluations
+            allocations.append(alloc)
+            t_sens += alloc["time_s"]
         else:
             ratio = 1.0 - (1.0 - opts.ratio) ** (1.0 / opts.steps)
             plan = make_plan(analysis, scores, ratio, round_to=round_to if step == opts.steps else 1,
@@ -116,6 +125,9 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         "target_macs": opts.target_macs,
         "steps": rounds,
     }
+    if allocations:  # how the MACs budget was spread, per round
+        entries["allocation"] = dict(allocations[-1], time_s=sum(a["time_s"] for a in allocations),
+                                     **({"rounds": allocations} if len(allocations) > 1 else {}))
     if data is not None:
         entries["calibration"]["output_error"] = output_error(model, current, check)
     plan = plans[-1]
@@ -123,6 +135,23 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         plan = Plan(plan.groups, dict(plan.meta, note="plan of the last round only; earlier rounds in 'rounds'",
                                       rounds=[p.to_json() for p in plans[:-1]]))
     return current, plan, entries
+
+
+ALLOCATIONS = ("auto", "probe", "refit")
+
+
+def _allocation(opts, analysis, scores, keep_share, round_to, data, do_recon, model) -> tuple[str, str]:
+    """--allocation: probe (sensitivity curves, cheap), refit (search on pruned+refitted models), auto."""
+    asked = getattr(opts, "allocation", "auto") or "auto"
+    if asked not in ALLOCATIONS:
+        raise PrunecError(f"--allocation {asked!r}: choose one of {', '.join(ALLOCATIONS)}")
+    if asked == "refit" and (data is None or not do_recon):
+        raise PrunecError("--allocation refit needs calibration data (--calib) and reconstruction")
+    if data is None:
+        return "probe", "no calibration data: importance shares"
+    if not do_recon:
+        return "probe", "no reconstruction"
+    return choose(asked, analysis, scores, keep_share, round_to, len(data), graph_macs(model.graph, model.shapes))
 
 
 def _apply_floors(plan: Plan, analysis, scores, floors: Floors, round_to: int) -> None:

@@ -88,6 +88,10 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-macs", type=_share, metavar="F", help=(
         "keep at most this share of the original MACs (0.5 = 2x fewer), spread over groups by measured "
         "sensitivity (with --calib); replaces --ratio"))
+    g.add_argument("--allocation", choices=["auto", "probe", "refit"], default="auto", help=(
+        "how --target-macs spreads the cut: probe (per-group sensitivity curves, cheap), refit (greedy search "
+        "on pruned and refitted models, measured on held-out samples; small models), auto: refit when its "
+        "estimated cost is small (default)"))
     g.add_argument("--protect", dest="protect", action="store_true", default=None,
                    help="keep >= 75%% of stem and head groups and all of groups <= 8 channels (default with --target-macs)")
     g.add_argument("--no-protect", dest="protect", action="store_false", help="no stem/head/tiny-group floors")
@@ -152,7 +156,8 @@ def _prune(args) -> int:
         global_ranking=args.global_ranking, exclude=args.exclude, input_shapes=parse_input_shapes(args.input_shape),
         fold_bn=args.fold_bn, plan_in=args.plan_in, plan_out=args.plan_out, target=args.target,
         calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples, target_macs=args.target_macs,
-        protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps)
+        protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
+        allocation=args.allocation)
     quiet = getattr(args, "quiet", False)
     log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
     outdir = Path(args.outdir)

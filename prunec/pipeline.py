@@ -41,6 +41,7 @@ class PruneOptions:
     recon_mode: str = "auto"
     steps: int = 1
     sensitivity_samples: int = 16
+    allocation: str = "auto"  # --target-macs: probe (sensitivity curves), refit (search with refits), auto
 
 
 def _round_to(opts: PruneOptions) -> int:

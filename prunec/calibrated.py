@@ -21,6 +21,7 @@ from .plan import Plan, make_plan
 from .search import RefitMeasure, choose
 
 DEFAULT_DATA_CRITERION = "output"
+REFIT_PROTECT_KEEP = 0.5
 
 
 def wants_calibrated_flow(opts) -> bool:
@@ -84,8 +85,9 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
                 measure = RefitMeasure(current, analysis, fit, check, mode=opts.recon_mode)
             elif data is not None:
                 sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
-            plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to, floors=floors,
-                               meta=meta, base_macs=base_macs, measure=measure)
+            plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
+                               floors=_floors_for(floors, method, opts), meta=meta, base_macs=base_macs,
+                               measure=measure)
             alloc = {"method": method, "why": why, "time_s": time.perf_counter() - t}
             if measure is not None:
                 alloc["evaluations"] = measure.evaluations
@@ -152,6 +154,20 @@ def _allocation(opts, analysis, scores, keep_share, round_to, data, do_recon, mo
     if not do_recon:
         return "probe", "no reconstruction"
     return choose(asked, analysis, scores, keep_share, round_to, len(data), graph_macs(model.graph, model.shapes))
+
+
+def _floors_for(floors: Floors, method: str, opts) -> Floors:
+    """Stem/head floor: a refit search measures what pruning the stem costs after reconstruction, so the
+    floor only guards against noise there (50%); probe curves and importance shares misjudge the stem
+    (measured without refit), so they keep 75%. PruneOptions.protect_keep overrides both."""
+    from dataclasses import replace
+
+    keep = getattr(opts, "protect_keep", None)
+    if keep is not None and not 0.0 <= keep <= 1.0:
+        raise PrunecError(f"protect_keep {keep}: must be in [0, 1] (the share of a stem/head group kept)")
+    if keep is None:
+        keep = REFIT_PROTECT_KEEP if method == "refit" else floors.protect_keep
+    return replace(floors, protect_keep=keep)
 
 
 def _apply_floors(plan: Plan, analysis, scores, floors: Floors, round_to: int) -> None:

@@ -37,6 +37,7 @@ class PruneOptions:
     calib_samples: int | None = 256
     target_macs: float | None = None  # share of the original MACs to keep (0.5 = 2x fewer)
     protect: bool | None = None  # floors for stem/head/tiny groups; default: on with target_macs
+    protect_keep: float | None = None  # stem/head floor share; default 0.5 with a refit allocation, else 0.75
     reconstruct: bool | None = None  # default: on when calibration data is given
     recon_mode: str = "auto"
     steps: int = 1

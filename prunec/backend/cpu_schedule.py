@@ -198,7 +198,7 @@ def _legalize_conv2d(bb, call, lanes):
     pt, pl, pb, pr = (int(p) for p in a.padding)
     if groups == c and icg == 1 and oc == c:
         return bb.call_te(_dwconv_te, data, weight, (sh, sw), (pt, pl, pb, pr), (dh, dw),
-                          primfunc_name_hint="prunec_dwconv")
+                          lanes, primfunc_name_hint="prunec_dwconv")
     if groups != 1:
         return _default_conv2d(bb, call)
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
@@ -311,7 +311,23 @@ def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1):
                                 if spatial_cols else None))
 
 
-def _dwconv_te(data, weight, strides, pads, dil):
+def dw_row_vectors(ow: int, lanes: int) -> tuple[int, int, int]:
+    """(vector width, vectors per register tile, padded row width) of a depthwise output row.
+
+    Rows are computed padded up to whole vectors: LLVM legalizes a <28 x float> or <56 x float>
+    into mixed zmm/ymm/xmm pieces and rebuilds every broadcast weight lane by lane, which held
+    MobileNet's depthwise convs at 8-30 GF/s. A padded row costs at most one extra vector."""
+    v = lanes if ow > lanes // 2 else max(4, lanes // 2)
+    nvec = -(-ow // v)
+    if nvec <= 4:
+        tile = nvec
+    else:  # at least 3 independent accumulators per tile hide the FMA latency of the tap chain
+        tile = min((4, 3), key=lambda k: (-(-nvec // k) * k, -k))
+        nvec = -(-nvec // tile) * tile
+    return v, tile, nvec * v
+
+
+def _dwconv_te(data, weight, strides, pads, dil, lanes=8):
     from tvm import te
 
     n, c, h, w = (int(x) for x in data.shape)
@@ -321,14 +337,35 @@ def _dwconv_te(data, weight, strides, pads, dil):
     pt, pl, pb, pr = pads
     oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    x = _pad(data, pads)
+    # strided convs compute every column of the rows they need (contiguous loads; 2x the FMAs,
+    # which are cheap here) and the epilogue keeps every sw-th: de-interleaving the input into
+    # stride phases instead cost a strided gather per element and ran at ~10 GF/s
+    ow1 = (ow - 1) * sw + 1
+    _, _, owp = dw_row_vectors(ow1, lanes)
+    # zero columns on the right so the padded row's extra outputs read inside the plane
+    pw = max(w + pl + pr, owp + (kw - 1) * dw)
+    x = _pad(data, (pt, pl, pb, pw - w - pl))
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
-    return te.compute(
-        (n, c, oh, ow),
+    attrs = {"prunec_stride": sw, "prunec_ow": ow1}
+    if sw > 1 and owp % sw == 0:
+        # columns as (x // sw, x % sw): the epilogue reads [xo, 0], a unit-stride pattern that
+        # the schedule can place per row (reverse_compute_at cannot invert xo * sw)
+        full = te.compute(
+            (n, c, oh, owp // sw, sw),
+            lambda b, ch, y, xq, xr: te.sum(
+                x[b, ch, y * sh + ry * dh, xq * sw + xr + rx * dw] * weight[ch, 0, ry, rx],
+                axis=[ry, rx]), name=DW_BLOCK, attrs=attrs)
+        return te.compute((n, c, oh, ow), lambda b, ch, y, xo: full[b, ch, y, xo, 0],
+                          name="prunec_dwslice")
+    full = te.compute(
+        (n, c, oh, owp),
         lambda b, ch, y, xo: te.sum(
-            x[b, ch, y * sh + ry * dh, xo * sw + rx * dw] * weight[ch, 0, ry, rx], axis=[ry, rx]),
-        name=DW_BLOCK, attrs={"prunec_stride": sw})
+            x[b, ch, y * sh + ry * dh, xo + rx * dw] * weight[ch, 0, ry, rx], axis=[ry, rx]),
+        name=DW_BLOCK, attrs=attrs)
+    if owp == ow:
+        return full
+    return te.compute((n, c, oh, ow), lambda b, ch, y, xo: full[b, ch, y, xo * sw], name="prunec_dwslice")
 
 
 # -------------------------------------------------------------------------------- scheduling
@@ -537,41 +574,55 @@ def _ann_int(sch, block, key) -> int:
 
 def _schedule_dwconv(sch, lanes, threads):
     """Depthwise: one parallel task per channel plane; the padded plane is built right there
-    (cache-resident, no bounds checks in the conv loop), and each output row segment of up to
-    4 vectors accumulates in registers over the kh x kw taps, then gets the epilogue."""
-    _inline_injective(sch, keep={"prunec_pad"})
+    (cache-resident: zeroed, then the interior copied without bounds tests), each output row is
+    computed in whole vectors (padded, see dw_row_vectors) in register tiles of up to 4 vectors
+    over the kh x kw taps, and the epilogue writes the row's real columns."""
+    conv = sch.get_sblock(DW_BLOCK)
+    ow_real = _ann_int(sch, conv, "prunec_ow")
+    # the slice of a padded row is inlined into the epilogue (bias, activation ...)
+    _inline_injective(sch, keep={"prunec_pad", DW_BLOCK})
     conv = sch.get_sblock(DW_BLOCK)
     pad = sch.get_sblock("prunec_pad") if _has(sch, "prunec_pad") else None
-    stride = _dw_stride(sch, conv)
-    if pad is not None and stride > 1:
-        w0 = sch.get(pad).writes[0]
-        pw = int((getattr(w0, "buffer", None) or w0.source).shape[-1])
-        if pw % stride == 0:
-            # de-interleave the padded row into `stride` phases: the strided loads of the
-            # conv become contiguous vector loads
-            sch.transform_layout(pad, ("write", 0), lambda b, ch, y, x: (
-                b, ch, y, x % stride, x // stride))
-            try:  # iterate the pad in its new layout too: contiguous vector stores
-                sch.transform_block_layout(pad, lambda b, ch, y, x: (
-                    b, ch, y, x % stride, x // stride))
-            except Exception:
-                pass
-    n, c, oh, ow, ry, rx = sch.get_loops(conv)
-    ow_ext = int(sch.get(ow).extent)
-    tile = _row_tile(ow_ext, 4 * lanes)
-    owo, owi = sch.split(ow, [None, tile])
-    sch.reorder(n, c, oh, owo, ry, rx, owi)
-    acc = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(acc, owo)
-    _epilogue_into(sch, acc)
+    loops = sch.get_loops(conv)
+    if len(loops) == 7:  # strided: (x // sw, x % sw) fused back into one contiguous column loop
+        n, c, oh, xq, xr, ry, rx = loops
+        ow = sch.fuse(xq, xr)
+    else:
+        n, c, oh, ow, ry, rx = loops
+    owp = int(sch.get(ow).extent)
+    v, tile, _ = dw_row_vectors(ow_real or owp, lanes)
+    if owp % v:  # rows not padded (an older module): whole-row vectors as they come
+        v, tile = owp, 1
+    owo, owt, owl = sch.split(ow, [None, tile, v])
+    sch.reorder(n, c, oh, owo, ry, rx, owt, owl)
+    padded = ow_real and (ow_real != owp or _dw_stride(sch, conv) > 1)
     nc = sch.fuse(n, c)
     sch.parallel(nc)
+    if padded:
+        # the row's accumulators live in a local buffer; the epilogue reads its real columns
+        cons = sch.get_consumers(conv)
+        if len(cons) != 1:
+            raise ValueError("padded depthwise row needs one consumer")
+        epi = cons[0]
+        sch.reverse_compute_at(epi, oh)
+        sch.set_scope(conv, 0, "local")
+        done = {DW_BLOCK, "prunec_pad", sch.get(epi).name_hint}
+    else:
+        acc = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(acc, owo)
+        _epilogue_into(sch, acc)
+        epi = acc
+        done = {DW_BLOCK, "prunec_pad", sch.get(acc).name_hint}
     sch.unroll(ry)
     sch.unroll(rx)
-    sch.vectorize(owi)
+    sch.unroll(owt)
+    sch.vectorize(owl)
     init = sch.decompose_reduction(conv, ry)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.vectorize(sch.get_loops(acc)[-1])
+    il = sch.get_loops(init)
+    sch.unroll(il[-2])
+    sch.vectorize(il[-1])
+    el = sch.get_loops(epi)
+    _vectorize_tail(sch, el[-1], v) if padded else sch.vectorize(el[-1])
     if pad is not None:
         sch.compute_at(pad, nc)
         ploops = sch.get_loops(pad)
@@ -583,8 +634,7 @@ def _schedule_dwconv(sch, lanes, threads):
         except Exception as e:  # noqa: BLE001 - keep the fused form
             _log.debug("decompose_padding failed: %s", e)
         sch.vectorize(ploops[-1])
-    _schedule_rest(sch, lanes, threads, done={DW_BLOCK, "prunec_pad", sch.get(acc).name_hint,
-                                             sch.get(init).name_hint, DW_BLOCK + "_update"})
+    _schedule_rest(sch, lanes, threads, done=done | {sch.get(init).name_hint, DW_BLOCK + "_update"})
 
 
 def _dw_stride(sch, conv) -> int:

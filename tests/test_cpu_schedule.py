@@ -1,0 +1,94 @@
+"""The zero-trial CPU schedules against ONNX Runtime, one layer shape per code path.
+
+Each case is a branch of one multi-input model (one compile): pointwise convs over rows that are
+or are not whole vectors (row-block tiles), depthwise convs whose rows are padded up to whole
+vectors, strided depthwise convs (every column computed, every sw-th kept), 5x5 kernels, and the
+epilogues (bias, clip, residual add) fused into them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+
+# (name, channels in, channels out, size, kernel, stride, groups, residual)
+CASES = [
+    ("pw_rows2", 24, 144, 56, 1, 1, 1, False),   # 56-wide rows: 2 rows = 7 whole vectors
+    ("pw_res", 144, 24, 56, 1, 1, 1, True),      # long reduction, odd channel count, residual
+    ("pw_28", 32, 40, 28, 1, 1, 1, False),       # 4 rows of 28
+    ("pw_20", 16, 24, 20, 1, 1, 1, True),        # YOLO at 320: 20x20
+    ("pw_14", 64, 96, 14, 1, 1, 1, False),       # no row block: channel tile
+    ("pw_wide", 16, 24, 32, 1, 1, 1, False),     # rows already whole vectors
+    ("dw_56", 24, 24, 56, 3, 1, 24, False),      # row padded 56 -> 64
+    ("dw_28", 32, 32, 28, 3, 1, 32, True),       # 28 -> 32, residual epilogue
+    ("dw_7", 40, 40, 7, 3, 1, 40, False),        # half vectors
+    ("dw_112", 8, 8, 112, 3, 1, 8, False),       # 7 vectors padded to 8 (tiles of 4)
+    ("dw_s2_112", 8, 8, 112, 3, 2, 8, False),    # strided: 111 columns computed, 56 kept
+    ("dw_s2_56", 16, 16, 56, 3, 2, 16, False),
+    ("dw_s2_14", 24, 24, 14, 3, 2, 24, False),
+    ("dw_5x5_s2", 16, 16, 28, 5, 2, 16, False),  # MobileNetV3
+    ("dw_5x5", 16, 16, 14, 5, 1, 16, True),
+    ("conv3_s2", 8, 16, 30, 3, 2, 1, False),     # odd size, stride 2, dense
+]
+
+
+def _model(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    nodes, inits, inputs, outputs = [], [], [], []
+    for name, cin, cout, size, k, stride, groups, residual in CASES:
+        x = f"{name}_x"
+        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, cin, size, size]))
+        w = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32) * (2.0 / (cin // groups * k * k)) ** 0.5
+        b = rng.standard_normal(cout).astype(np.float32) * 0.1
+        inits += [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")]
+        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"],
+                                      kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[k // 2] * 4, group=groups))
+        out = f"{name}_y"
+        osize = (size + 2 * (k // 2) - k) // stride + 1
+        if residual:  # a second input of the output's shape (the skip branch)
+            inputs.append(helper.make_tensor_value_info(f"{name}_r", TensorProto.FLOAT, [1, cout, osize, osize]))
+            nodes.append(helper.make_node("Add", [f"{name}_c", f"{name}_r"], [out]))
+        else:
+            inits += [numpy_helper.from_array(np.float32(0.0), f"{name}_lo"),
+                      numpy_helper.from_array(np.float32(6.0), f"{name}_hi")]
+            nodes.append(helper.make_node("Clip", [f"{name}_c", f"{name}_lo", f"{name}_hi"], [out]))
+        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, cout, osize, osize]))
+    g = helper.make_graph(nodes, "kernels", inputs, outputs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_fast_schedules_match_onnxruntime(tmp_path):
+    import onnxruntime as ort
+    from tvm import relax
+
+    from prunec.backend import build, frontend, target
+
+    m = _model()
+    path = tmp_path / "kernels.onnx"
+    onnx.save(m, path)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
+    mod, sig = frontend.import_onnx(str(path), shapes)
+    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
+    fused = build.fuse(mod, tgt, "x86", True)
+    scheduled = build.schedule_rest(fused, tgt, "x86", True)
+    unscheduled = [gv.name_hint for gv, f in scheduled.functions.items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and "conv" in gv.name_hint
+                   and not (f.attrs and f.attrs.get("tirx.is_scheduled", False))]
+    assert not unscheduled, f"convs left to TVM's naive default: {unscheduled}"
+    ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    rng = np.random.default_rng(1)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in sig["inputs"]}
+    outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(m.graph.input, sig["inputs"])})
+    assert len(outs) == len(ref) == len(CASES)
+    for (name, *_), got, want in zip(CASES, outs, ref):
+        got = got.numpy()
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)

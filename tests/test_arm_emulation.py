@@ -239,3 +239,23 @@ def test_tracker_without_the_key_is_a_clear_error(tmp_path):
         with pytest.raises(PrunecError, match=r"has no device with key 'no-such-board' \(keys registered: none\)"):
             measure_over_rpc(_dummy_lib(tmp_path), {"x": [1]}, "float32", rpc=None, tracker=tracker.address,
                              key="no-such-board", repeat=1, log=None)
+
+
+def test_silent_rpc_server_times_out_with_a_clear_error(tmp_path, monkeypatch):
+    """A server that accepts TCP but never answers the handshake (a TVM rpc_server busy with
+    another session does exactly this) must not hang prunec."""
+    import socket
+    import time
+
+    from prunec.backend import rpc
+
+    monkeypatch.setattr(rpc, "HANDSHAKE_TIMEOUT_S", 1.0)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        port = srv.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(PrunecError, match=rf"RPC server at 127\.0\.0\.1:{port}: no answer within 1 s"):
+            measure_over_rpc(_dummy_lib(tmp_path), {"x": [1]}, "float32", rpc=f"127.0.0.1:{port}",
+                             tracker=None, key=None, repeat=1, log=None)
+        assert time.monotonic() - t0 < 30

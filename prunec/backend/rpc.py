@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,6 +33,10 @@ __all__ = ["measure_over_rpc", "parse_hostport", "random_inputs"]
 
 # How long to wait for a TCP connection to a server or tracker before calling it unreachable.
 CONNECT_TIMEOUT_S = 10.0
+# How long the RPC handshake may take once TCP is up. A TVM rpc_server serves one session at a
+# time and leaves a second client waiting in its backlog without a word (and an emulated board
+# answers slowly), so without a bound prunec could wait forever. PRUNEC_RPC_HANDSHAKE_TIMEOUT=S.
+HANDSHAKE_TIMEOUT_S = float(os.environ.get("PRUNEC_RPC_HANDSHAKE_TIMEOUT", "120"))
 
 
 def _noop_log(*_args: Any, **_kwargs: Any) -> None:
@@ -56,6 +61,28 @@ def _check_reachable(host: str, port: int, what: str) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise PrunecError(f"cannot reach {what} at {host}:{port}: {reason}") from None
+
+
+def _within(seconds: float, what: str, fn: Callable[[], Any]) -> Any:
+    """fn() in a daemon thread; PrunecError if it has not returned after `seconds` (the blocked
+    native call is abandoned: it cannot be interrupted, and it dies with the process)."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = err
+
+    t = threading.Thread(target=call, name="prunec-rpc-connect", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise PrunecError(f"{what}: no answer within {seconds:.0f} s (busy serving another session, "
+                          "or not a TVM RPC endpoint?); set PRUNEC_RPC_HANDSHAKE_TIMEOUT to wait longer")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def random_inputs(
@@ -102,7 +129,10 @@ def _open_session(rpc: str | None, tracker: str | None, key: str | None, log: Ca
         _check_reachable(host, port, "the RPC server")
         log(f"rpc: connecting to {host}:{port}")
         try:
-            remote = tvm.rpc.connect(host, port, key or "")
+            remote = _within(HANDSHAKE_TIMEOUT_S, f"RPC server at {host}:{port}",
+                             lambda: tvm.rpc.connect(host, port, key or ""))
+        except PrunecError:
+            raise
         except Exception as err:  # noqa: BLE001 - TVM raises plain RuntimeError/TVMError
             raise PrunecError(
                 f"RPC server at {host}:{port} refused the session "
@@ -116,8 +146,10 @@ def _open_session(rpc: str | None, tracker: str | None, key: str | None, log: Ca
         _check_reachable(host, port, "the RPC tracker")
         log(f"rpc: asking tracker {host}:{port} for a device with key {key!r}")
         try:
-            trk = tvm.rpc.connect_tracker(host, port)
-            summary = trk.summary()
+            trk, summary = _within(HANDSHAKE_TIMEOUT_S, f"RPC tracker at {host}:{port}", lambda: (
+                lambda t: (t, t.summary()))(tvm.rpc.connect_tracker(host, port)))
+        except PrunecError:
+            raise
         except Exception as err:  # noqa: BLE001
             raise PrunecError(f"{host}:{port} is not a working TVM RPC tracker: {_one_line(err)}") from None
         keys = sorted(

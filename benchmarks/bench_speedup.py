@@ -11,6 +11,11 @@ for every pair, at 0 tuning trials and (with --budget N) after tuning with N tri
 
   python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
       [--budget 64] [--threads 2] [--repeat 10] [--tuning-db DIR] [--json out.json]
+
+Any other pair of ONNX files (e.g. a model and what `prunec` made of it) with --pair, which
+replaces the built-in models (repeatable; --shape NAME=D0,D1,.. fixes dynamic input dims):
+
+  python benchmarks/bench_speedup.py --pair model.onnx out/model.pruned.onnx [--budget 64]
 """
 
 from __future__ import annotations
@@ -66,6 +71,22 @@ def _input_shapes(proto, wanted: dict) -> dict[str, list[int]]:
     return out
 
 
+def given_pair(orig: Path, pruned: Path, overrides: dict[str, list[int]]) -> dict:
+    """Paths, input shapes and MACs of a user's (original, pruned) pair."""
+    import onnx
+
+    import prunec
+    from prunec.macs import graph_macs
+
+    for f in (orig, pruned):
+        if not f.is_file():
+            raise SystemExit(f"bench_speedup: no such file: {f}")
+    shapes = _input_shapes(onnx.load(str(orig), load_external_data=False), overrides)
+    macs = [graph_macs(m.graph, m.shapes) for m in (prunec.load(str(f), shapes) for f in (orig, pruned))]
+    return {"name": orig.stem, "original": str(orig), "pruned": str(pruned), "shapes": shapes,
+            "macs_before": macs[0], "macs_after": macs[1]}
+
+
 def make_pair(name: str, ratio: float, workdir: Path, log=print) -> dict:
     """Writes workdir/<name>.onnx and workdir/<name>.r<ratio>.onnx (cached); returns paths,
     input shapes and MACs of both."""
@@ -108,8 +129,19 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench_speedup")
     p.add_argument("--tuning-db", help="default: WORKDIR/tuning-db (persistent)")
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument("--pair", nargs=2, action="append", type=Path, default=[],
+                   metavar=("ORIGINAL", "PRUNED"), help="measure this pair instead (repeatable)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,..",
+                   help="input shape for --pair models with dynamic dims")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
+    overrides = {}
+    for item in a.shape:
+        name, _, dims = item.partition("=")
+        try:
+            overrides[name] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            p.error(f"--shape wants NAME=D0,D1,.. got {item!r}")
     log = print if a.verbose else (lambda m: None)
     db = a.tuning_db or str(a.workdir / "tuning-db")
     budgets = [0] + ([a.budget] if a.budget > 0 else [])
@@ -125,8 +157,10 @@ def main(argv=None) -> int:
           f"TVM_BIND_THREADS={os.environ.get('TVM_BIND_THREADS')} (0: TVM workers not pinned, "
           f"as ONNX Runtime's)", flush=True)
     rows = []
-    for name in a.models.split(","):
-        info = make_pair(name, a.ratio, a.workdir)
+    pairs = ([given_pair(o, q, overrides) for o, q in a.pair] if a.pair
+             else [make_pair(name, a.ratio, a.workdir) for name in a.models.split(",")])
+    for info in pairs:
+        name = info["name"]
         for budget in budgets:
             with tempfile.TemporaryDirectory() as out:
                 # 0 trials means no tuning records either: the persistent database would apply
@@ -163,7 +197,7 @@ def main(argv=None) -> int:
     except OSError:
         load = "?"
     print(f"(median ms over {a.repeat} samples of >=200 ms; threads={rows[0]['threads']}; "
-          f"ratio {a.ratio}; tuning db {db}; load average at end: {load})")
+          f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load})")
     print("efficiency = TVM speedup / MACs ratio (goal >= 0.7); "
           "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1)")
     if a.json:

@@ -57,7 +57,7 @@ def prune_parser() -> argparse.ArgumentParser:
         "importance criterion: l2, l1, bn, random (data-free); act (mean |activation|), apoz (zero rate), "
         "output (error each channel adds to the next layers' outputs), output-var (same, mean compensated), "
         "lsq (greedy elimination under least-squares refit of the consumers): "
-        "need --calib (default: output with --calib, l2 without)"))
+        "need --calib (default with --calib: lsq, or output when model MACs x samples > 2e10; l2 without)"))
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels of all groups together instead of the same ratio per group")
     p.add_argument("--round-to", type=_positive_int, default=None,

@@ -23,6 +23,7 @@ from .plan import Plan, rounding_multiple
 # stays below this; ~1 minute on 2 cores for the Fashion-MNIST CNN (9 MMACs, 256 samples, ~40 evaluations)
 REFIT_WORK_LIMIT = 2e11
 REFIT_MAX_EVALS = 120
+SMALL_MODEL_WORK = 2e10  # model MACs x calibration samples (Fashion-MNIST CNN: 2.3e9; YOLOv8n at 320: 2.8e11)
 CACHE_BYTES = 512 * 2**20  # the original's layer tensors on the fit split are kept when they fit in this
 
 
@@ -72,6 +73,11 @@ class RefitMeasure:
         tap.batch = len(self.ref[0][0]) if tap.batched else 1
         tap.stream(self.check, compare)
         return relative_error(num, self.energy)
+
+
+def affordable(macs: float, samples: int) -> bool:
+    """Is the model small enough for the costlier data paths (lsq by default, a refit search)?"""
+    return macs * samples <= SMALL_MODEL_WORK
 
 
 def estimated_evaluations(analysis: Analysis, scores: dict, target_macs: float, round_to: int) -> int:

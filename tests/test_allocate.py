@@ -144,3 +144,17 @@ def test_cached_targets_give_the_same_refit():
         assert wa.keys() == wb.keys()
         for k in wa:
             np.testing.assert_allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+
+
+def test_default_data_criterion_is_lsq_for_small_models_output_for_large(monkeypatch):
+    import prunec.search
+
+    model = prunec.from_proto(small_cnn())
+    calib = calib_arrays(40)
+    _, report, _ = prune_model(model, PruneOptions(ratio=0.3, calib=calib, round_to=1))
+    assert report["criterion"] == "lsq"
+    monkeypatch.setattr(prunec.search, "SMALL_MODEL_WORK", 1.0)  # as if the model were big
+    _, report, _ = prune_model(model, PruneOptions(ratio=0.3, calib=calib, round_to=1))
+    assert report["criterion"] == "output"
+    _, report, _ = prune_model(model, PruneOptions(ratio=0.3, round_to=1))
+    assert report["criterion"] == "l2"

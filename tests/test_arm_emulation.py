@@ -131,22 +131,16 @@ def _check(result, ref):
 
 @pytest.mark.slow
 @needs_emulator
-def test_aarch64_direct_rpc_matches_onnxruntime(artifact, emulated):
+@pytest.mark.parametrize("via", ["rpc", "tracker"])
+def test_aarch64_matches_onnxruntime(artifact, emulated, via):
+    """Directly (--rpc HOST:PORT) and through a tracker (--tracker HOST:PORT --key KEY)."""
     _, lib, x, ref = artifact
-    res = measure_over_rpc(lib, {INPUT_NAME: INPUT_SHAPE}, "float32", rpc=emulated["rpc"], tracker=None,
-                           key=None, repeat=3, log=print, inputs={INPUT_NAME: x})
+    where = {"rpc": emulated["rpc"]} if via == "rpc" else {"tracker": emulated["tracker"], "key": emulated["key"]}
+    res = measure_over_rpc(lib, {INPUT_NAME: INPUT_SHAPE}, "float32", rpc=where.get("rpc"),
+                           tracker=where.get("tracker"), key=where.get("key"), repeat=3, log=print,
+                           inputs={INPUT_NAME: x})
     _check(res, ref)
-    assert emulated["rpc"] in res["device"]
-
-
-@pytest.mark.slow
-@needs_emulator
-def test_aarch64_tracker_key_matches_onnxruntime(artifact, emulated):
-    _, lib, x, ref = artifact
-    res = measure_over_rpc(lib, {INPUT_NAME: INPUT_SHAPE}, "float32", rpc=None, tracker=emulated["tracker"],
-                           key=emulated["key"], repeat=3, log=print, inputs={INPUT_NAME: x})
-    _check(res, ref)
-    assert emulated["key"] in res["device"]
+    assert (where.get("rpc") or where["key"]) in res["device"]
 
 
 @pytest.mark.slow

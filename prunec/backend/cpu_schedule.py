@@ -511,6 +511,12 @@ def _schedule_conv(sch, lanes, threads):
     # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)
     aloops = sch.get_loops(acc)  # ..., owo, oc tile (ob), ow tile (reg_n)
     sch.vectorize(aloops[-1])
+    _finish_conv(sch, pad, acc, init, lanes, threads)
+
+
+def _finish_conv(sch, pad, acc, init, lanes, threads):
+    """Shared tail of the conv schedules: the padded input as its own parallel, vectorized
+    pass, and the generic schedule for whatever else the fused function holds."""
     if pad is not None:
         ploops = sch.get_loops(pad)
         sch.parallel(sch.fuse(*ploops[:3]))
@@ -555,13 +561,7 @@ def _schedule_conv_spatial(sch, conv, pad, ob, cols, lanes, threads):  # noqa: A
     last = sch.fuse(aloops[-2], aloops[-1]) if rows > 1 else aloops[-1]
     _, al = sch.split(last, [None, lanes])
     sch.vectorize(al)
-    if pad is not None:
-        ploops = sch.get_loops(pad)
-        sch.parallel(sch.fuse(*ploops[:3]))
-        _vectorize_tail(sch, ploops[-1], lanes)
-    _schedule_rest(sch, lanes, threads, done={CONV_BLOCK, "prunec_pad",
-                                             sch.get(acc).name_hint,
-                                             sch.get(init).name_hint, CONV_BLOCK + "_update"})
+    _finish_conv(sch, pad, acc, init, lanes, threads)
 
 
 def _ann_int(sch, block, key) -> int:

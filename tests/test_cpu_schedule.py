@@ -3,7 +3,7 @@
 Each case is a branch of one multi-input model (one compile): pointwise convs over rows that are
 or are not whole vectors (row-block tiles), depthwise convs whose rows are padded up to whole
 vectors, strided depthwise convs (every column computed, every sw-th kept), 5x5 kernels, and the
-epilogues (bias, clip, residual add) fused into them."""
+epilogues (bias, clip, residual add) fused into them; matrix-vector products (classifier heads)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ CASES = [
     ("conv3_s2", 8, 16, 30, 3, 2, 1, False),     # odd size, stride 2, dense
 ]
 
+# (name, K, N): matrix-vector products
+GEMV = [("gemv_1000", 1280, 1000), ("gemv_odd", 520, 72)]
+
 
 def _model(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
@@ -57,6 +60,12 @@ def _model(seed: int = 0) -> onnx.ModelProto:
                       numpy_helper.from_array(np.float32(6.0), f"{name}_hi")]
             nodes.append(helper.make_node("Clip", [f"{name}_c", f"{name}_lo", f"{name}_hi"], [out]))
         outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, cout, osize, osize]))
+    for name, k, n in GEMV:  # classifier heads: y = x W^T + b, streamed row by row (rfactor)
+        inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, [1, k]))
+        inits += [numpy_helper.from_array(rng.standard_normal((n, k)).astype(np.float32) / k ** 0.5, f"{name}_w"),
+                  numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"{name}_b")]
+        nodes.append(helper.make_node("Gemm", [f"{name}_x", f"{name}_w", f"{name}_b"], [f"{name}_y"], transB=1))
+        outputs.append(helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, n]))
     g = helper.make_graph(nodes, "kernels", inputs, outputs, inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
@@ -87,8 +96,8 @@ def test_fast_schedules_match_onnxruntime(tmp_path):
     outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(m.graph.input, sig["inputs"])})
-    assert len(outs) == len(ref) == len(CASES)
-    for (name, *_), got, want in zip(CASES, outs, ref):
+    assert len(outs) == len(ref) == len(CASES) + len(GEMV)
+    for (name, *_), got, want in zip(CASES + GEMV, outs, ref):
         got = got.numpy()
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)

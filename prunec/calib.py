@@ -371,6 +371,19 @@ def load_calib(source, model: Model, preprocess: str | Preprocess | None = None,
     return from_iterable(source, model, max_samples)
 
 
+def mirrored(data: CalibData, axis: int) -> CalibData:
+    """The samples followed by their mirror images along `axis` (of the model input, batch axis = 0):
+    twice the samples for reconstruction where a mirrored input is a valid input (photos, clothes;
+    not text or digits)."""
+    out = {}
+    for name, a in data.arrays.items():
+        if not 1 <= axis < a.ndim:
+            raise PrunecError(f"--calib-mirror {axis}: input {name!r} has axes 1..{a.ndim - 1} to mirror "
+                              f"(shape {list(a.shape)}; the batch axis 0 cannot be mirrored)")
+        out[name] = np.concatenate([a, np.flip(a, axis)])
+    return CalibData(out, f"{data.source} + mirrored (axis {axis})", list(data.notes))
+
+
 # --------------------------------------------------------------------------- streaming passes
 def batch_capable(model: Model) -> bool:
     """Can the model take several samples at once? Only if every input's exported batch dim is symbolic."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import importance
 from .allocate import Floors, budget_plan, group_sensitivity
-from .calib import CalibData, collect_stats, load_calib
+from .calib import CalibData, collect_stats, load_calib, mirrored
 from .dependency import analyze
 from .errors import PrunecError
 from .graph import Model
@@ -62,6 +62,15 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
     if do_recon and data is None:
         raise PrunecError("--reconstruct needs calibration data (--calib)")
     fit, check = _split(data) if data is not None else (None, None)
+    mirror = getattr(opts, "calib_mirror", None)
+    if mirror is not None:
+        if data is None:
+            raise PrunecError("--calib-mirror needs calibration data (--calib)")
+        if fit is check:  # too few samples to hold any out
+            data = fit = check = mirrored(data, mirror)
+        else:  # mirror each split on its own: a held-out sample's mirror image is held out too
+            fit, check = mirrored(fit, mirror), mirrored(check, mirror)
+            data = CalibData({k: np.concatenate([fit.arrays[k], check.arrays[k]]) for k in fit.arrays}, fit.source)
     base_macs = graph_macs(model.graph, model.shapes)
     protect = opts.protect if opts.protect is not None else opts.target_macs is not None
     floors = Floors(min_keep=opts.min_keep, protect=protect)

@@ -85,6 +85,9 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
         "for an image folder: size=H[xW],mean=M[/M/M],std=S[/S/S],layout=NCHW|NHWC,rgb|bgr[,letterbox]; "
         "pixels are 0..255 before (x-mean)/std (default: the model's size, mean=0, std=255, NCHW, rgb)"))
     g.add_argument("--calib-samples", type=_positive_int, default=256, help="use at most this many samples (default 256)")
+    g.add_argument("--calib-mirror", type=_positive_int, metavar="AXIS", help=(
+        "also use every sample mirrored along this axis of the model input (3 = width for NCHW, 2 for NHWC): "
+        "twice the data for reconstruction, where a mirrored input is a valid one (photos, not text)"))
     g.add_argument("--target-macs", type=_share, metavar="F", help=(
         "keep at most this share of the original MACs (0.5 = 2x fewer), spread over groups by measured "
         "sensitivity (with --calib); replaces --ratio"))
@@ -155,7 +158,8 @@ def _prune(args) -> int:
         ratio=args.ratio, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
         global_ranking=args.global_ranking, exclude=args.exclude, input_shapes=parse_input_shapes(args.input_shape),
         fold_bn=args.fold_bn, plan_in=args.plan_in, plan_out=args.plan_out, target=args.target,
-        calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples, target_macs=args.target_macs,
+        calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples,
+        calib_mirror=args.calib_mirror, target_macs=args.target_macs,
         protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
         allocation=args.allocation)
     quiet = getattr(args, "quiet", False)

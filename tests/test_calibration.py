@@ -181,3 +181,25 @@ def test_preprocess_parse_errors():
     for bad in ("size=abc", "colour=red", "std=0"):
         with pytest.raises(PrunecError, match="--preprocess"):
             Preprocess.parse(bad)
+
+
+def test_calib_mirror_doubles_each_split(model, tmp_path, capsys):
+    from prunec.calib import mirrored
+
+    arrays = calib_arrays(40)
+    data = load_calib(arrays, model)
+    m = mirrored(data, 3)
+    assert len(m) == 80
+    np.testing.assert_array_equal(m.arrays["x"][40 + 5], arrays["x"][5][:, :, ::-1])
+    _, r, _ = prune_model(model, PruneOptions(ratio=0.3, calib=arrays, calib_mirror=3, round_to=1))
+    cal = r["calibration"]
+    assert cal["samples"] == 80 and cal["fit_samples"] == 64 and cal["check_samples"] == 16  # 32 + 8 images, mirrored
+    assert "mirrored" in cal["source"]
+    for axis in (0, 4):
+        with pytest.raises(PrunecError, match="--calib-mirror"):
+            prune_model(model, PruneOptions(ratio=0.3, calib=arrays, calib_mirror=axis, round_to=1))
+    with pytest.raises(PrunecError, match="--calib-mirror needs calibration data"):
+        prune_model(model, PruneOptions(ratio=0.3, calib_mirror=3, target_macs=0.6))
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    assert main([str(tmp_path / "m.onnx"), "--ratio", "0.3", "--calib-mirror", "0", "-o", str(tmp_path / "o")]) == 2
+    assert "--calib-mirror" in capsys.readouterr().err

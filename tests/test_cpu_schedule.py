@@ -3,7 +3,7 @@
 Each case is a branch of one multi-input model (one compile): pointwise convs over rows that are
 or are not whole vectors (row-block tiles), depthwise convs whose rows are padded up to whole
 vectors, strided depthwise convs (every column computed, every sw-th kept), 5x5 kernels, and the
-epilogues (bias, clip, residual add) fused into them; matrix-vector products (classifier heads)."""
+epilogues (bias, clip, residual add) fused into them; matrix-vector products (classifier heads); max pools."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ CASES = [
 
 # (name, K, N): matrix-vector products
 GEMV = [("gemv_1000", 1280, 1000), ("gemv_odd", 520, 72)]
+# (name, channels, size, kernel, stride, pad): max pools take the depthwise path
+POOLS = [("pool_sppf", 32, 10, 5, 1, 2), ("pool_stem", 8, 112, 3, 2, 1), ("pool_odd", 8, 15, 3, 2, 0),
+         ("pool_2x2", 16, 28, 2, 2, 0)]
 
 
 def _model(seed: int = 0) -> onnx.ModelProto:
@@ -66,6 +69,12 @@ def _model(seed: int = 0) -> onnx.ModelProto:
                   numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"{name}_b")]
         nodes.append(helper.make_node("Gemm", [f"{name}_x", f"{name}_w", f"{name}_b"], [f"{name}_y"], transB=1))
         outputs.append(helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, n]))
+    for name, c, size, k, stride, pad in POOLS:
+        inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, [1, c, size, size]))
+        nodes.append(helper.make_node("MaxPool", [f"{name}_x"], [f"{name}_y"], kernel_shape=[k, k],
+                                      strides=[stride, stride], pads=[pad] * 4))
+        osize = (size + 2 * pad - k) // stride + 1
+        outputs.append(helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, c, osize, osize]))
     g = helper.make_graph(nodes, "kernels", inputs, outputs, inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
@@ -86,7 +95,7 @@ def test_fast_schedules_match_onnxruntime(tmp_path):
     fused = build.fuse(mod, tgt, "x86", True)
     scheduled = build.schedule_rest(fused, tgt, "x86", True)
     unscheduled = [gv.name_hint for gv, f in scheduled.functions.items()
-                   if isinstance(f, tvm.tirx.PrimFunc) and "conv" in gv.name_hint
+                   if isinstance(f, tvm.tirx.PrimFunc) and ("conv" in gv.name_hint or "pool" in gv.name_hint)
                    and not (f.attrs and f.attrs.get("tirx.is_scheduled", False))]
     assert not unscheduled, f"convs left to TVM's naive default: {unscheduled}"
     ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
@@ -96,8 +105,8 @@ def test_fast_schedules_match_onnxruntime(tmp_path):
     outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(m.graph.input, sig["inputs"])})
-    assert len(outs) == len(ref) == len(CASES) + len(GEMV)
-    for (name, *_), got, want in zip(CASES + GEMV, outs, ref):
+    assert len(outs) == len(ref) == len(CASES) + len(GEMV) + len(POOLS)
+    for (name, *_), got, want in zip(CASES + GEMV + POOLS, outs, ref):
         got = got.numpy()
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)

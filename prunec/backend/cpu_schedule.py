@@ -88,7 +88,24 @@ def layout_passes(target):
 
     return [relax.transform.LegalizeOps(customize_legalize_map={
         "relax.nn.conv2d": conv2d, "relax.sigmoid": _legalize_sigmoid,
-        "relax.exp": _legalize_exp, "relax.nn.softmax": _legalize_softmax})]
+        "relax.exp": _legalize_exp, "relax.nn.softmax": _legalize_softmax,
+        "relax.nn.max_pool2d": lambda bb, call: _legalize_max_pool2d(bb, call, lanes)})]
+
+
+def _legalize_max_pool2d(bb, call, lanes):
+    """NCHW float32 max pools (YOLO's SPPF 5x5, ResNet's 3x3/2 stem pool) take the depthwise
+    path: TVM's pool tested the padding bounds per lane inside the window loop (~4 GF/s)."""
+    import tvm
+
+    a = call.attrs
+    shape = _static_shape(call.args[0])
+    ok = (shape is not None and len(shape) == 4 and a.layout == "NCHW" and a.out_layout == "NCHW"
+          and not a.ceil_mode and all(int(d) == 1 for d in a.dilation) and _f32(call))
+    if not ok:
+        return tvm.ir.Op.get("relax.nn.max_pool2d").get_attr("FLegalize")(bb, call)
+    pad = [int(p) for p in a.padding]
+    return bb.call_te(_dwconv_te, call.args[0], None, tuple(int(x) for x in a.strides), tuple(pad),
+                      (1, 1), lanes, tuple(int(k) for k in a.pool_size), primfunc_name_hint="prunec_maxpool")
 
 
 # ------------------------------------------------------------------- vectorizable exp/sigmoid
@@ -282,13 +299,13 @@ def _default_conv2d(bb, call):
                       primfunc_name_hint="conv2d")
 
 
-def _pad(data, pads):
+def _pad(data, pads, value=0.0):
     from tvm import topi
 
     pt, pl, pb, pr = pads
     if not any(pads):
         return data
-    return topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], name="prunec_pad")
+    return topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], pad_value=value, name="prunec_pad")
 
 
 def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1):
@@ -330,11 +347,13 @@ def dw_row_vectors(ow: int, lanes: int) -> tuple[int, int, int]:
     return v, tile, nvec * v
 
 
-def _dwconv_te(data, weight, strides, pads, dil, lanes=8):
-    from tvm import te
+def _dwconv_te(data, weight, strides, pads, dil, lanes=8, pool=None):
+    """Depthwise conv, or with pool=(kh, kw) and no weight a max pool over the same windows
+    (same schedule: per-plane padding, rows in whole vectors)."""
+    from tvm import te, tirx
 
     n, c, h, w = (int(x) for x in data.shape)
-    _, _, kh, kw = (int(x) for x in weight.shape)
+    kh, kw = pool if pool else (int(x) for x in weight.shape[2:])
     sh, sw = strides
     dh, dw = dil
     pt, pl, pb, pr = pads
@@ -347,25 +366,25 @@ def _dwconv_te(data, weight, strides, pads, dil, lanes=8):
     _, _, owp = dw_row_vectors(ow1, lanes)
     # zero columns on the right so the padded row's extra outputs read inside the plane
     pw = max(w + pl + pr, owp + (kw - 1) * dw)
-    x = _pad(data, (pt, pl, pb, pw - w - pl))
+    lowest = tirx.min_value("float32")
+    x = _pad(data, (pt, pl, pb, pw - w - pl), lowest if pool else 0.0)
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
     attrs = {"prunec_stride": sw, "prunec_ow": ow1}
+
+    def window(b, ch, y, col):
+        v = x[b, ch, y * sh + ry * dh, col + rx * dw]
+        if pool:
+            return te.max(v, axis=[ry, rx])
+        return te.sum(v * weight[ch, 0, ry, rx], axis=[ry, rx])
     if sw > 1 and owp % sw == 0:
         # columns as (x // sw, x % sw): the epilogue reads [xo, 0], a unit-stride pattern that
         # the schedule can place per row (reverse_compute_at cannot invert xo * sw)
-        full = te.compute(
-            (n, c, oh, owp // sw, sw),
-            lambda b, ch, y, xq, xr: te.sum(
-                x[b, ch, y * sh + ry * dh, xq * sw + xr + rx * dw] * weight[ch, 0, ry, rx],
-                axis=[ry, rx]), name=DW_BLOCK, attrs=attrs)
+        full = te.compute((n, c, oh, owp // sw, sw), lambda b, ch, y, xq, xr: window(b, ch, y, xq * sw + xr),
+                          name=DW_BLOCK, attrs=attrs)
         return te.compute((n, c, oh, ow), lambda b, ch, y, xo: full[b, ch, y, xo, 0],
                           name="prunec_dwslice")
-    full = te.compute(
-        (n, c, oh, owp),
-        lambda b, ch, y, xo: te.sum(
-            x[b, ch, y * sh + ry * dh, xo + rx * dw] * weight[ch, 0, ry, rx], axis=[ry, rx]),
-        name=DW_BLOCK, attrs=attrs)
+    full = te.compute((n, c, oh, owp), lambda b, ch, y, xo: window(b, ch, y, xo), name=DW_BLOCK, attrs=attrs)
     if owp == ow:
         return full
     return te.compute((n, c, oh, ow), lambda b, ch, y, xo: full[b, ch, y, xo * sw], name="prunec_dwslice")

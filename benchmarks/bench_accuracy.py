@@ -69,8 +69,9 @@ def main() -> int:
     print("| setting                            | criterion  | alloc  | kept        | MACs   | acc %  | delta  | time s |")
     print("|------------------------------------|------------|--------|-------------|--------|--------|--------|--------|")
     if args.seeds:
-        rows = {"default (auto)": {}, "lsq, probe": dict(criterion="lsq", allocation="probe"),
-                "output, refit": dict(criterion="output", allocation="refit")}
+        rows = {"default (auto)": {}, "default, mirror 3": dict(calib_mirror=3),
+                "lsq, probe": dict(criterion="lsq", allocation="probe"),
+                "output, probe": dict(criterion="output", allocation="probe")}
         deltas: dict[str, list[float]] = {k: [] for k in rows}
         for seed in (int(s) for s in args.seeds.split(",")):
             c = calibration(xtr, args.samples, seed)

@@ -84,7 +84,7 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preprocess", metavar="SPEC", help=(
         "for an image folder: size=H[xW],mean=M[/M/M],std=S[/S/S],layout=NCHW|NHWC,rgb|bgr[,letterbox]; "
         "pixels are 0..255 before (x-mean)/std (default: the model's size, mean=0, std=255, NCHW, rgb)"))
-    g.add_argument("--calib-samples", type=_positive_int, default=256, help="use at most this many samples (default 256)")
+    g.add_argument("--calib-samples", type=_positive_int, default=512, help="use at most this many samples (default 512)")
     g.add_argument("--calib-mirror", type=_positive_int, metavar="AXIS", help=(
         "also use every sample mirrored along this axis of the model input (3 = width for NCHW, 2 for NHWC): "
         "twice the data for reconstruction, where a mirrored input is a valid one (photos, not text)"))

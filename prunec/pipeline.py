@@ -34,7 +34,7 @@ class PruneOptions:
     # calibration and accuracy recovery (prunec/calibrated.py)
     calib: object = None  # .npz path, image folder, dict of arrays, iterable of input dicts, CalibData
     preprocess: str | None = None  # for image folders, e.g. "size=320,mean=0,std=255,layout=NCHW,rgb"
-    calib_samples: int | None = 256
+    calib_samples: int | None = 512
     calib_mirror: int | None = None  # also use every sample mirrored along this input axis (3: NCHW width)
     target_macs: float | None = None  # share of the original MACs to keep (0.5 = 2x fewer)
     protect: bool | None = None  # floors for stem/head/tiny groups; default: on with target_macs

@@ -1,0 +1,64 @@
+"""Tuning records are re-checked against the default schedule before the database may use them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+
+
+def _conv_task(tmp_path):
+    """The fused conv+bias+relu PrimFunc of a one-layer model, as a tuning task module."""
+    from tvm.s_tir.meta_schedule import relax_integration as ri
+
+    from prunec.backend import build, frontend, target
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+         helper.make_node("Relu", ["c"], ["y"])], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], [w, b])
+    path = tmp_path / "one.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    mod, _ = frontend.import_onnx(str(path), {"x": [1, 16, 28, 28]})
+    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
+    tasks = [t for t in ri.extract_tasks(build.fuse(mod, tgt, "x86", True), tgt) if "conv" in t.task_name]
+    assert len(tasks) == 1
+    return tasks[0].dispatched[0], tgt
+
+
+def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_equal
+
+    from prunec.backend.cpu_schedule import schedule_task
+    from prunec.backend.tune import verify_winners
+
+    mod, tgt = _conv_task(tmp_path)
+    (tmp_path / "db").mkdir()
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path / "db"))
+    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    hand = s_tir.Schedule(mod)
+    schedule_task(hand, tgt)
+    # TVM's unscheduled loop nest (many times slower), recorded as if it had been timed in a
+    # quiet moment, and the default schedule recorded slower than that
+    naive = s_tir.Schedule(mod)
+    naive.split(naive.get_loops(naive.get_sblock("prunec_conv"))[1], [None, 1])  # a trace to record
+    db.commit_tuning_record(ms.database.TuningRecord(hand.trace, db.commit_workload(mod), [1e-3], tgt, args_info))
+    db.commit_tuning_record(ms.database.TuningRecord(naive.trace, db.commit_workload(mod), [1e-6], tgt, args_info))
+    assert structural_equal(db.query_schedule(mod, tgt, "main").mod, naive.mod)
+
+    verdict = verify_winners(ms, [mod], tgt, db, rounds=1)
+
+    assert verdict == {"tuned": 0, "default": 1}
+    assert structural_equal(db.query_schedule(mod, tgt, "main").mod, hand.mod)
+    # a second check finds the default leading and leaves the database alone
+    assert verify_winners(ms, [mod], tgt, db, rounds=1) == {"tuned": 0, "default": 0}

@@ -471,6 +471,17 @@ def _inline_injective(sch, keep=()):
                 continue
 
 
+def _register_tile(sch, block, loop, layout=None):
+    """Accumulate block's output tile in a local buffer (registers once unrolled), optionally
+    re-laid out, written back under `loop` with the elementwise epilogue fused into the write."""
+    acc = sch.cache_write(block, 0, "local")
+    if layout is not None:
+        sch.transform_layout(block, ("write", 0), layout)
+    sch.reverse_compute_at(acc, loop)
+    _epilogue_into(sch, acc)
+    return acc
+
+
 def _epilogue_into(sch, producer_block):
     """Reverse-inline the chain of elementwise consumers into producer_block (which must be a
     spatial block, e.g. a cache-write copy)."""
@@ -517,12 +528,9 @@ def _schedule_conv(sch, lanes, threads):
     else:
         sch.reorder(n, oco, oh, owo, ic, ry, rx, owi, oci)
         first = ic
-    acc = sch.cache_write(conv, 0, "local")
     # accumulator tile channel-innermost, so each vector of ob channels is contiguous and
     # LLVM keeps the whole (unrolled, constant-indexed) tile in registers
-    sch.transform_layout(conv, ("write", 0), lambda b, o, y, x: (b, y, x, o))
-    sch.reverse_compute_at(acc, owo)
-    _epilogue_into(sch, acc)
+    acc = _register_tile(sch, conv, owo, layout=lambda b, o, y, x: (b, y, x, o))
     outer = sch.fuse(n, oco, oh)
     sch.parallel(outer)
     sch.unroll(owi)
@@ -565,9 +573,7 @@ def _schedule_conv_spatial(sch, conv, pad, ob, cols, lanes, threads):  # noqa: A
     else:
         owo, owi = sch.split(ow, [None, cols])
     sch.reorder(n, oco, oh, owo, ic, ry, rx, oci, owi)
-    acc = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(acc, owo)
-    _epilogue_into(sch, acc)
+    acc = _register_tile(sch, conv, owo)
     outer = sch.fuse(n, oco, oh)
     sch.parallel(outer)
     sch.unroll(oci)
@@ -628,13 +634,9 @@ def _schedule_dwconv(sch, lanes, threads):
         epi = cons[0]
         sch.reverse_compute_at(epi, oh)
         sch.set_scope(conv, 0, "local")
-        done = {DW_BLOCK, "prunec_pad", sch.get(epi).name_hint}
     else:
-        acc = sch.cache_write(conv, 0, "local")
-        sch.reverse_compute_at(acc, owo)
-        _epilogue_into(sch, acc)
-        epi = acc
-        done = {DW_BLOCK, "prunec_pad", sch.get(acc).name_hint}
+        epi = _register_tile(sch, conv, owo)
+    done = {DW_BLOCK, "prunec_pad", sch.get(epi).name_hint}
     sch.unroll(ry)
     sch.unroll(rx)
     sch.unroll(owt)
@@ -644,7 +646,10 @@ def _schedule_dwconv(sch, lanes, threads):
     sch.unroll(il[-2])
     sch.vectorize(il[-1])
     el = sch.get_loops(epi)
-    _vectorize_tail(sch, el[-1], v) if padded else sch.vectorize(el[-1])
+    if padded:
+        _vectorize_tail(sch, el[-1], v)
+    else:
+        sch.vectorize(el[-1])
     if pad is not None:
         sch.compute_at(pad, nc)
         ploops = sch.get_loops(pad)
@@ -714,7 +719,7 @@ def _gemv_shape(sch, block):
 def _schedule_gemv(sch, block, lanes, threads) -> bool:
     """Matrix-vector product streamed row by row: the reduction is split into `parts` runs of
     contiguous weight rows (rfactor), each accumulating the whole output row in an L1-resident
-    partial sum, then the partials are added with the epilogue. The generic tile (a few output
+    partial sum, then the partials are added. The generic tile (a few output
     vectors down all K rows) read the weight in short strided pieces and ran at ~8 GB/s."""
     shape = _gemv_shape(sch, block)
     if shape is None:
@@ -736,11 +741,10 @@ def _schedule_gemv(sch, block, lanes, threads) -> bool:
     sch.vectorize(nv)
     init = sch.decompose_reduction(rf, ki)
     sch.vectorize(sch.get_loops(init)[-1])
-    # the final sum over the parts, with the epilogue (bias ...) fused behind it
-    _epilogue_into(sch, block)
-    floops = sch.get_loops(block)
-    fo, fv = sch.split(floops[-2] if len(floops) > 1 else floops[-1], [None, v])
-    del fo
+    # the final sum over the parts, vectorized along n (a reduction block: the epilogue, e.g.
+    # the bias, stays a block of its own and gets the generic schedule)
+    floops = sch.get_loops(block)  # (unit..., n, ko)
+    _, fv = sch.split(floops[-2], [None, v])
     sch.vectorize(fv)
     return True
 

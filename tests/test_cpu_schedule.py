@@ -32,6 +32,8 @@ CASES = [
     ("dw_5x5_s2", 16, 16, 28, 5, 2, 16, False),  # MobileNetV3
     ("dw_5x5", 16, 16, 14, 5, 1, 16, True),
     ("conv3_s2", 8, 16, 30, 3, 2, 1, False),     # odd size, stride 2, dense
+    ("stem_s2", 3, 16, 64, 3, 2, 1, False),      # stride-2 stem: even/odd column phases
+    ("stem_5x5_s2", 2, 16, 63, 5, 2, 1, True),   # odd padded width: the last phase is short
 ]
 
 # (name, K, N): matrix-vector products

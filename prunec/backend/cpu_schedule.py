@@ -224,7 +224,13 @@ def _legalize_conv2d(bb, call, lanes):
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     rows = 1
-    spatial = _spatial_tile(oc, ow, sw, lanes) if c * kh * kw <= SHORT_REDUCTION else None
+    # a short stride-2 reduction (the 3-channel stems) reads its input de-interleaved into even
+    # and odd columns, so each tap is a contiguous row again and the tile vectorizes along it
+    phases = sw if sw == 2 and dw == 1 and c * kh * kw <= SHORT_REDUCTION else 1
+    spatial = (_spatial_tile(oc, ow, sw // phases, lanes) if c * kh * kw <= SHORT_REDUCTION
+               else None)
+    if spatial is None:
+        phases = 1
     if spatial is None and (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0):
         block = _row_block(oc, oh, ow, lanes)
         if block:
@@ -238,7 +244,7 @@ def _legalize_conv2d(bb, call, lanes):
         name="prunec_wpack"), weight, primfunc_name_hint="prunec_wpack")
     del topi
     return bb.call_te(_conv_te, data, wp, (sh, sw), (pt, pl, pb, pr), (dh, dw),
-                      spatial[0] if spatial else 0, rows, primfunc_name_hint="prunec_conv2d")
+                      spatial[0] if spatial else 0, rows, phases, primfunc_name_hint="prunec_conv2d")
 
 
 def _row_block(oc: int, oh: int, ow: int, lanes: int):
@@ -299,17 +305,17 @@ def _default_conv2d(bb, call):
                       primfunc_name_hint="conv2d")
 
 
-def _pad(data, pads, value=0.0):
+def _pad(data, pads, value=0.0, name="prunec_pad"):
     from tvm import topi
 
     pt, pl, pb, pr = pads
     if not any(pads):
         return data
-    return topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], pad_value=value, name="prunec_pad")
+    return topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], pad_value=value, name=name)
 
 
-def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1):
-    from tvm import te
+def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, phases=1):
+    from tvm import te, tirx
 
     n, c, h, w = (int(x) for x in data.shape)
     ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
@@ -318,15 +324,33 @@ def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1):
     pt, pl, pb, pr = pads
     oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
     ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    x = _pad(data, pads)
     ic = te.reduce_axis((0, c), "ic")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
+    if phases > 1:
+        # x[.., col] as phase[.., col % s, col // s] (built by one pass that is also the padding):
+        # output column xo, tap rx reads phase rx % s at xo + rx // s, unit stride along xo
+        xp = _pad(data, pads, name="prunec_pad0")
+        wpad = int(xp.shape[3])
+        wq = ow + (kw - 1) // phases
+
+        def phase(b, i, y, p, q):
+            col = q * phases + p
+            return tirx.if_then_else(col < wpad, xp[b, i, y, tirx.min(col, wpad - 1)],
+                                     tirx.const(0.0, "float32"))
+        ph = te.compute((n, c, int(xp.shape[2]), phases, wq), phase, name="prunec_pad")
+
+        def tap(b, y, xo):
+            return ph[b, ic, y * sh + ry * dh, rx % phases, xo + rx // phases]
+    else:
+        x = _pad(data, pads)
+
+        def tap(b, y, xo):
+            return x[b, ic, y * sh + ry * dh, xo * sw + rx * dw]
     return te.compute(
         (n, ocb * ob, oh, ow),
-        lambda b, o, y, xo: te.sum(
-            x[b, ic, y * sh + ry * dh, xo * sw + rx * dw] * wp[o // ob, ic, ry, rx, o % ob],
-            axis=[ic, ry, rx]),
+        lambda b, o, y, xo: te.sum(tap(b, y, xo) * wp[o // ob, ic, ry, rx, o % ob],
+                                   axis=[ic, ry, rx]),
         name=CONV_BLOCK, attrs=({"prunec_cols": spatial_cols, "prunec_rows": rows}
                                 if spatial_cols else None))
 

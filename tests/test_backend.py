@@ -152,6 +152,41 @@ def test_tuning_database_is_reused(pair, tmp_path):
     assert r2["tuning"]["new_records"] == 0
     assert sum(r2["tuning"]["measured_trials"].values()) == 0
     assert r2["models"]["original"]["output_check"]["ok"]
+    # records applied: the whole model was timed with and without them, the faster one kept
+    checks = [r["models"][m].get("schedule_check") for r in (r1, r2) for m in ("original", "pruned")]
+    assert any(checks)
+    assert all(c["kept"] in ("tuned", "default") for c in checks if c)
+
+
+@pytest.mark.parametrize("tuned_ms,default_ms,kept", [(2.0, 1.0, "default"), (1.0, 2.0, "tuned")])
+def test_whole_model_guard_keeps_the_faster_build(pair, tmp_path, monkeypatch, tuned_ms,
+                                                  default_ms, kept):
+    from prunec.backend import build as B, frontend, measure as M, target as T
+
+    tgt = T.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                         "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
+    mod, sig = frontend.import_onnx(pair[0], SHAPES)
+    lib = B.export(B.build(mod, tgt, "x86", None, lambda m: None), tmp_path / "original.so", "x86")
+    lib.write_bytes(lib.read_bytes() + b"tuned")  # marks the file as the "tuned" build
+    monkeypatch.setattr(M, "compare_latency", lambda libs, sig: [tuned_ms, default_ms])
+    logs: list[str] = []
+    got = backend._guard_tuned("x86", "original", mod, tgt, lib, sig, 1, logs.append)
+    assert got == {"kept": kept, "tuned_ms": tuned_ms, "default_ms": default_ms}
+    assert lib.read_bytes().endswith(b"tuned") == (kept == "tuned")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["original.so"]  # no leftover build
+    assert kept in logs[0]
+    assert backend._guard_tuned("arm", "original", mod, tgt, lib, sig, 1, logs.append) is None
+
+
+def test_compare_latency_times_each_library(pair, tmp_path):
+    from prunec.backend import build as B, frontend, measure as M, target as T
+
+    tgt = T.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                         "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
+    mod, sig = frontend.import_onnx(pair[0], SHAPES)
+    lib = B.export(B.build(mod, tgt, "x86", None, lambda m: None), tmp_path / "a.so", "x86")
+    ms = M.compare_latency([lib, lib], sig, rounds=2)
+    assert len(ms) == 2 and all(0 < t < 1000 for t in ms)
 
 
 @pytest.mark.slow

@@ -51,19 +51,30 @@ def schedule_rest(mod, target, kind: str, fast: bool = True):
 
 
 def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None],
-          fast: bool = True):
+          fast: bool = True, stats: dict | None = None):
     """Returns a relax Executable. If db_dir holds a tuning database, its records are applied
-    first (best measured schedule per workload); the rest get the fast default schedules."""
+    first (best measured schedule per workload); the rest get the fast default schedules.
+    stats, when given, receives {"from_database": number of functions a record scheduled}."""
     import tvm
     from tvm import relax
 
     mod = fuse(mod, target, kind, fast)
+    applied = 0
     if db_dir and Path(db_dir, "database_workload.json").exists():
         from tvm.s_tir import meta_schedule as ms
 
+        def scheduled(m):
+            return {gv.name_hint for gv, f in m.functions.items()
+                    if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+                    and f.attrs.get("tirx.is_scheduled", False)}
+
+        before = scheduled(mod)
         with target:
             mod = relax.transform.MetaScheduleApplyDatabase(db_dir)(mod)
+        applied = len(scheduled(mod) - before)
         del ms
+    if stats is not None:
+        stats["from_database"] = applied
     mod = schedule_rest(mod, target, kind, fast)
     return tvm.compile(mod, target=target, relax_pipeline=relax.get_pipeline("default_build"))
 

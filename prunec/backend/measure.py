@@ -87,6 +87,26 @@ def tvm_run_and_time(lib_path: Path, sig: dict, inputs: dict, repeat: int, dev=N
     return stats_ms(list(res.results)), outs
 
 
+def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]:
+    """Median latency (ms) of each library's `main` on the same inputs, timed in alternation
+    (rounds of ~50 ms each), so that load changes on a shared host hit all of them alike."""
+    import tvm
+
+    inputs = make_inputs(sig)
+    runs = []
+    for lib in libs:
+        vm, dev = load_vm(lib)
+        args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in sig["inputs"]]
+        vm["main"](*args)
+        runs.append(vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=50))
+        runs[-1] = (runs[-1], args)
+    samples: list[list[float]] = [[] for _ in libs]
+    for _ in range(rounds):
+        for k, (fte, args) in enumerate(runs):
+            samples[k].append(fte(*args).mean * 1e3)
+    return [float(np.median(s)) for s in samples]
+
+
 def ort_run_and_time(onnx_path: Path, inputs: dict, threads: int, repeat: int,
                      min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
     import onnxruntime as ort

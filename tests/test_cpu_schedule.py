@@ -112,3 +112,28 @@ def test_fast_schedules_match_onnxruntime(tmp_path):
         got = got.numpy()
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_softmax_matches_numpy(tmp_path, axis):
+    """exp computed once, one reciprocal per reduced row (YOLO's DFL: axis 1; attention: -1)."""
+    from tvm import relax
+
+    from prunec.backend import build, frontend, target
+
+    shape = [1, 16, 4, 70]
+    g = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=axis)], "sm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    path = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    mod, sig = frontend.import_onnx(str(path), {"x": shape})
+    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
+    scheduled = build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True)
+    vm = relax.VirtualMachine(tvm.compile(scheduled, target=tgt,
+                                          relax_pipeline=relax.get_pipeline("default_build")), tvm.cpu())
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 4
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(axis=axis, keepdims=True), rtol=1e-5, atol=1e-6)

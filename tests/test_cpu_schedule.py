@@ -137,3 +137,47 @@ def test_softmax_matches_numpy(tmp_path, axis):
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     np.testing.assert_allclose(got, e / e.sum(axis=axis, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_concat_along_the_innermost_axis_is_cut_per_source(tmp_path):
+    """YOLOv8's head: per level box and class rows joined along channels, flattened, joined
+    along anchors and split back into box and class (one fused copy, scheduled in one loop per
+    source)."""
+    from tvm import relax
+
+    from prunec.backend import build, frontend, target
+
+    sizes, box, cls = (40, 20, 10), 16, 6
+    nodes, inputs, inits, flat = [], [], [], []
+    for k, s in enumerate(sizes):
+        for part, c in (("b", box), ("c", cls)):
+            inputs.append(helper.make_tensor_value_info(f"{part}{k}", TensorProto.FLOAT, [1, c, s, s]))
+        nodes.append(helper.make_node("Concat", [f"b{k}", f"c{k}"], [f"l{k}"], axis=1))
+        inits.append(numpy_helper.from_array(np.array([1, box + cls, -1], np.int64), f"shape{k}"))
+        nodes.append(helper.make_node("Reshape", [f"l{k}", f"shape{k}"], [f"f{k}"]))
+        flat.append(f"f{k}")
+    nodes.append(helper.make_node("Concat", flat, ["all"], axis=2))
+    inits.append(numpy_helper.from_array(np.array([box, cls], np.int64), "split"))
+    nodes.append(helper.make_node("Split", ["all", "split"], ["box", "cls"], axis=1))
+    n = sum(s * s for s in sizes)
+    g = helper.make_graph(nodes, "head", inputs,
+                          [helper.make_tensor_value_info("box", TensorProto.FLOAT, [1, box, n]),
+                           helper.make_tensor_value_info("cls", TensorProto.FLOAT, [1, cls, n])],
+                          inits)
+    path = tmp_path / "head.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in inputs}
+    mod, sig = frontend.import_onnx(str(path), shapes)
+    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
+    scheduled = build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True)
+    assert "_common" in scheduled.script()  # the copy was cut into pieces (loop_partition)
+    vm = relax.VirtualMachine(tvm.compile(scheduled, target=tgt,
+                                          relax_pipeline=relax.get_pipeline("default_build")), tvm.cpu())
+    rng = np.random.default_rng(0)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in sig["inputs"]}
+    got = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
+    want_all = np.concatenate([np.concatenate([feeds[f"b{k}"], feeds[f"c{k}"]], 1).reshape(1, box + cls, -1)
+                               for k in range(len(sizes))], 2)
+    np.testing.assert_array_equal(got[0].numpy(), want_all[:, :box])
+    np.testing.assert_array_equal(got[1].numpy(), want_all[:, box:])

@@ -181,3 +181,28 @@ def test_concat_along_the_innermost_axis_is_cut_per_source(tmp_path):
                                for k in range(len(sizes))], 2)
     np.testing.assert_array_equal(got[0].numpy(), want_all[:, :box])
     np.testing.assert_array_equal(got[1].numpy(), want_all[:, box:])
+
+
+@pytest.mark.parametrize("form,cut", [
+    ("x <= c", 6), ("x < c", 5), ("x >= c", 5), ("x > c", 6),
+    ("c <= x", 5), ("c < x", 6), ("c >= x", 6), ("c > x", 5),
+])
+def test_concat_bounds_reads_every_comparison_form(form, cut):
+    """The cut is the first index of the upper source, whichever side of the comparison the
+    loop variable is on (c = 5)."""
+    tvm = pytest.importorskip("tvm")
+    from tvm import s_tir, te, tirx
+
+    from prunec.backend.cpu_schedule import _blocks, _concat_bounds
+
+    a = te.placeholder((16,), name="a")
+    b = te.placeholder((16,), name="b")
+    c = tirx.const(5, "int32")
+
+    def cond(x):
+        return {"x <= c": x <= c, "x < c": x < c, "x >= c": x >= c, "x > c": x > c,
+                "c <= x": c <= x, "c < x": c < x, "c >= x": c >= x, "c > x": c > x}[form]
+
+    out = te.compute((16,), lambda x: tirx.Select(cond(x), a[x], b[x]), name="cat")
+    sch = s_tir.Schedule(te.create_prim_func([a, b, out]))
+    assert _concat_bounds(sch, _blocks(sch)[0], 16) == [cut]

@@ -24,6 +24,7 @@ slower). Tuning records, when present, are applied before and take precedence.
 from __future__ import annotations
 
 import logging
+import math
 
 _log = logging.getLogger(__name__)
 
@@ -178,9 +179,6 @@ def _legalize_softmax(bb, call):
         axis = axis % nd
         k = te.reduce_axis((0, x.shape[axis]), "k")
 
-        def at(i, v):
-            return tuple(i[:axis]) + (v,) + tuple(i[axis + 1:])
-
         red = tuple(x.shape[:axis]) + tuple(x.shape[axis + 1:])
 
         def full(j):  # reduced index -> index with the axis slot
@@ -202,7 +200,6 @@ def _legalize_softmax(bb, call):
         r = te.compute(red, lambda *j: tirx.const(1.0, "float32") / s(*j),
                        name="prunec_softmax_rcp" + KEEP_SUFFIX)
         return te.compute(x.shape, lambda *i: e(*i) * r(*rest(i)), name="prunec_softmax")
-        del at
 
     return bb.call_te(softmax, x, int(call.attrs.axis), primfunc_name_hint="softmax")
 
@@ -597,9 +594,7 @@ def _rows_first(sch, conv, threads) -> bool:
     inp = wgt = 0
     for r in sch.get(conv).reads:
         buf = _region_buffer(r)
-        size = 1
-        for d in buf.shape:
-            size *= int(d)
+        size = math.prod(int(d) for d in buf.shape)
         if len(buf.shape) == 5:
             wgt = size
         elif len(buf.shape) == 4 and not buf.same_as(out):
@@ -926,11 +921,11 @@ def _concat_bounds(sch, block, ext: int) -> list[int]:
 
     def visit(node):
         if isinstance(node, (tirx.LE, tirx.LT, tirx.GE, tirx.GT)):
-            a, b = node.a, node.b
-            for x, c in ((a, b), (b, a)):
+            # the first index of the upper side: c+1 for x <= c, x > c, c < x, c >= x; else c
+            for x, c, after in ((node.a, node.b, (tirx.LE, tirx.GT)),
+                                (node.b, node.a, (tirx.LT, tirx.GE))):
                 if isinstance(x, tirx.Var) and x.same_as(var) and isinstance(c, tirx.IntImm):
-                    found.add(int(c.value) + (1 if isinstance(node, (tirx.LE, tirx.GT))
-                                              and x.same_as(a) else 0))
+                    found.add(int(c.value) + (1 if isinstance(node, after) else 0))
     from tvm.ir.expr import Expr as PrimExpr
 
     def walk(node, depth=0):  # this wheel exposes no TIR visitor to Python
@@ -957,8 +952,6 @@ def _schedule_concat_pieces(sch, block, spatial, ext: int, lanes: int) -> bool:
     vectors that do not straddle a cut. Inside each piece the select chain and the div/mod of
     the flattening fold away and the copy is contiguous: 164 -> 42 us on the pruned YOLOv8n,
     where the one vectorized loop had evaluated every source's index for every element."""
-    import math
-
     cuts = _concat_bounds(sch, block, ext)
     if not cuts:
         return False
@@ -976,9 +969,9 @@ def _schedule_concat_pieces(sch, block, spatial, ext: int, lanes: int) -> bool:
         sch.parallel(fo)
     bounds = [c // v for c in cuts]
     sizes = [b - a for a, b in zip([0] + bounds[:-1], bounds)]
-    sch.loop_partition(outer, sizes + [None])
-    for b in _blocks(sch):  # the pieces (each under its own copy of the inner loop)
-        for child in [b] + list(sch.get_child_blocks(b)):
+    pieces = sch.loop_partition(outer, sizes + [None])
+    for piece in pieces:  # each piece has its own copy of the inner loop
+        for child in sch.get_child_blocks(piece):
             loops = sch.get_loops(child)
             if loops and int(sch.get(loops[-1]).extent) == v:
                 try:

@@ -98,8 +98,8 @@ def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]
         vm, dev = load_vm(lib)
         args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in sig["inputs"]]
         vm["main"](*args)
-        runs.append(vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=50))
-        runs[-1] = (runs[-1], args)
+        timer = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=50)
+        runs.append((timer, args))
     samples: list[list[float]] = [[] for _ in libs]
     for _ in range(rounds):
         for k, (fte, args) in enumerate(runs):

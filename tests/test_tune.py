@@ -11,22 +11,23 @@ tvm = pytest.importorskip("tvm")
 
 
 def _conv_task(tmp_path):
-    """The fused conv+bias+relu PrimFunc of a one-layer model, as a tuning task module."""
+    """The fused conv+bias+relu PrimFunc of a one-layer model, as a tuning task module (8 input
+    channels: a direct conv, too narrow for Winograd)."""
     from tvm.s_tir.meta_schedule import relax_integration as ri
 
     from prunec.backend import build, frontend, target
 
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), "w")
+    w = numpy_helper.from_array(rng.standard_normal((32, 8, 3, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
          helper.make_node("Relu", ["c"], ["y"])], "one",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 28, 28])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], [w, b])
     path = tmp_path / "one.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
-    mod, _ = frontend.import_onnx(str(path), {"x": [1, 16, 28, 28]})
+    mod, _ = frontend.import_onnx(str(path), {"x": [1, 8, 28, 28]})
     tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
                               "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
     tasks = [t for t in ri.extract_tasks(build.fuse(mod, tgt, "x86", True), tgt) if "conv" in t.task_name]

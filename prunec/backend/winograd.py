@@ -1,0 +1,306 @@
+"""Winograd convolution for 3x3 stride-1 convs on CPU: F(m x m, 3 x 3), m = 4 or 2.
+
+A direct 3x3 conv costs 9 multiply-adds per output and input channel; ONNX Runtime's kernels
+already run those near the FMA peak, so a direct conv cannot beat them. Winograd computes an
+m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2 multiply-adds per channel pair:
+4x fewer for m = 4, 2.25x for m = 2 (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+Networks", 2016). The cost moves into three cheap passes and a 4x (m=4) or 1.8x (m=2) larger
+transformed weight:
+
+  U[e, C, OC] = G g G^T          the weights, transformed once at compile time (numpy, float64)
+  V[e, P, C]  = B^T d B          every input tile d of every channel (P tiles)
+  M[e, P, OC] = V[e] @ U[e]      (m+2)^2 independent GEMMs: the FLOPs
+  Y           = A^T M A          every output tile, then the fused epilogue (bias, add, ReLU)
+
+The transforms are written as explicit sums over the nonzero matrix entries (no multiplications
+by zero), vectorized over channels. The GEMM keeps a register tile of `reg_n` tiles x `ob`
+output channels, like the direct conv's. Where it pays off is decided per layer by
+`choose_tile` (weights small enough to stay cached, enough tiles to amortize the transforms);
+results match the direct conv to float32 rounding (|err| ~1e-6 relative, m = 4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WINO_BLOCK = "prunec_wino_gemm"
+V_BLOCK = "prunec_wino_v"
+Z_BLOCK = "prunec_wino_z"
+Y_BLOCK = "prunec_wino_y"
+XB_BLOCK = "prunec_wino_xb"
+T_BLOCK = "prunec_wino_t"
+
+# Lavin & Gray's matrices for correlation (what a conv layer computes): y = A^T[(G g) * (B^T d)]
+_MATS = {
+    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+        np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)),
+    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
+        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]], np.float64)),
+}
+
+
+def matrices(m: int):
+    """(B^T, G, A^T) of F(m, 3)."""
+    return _MATS[m]
+
+
+def transform_weight(w: np.ndarray, m: int, ob: int) -> np.ndarray:
+    """OIHW 3x3 weights -> U packed as [e, OC / ob, C, ob] (e = the (m+2)^2 tile positions),
+    so that the GEMM reads ob output channels of one input channel as one contiguous vector."""
+    _, g, _ = matrices(m)
+    oc, c = w.shape[:2]
+    u = np.einsum("ak,ockl,bl->abco", g, w.astype(np.float64), g)  # [a, a, C, OC]
+    a = m + 2
+    u = u.reshape(a * a, c, oc // ob, ob).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(u, dtype=np.float32)
+
+
+def choose_tile(c: int, oc: int, oh: int, ow: int, lanes: int) -> int:
+    """Output tile m for a 3x3 stride-1 conv, or 0 to keep it direct.
+
+    The transformed weight is (m+2)^2 / 9 times the original and is streamed once per inference,
+    so a layer whose weight is large next to its activations (ResNet's 512-channel 7x7 stage:
+    9.4 MB of weights for 25 KB of input) only gets slower. Tiles must cover the output exactly
+    and the channel counts fill whole vectors."""
+    if c < 16 or oc % lanes or c % 4:
+        return 0
+    for m, limit in ((4, 2 << 20), (2, 9 << 19)):
+        if oh % m or ow % m:
+            continue
+        tiles = (oh // m) * (ow // m)
+        wbytes = (m + 2) ** 2 * c * oc * 4
+        # m = 4 while its weight fits one core's L2 (2 MB); m = 2 up to 4.5 MB, measured with
+        # 256 channels at 14x14 (4.2 MB: 454 us vs 656 direct); a few dozen tiles at least
+        if tiles >= 36 and wbytes <= limit:
+            return m
+    return 0
+
+
+def channel_vector(c: int) -> int:
+    """Channels per vector of the blocked input (c is a multiple of 4, see choose_tile)."""
+    return next(v for v in (16, 8, 4) if c % v == 0)
+
+
+def _select(index, table):
+    """table[index] for a symbolic index into a Python list of expressions (folds once the
+    loop over index is unrolled)."""
+    from tvm import tirx
+
+    out = table[-1]
+    for k in range(len(table) - 2, -1, -1):
+        out = tirx.Select(index == k, table[k], out)
+    return out
+
+
+def _lincomb(coefs, terms):
+    """sum(c * t) over the nonzero coefficients, with +-1 as plain adds/subtracts."""
+    from tvm import tirx
+
+    out = None
+    for c, t in zip(coefs, terms):
+        c = float(c)
+        if c == 0.0:
+            continue
+        term = t if c == 1.0 else (-t if c == -1.0 else t * tirx.const(c, "float32"))
+        out = term if out is None else out + term
+    return out if out is not None else tirx.const(0.0, "float32")
+
+
+def winograd_te(data, u, pads, m: int):
+    """NCHW conv (3x3, stride 1) as the Winograd stages; u is transform_weight's packed array."""
+    from tvm import te, tirx
+
+    bt, _, at = matrices(m)
+    a = m + 2
+    n, c, h, w = (int(x) for x in data.shape)
+    e_ext, ocb, _, ob = (int(x) for x in u.shape)
+    pt, pl, pb, pr = pads
+    oh, ow = h + pt + pb - 2, w + pl + pr - 2
+    nh, nw = oh // m, ow // m
+    tiles = nh * nw
+    assert n == 1 and e_ext == a * a and oh % m == 0 and ow % m == 0
+
+    # the padded input, channel-blocked ([C / cv, rows, cols, cv]): the transform then reads
+    # whole vectors of cv channels (gathering them across NCHW planes cost 36 gathers a tile)
+    cv = channel_vector(c)
+    hp, wp = nh * m + 2, nw * m + 2
+
+    def xb_body(cb, y, x, ci):
+        iy, ix = y - pt, x - pl
+        inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        return tirx.if_then_else(inside, data[0, cb * cv + ci, tirx.max(tirx.min(iy, h - 1), 0),
+                                              tirx.max(tirx.min(ix, w - 1), 0)],
+                                 tirx.const(0.0, "float32"))
+
+    xb = te.compute((c // cv, hp, wp, cv), xb_body, name=XB_BLOCK)
+
+    def t_body(e1, r2, p, ch):  # (B^T d)[e1, r2]: columns first, shared by every e2
+        ty, tx = p // nw, p % nw
+        return _select(e1, [_lincomb(bt[k], [xb[ch // cv, ty * m + r1, tx * m + r2, ch % cv]
+                                             for r1 in range(a)]) for k in range(a)])
+
+    t = te.compute((a, a, tiles, c), t_body, name=T_BLOCK)
+
+    def v_body(e, p, ch):  # (B^T d B)[e1, e2]
+        return _select(e, [_lincomb(bt[e2], [t[e1, r2, p, ch] for r2 in range(a)])
+                           for e1 in range(a) for e2 in range(a)])
+
+    v = te.compute((a * a, tiles, c), v_body, name=V_BLOCK)
+    k = te.reduce_axis((0, c), "k")
+    mm = te.compute((a * a, tiles, ocb * ob),
+                    lambda e, p, o: te.sum(v[e, p, k] * u[e, o // ob, k, o % ob], axis=k),
+                    name=WINO_BLOCK)
+
+    def z_body(e1, j, p, o):  # (M A)[e1, j]
+        table = [_lincomb(at[jj], [mm[r * a + e2, p, o] for e2 in range(a)])
+                 for r in range(a) for jj in range(m)]
+        return _select(e1 * m + j, table)
+
+    z = te.compute((a, m, tiles, ocb * ob), z_body, name=Z_BLOCK)
+
+    def y_body(b, o, y, x):
+        p = (y // m) * nw + x // m
+        i, j = y % m, x % m
+        return _select(i, [_lincomb(at[ii], [z[e1, j, p, o] for e1 in range(a)])
+                           for ii in range(m)])
+
+    return te.compute((n, ocb * ob, oh, ow), y_body, name=Y_BLOCK,
+                      attrs={"prunec_wino_m": m, "prunec_wino_nw": nw})
+
+
+def legalize(bb, data, weight, pads, lanes):
+    """The conv as Winograd stages, or None when choose_tile keeps it direct or the weight is
+    not a compile-time constant (its transform is done here, in numpy)."""
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    if not isinstance(weight, Constant):
+        return None
+    w = weight.value.numpy()
+    n, c, h, wd = (int(x) for x in data.ty.shape)
+    oc = w.shape[0]
+    pt, pl, pb, pr = pads
+    oh, ow = h + pt + pb - 2, wd + pl + pr - 2
+    m = choose_tile(c, oc, oh, ow, lanes) if n == 1 else 0
+    if not m:
+        return None
+    ob = 2 * lanes if lanes >= 16 and oc % (2 * lanes) == 0 else lanes
+    u = relax.const(transform_weight(w, m, ob))
+    return bb.call_te(winograd_te, data, u, tuple(pads), m, primfunc_name_hint="prunec_winograd")
+
+
+def _reg_tiles(nw: int, cap: int) -> int:
+    """Tiles of one tile row kept in the GEMM's register tile: the largest divisor of nw <= cap."""
+    return max(d for d in range(1, min(nw, cap) + 1) if nw % d == 0)
+
+
+def schedule(sch, lanes, threads):
+    """Schedules the Winograd PrimFunc; returns the names of the blocks it scheduled.
+
+    The channel-blocked input and V over all tiles (parallel, vectorized over channels); then
+    per (row of tiles, run of reg_n tiles, output channel block), parallel: the (m+2)^2 GEMM
+    register tiles, the output transform and the fused epilogue."""
+    from . import cpu_schedule as cs
+
+    yb = sch.get_sblock(Y_BLOCK)
+    m = cs._ann_int(sch, yb, "prunec_wino_m")
+    nw = cs._ann_int(sch, yb, "prunec_wino_nw")
+    cs._epilogue_into(sch, yb)  # bias, residual add, activation: written with the outputs
+    mm = sch.get_sblock(WINO_BLOCK)
+    ob = int(_u_buffer(sch, mm).shape[-1])
+    reg_n = _reg_tiles(nw, max(1, 24 // max(1, ob // lanes)))
+    # Y (with its epilogue): n, o, y, x -> (o block, tile row, tile run) | (tile, yi, xi, oc)
+    yb = sch.get_sblock(Y_BLOCK)
+    n, o, y, x = sch.get_loops(yb)
+    oco, oci = sch.split(o, [None, ob])
+    ty, yi = sch.split(y, [None, m])
+    txo, txi, xi = sch.split(x, [None, reg_n, m])
+    # which operand each thread should find in its own cache. Rows of tiles first: it reads the
+    # V rows it computed itself (and the next layer the output rows it wrote), not the other
+    # core's. With more output channels than tiles the transformed weight is the larger operand
+    # (256@14, F2: 4.2 MB vs 0.8 MB of V), so channel blocks first. Interleaved, alone: 64@56
+    # 361 vs 476 us rows first, 128@28 410 vs 523; 256@14 454 vs 575 channel blocks first
+    if int(sch.get(oco).extent) * ob > nw * int(sch.get(ty).extent):
+        sch.reorder(n, oco, ty, txo, yi, txi, xi, oci)
+        chunk = sch.fuse(n, oco, ty, txo)
+    else:
+        sch.reorder(n, ty, txo, oco, yi, txi, xi, oci)
+        chunk = sch.fuse(n, ty, txo, oco)
+    sch.parallel(chunk)
+    zb = sch.get_sblock(Z_BLOCK)
+    sch.compute_at(zb, chunk)
+    sch.compute_at(mm, chunk)
+    sch.set_scope(zb, 0, "local")
+    # one tile at a time (its m x m outputs unrolled: the A^T coefficients fold to constants)
+    sch.reorder(txi, yi, xi, oci)
+    sch.unroll(yi)
+    sch.unroll(xi)
+    _vec(sch, oci, lanes)
+    # Z: (e1, j, p, o) under the chunk
+    zl = sch.get_loops(zb)[-4:]
+    sch.reorder(zl[2], zl[0], zl[1], zl[3])
+    sch.unroll(zl[0])
+    sch.unroll(zl[1])
+    _vec(sch, zl[3], lanes)
+    # GEMM: (e, p, o, k) -> e, k, p, o with the (p, o) tile in registers
+    e, p, oo, k = sch.get_loops(mm)[-4:]
+    sch.reorder(e, k, p, oo)
+    acc = sch.cache_write(mm, 0, "local")
+    sch.reverse_compute_at(acc, e)
+    sch.set_scope(acc, 0, "local")
+    sch.unroll(p)
+    _vec(sch, oo, lanes)
+    init = sch.decompose_reduction(mm, k)
+    il = sch.get_loops(init)
+    sch.unroll(il[-2])
+    _vec(sch, il[-1], lanes)
+    al = sch.get_loops(acc)
+    sch.unroll(al[-2])
+    _vec(sch, al[-1], lanes)
+    # V: (e, p, c) -> per tile and channel vector: T (columns) into registers, then V
+    vb = sch.get_sblock(V_BLOCK)
+    ve, vp, vc = sch.get_loops(vb)
+    cv = channel_vector(int(sch.get(vc).extent))
+    vco, vci = sch.split(vc, [None, cv])
+    sch.reorder(vp, vco, ve, vci)
+    sch.parallel(vp)
+    sch.unroll(ve)
+    sch.vectorize(vci)
+    tb = sch.get_sblock(T_BLOCK)
+    sch.compute_at(tb, vco)
+    sch.set_scope(tb, 0, "local")
+    tl = sch.get_loops(tb)[-3:]  # e1, r2, channels
+    sch.unroll(tl[0])
+    sch.unroll(tl[1])
+    sch.vectorize(tl[2])
+    # the blocked, padded input: one pass, parallel over channel blocks and rows
+    xbb = sch.get_sblock(XB_BLOCK)
+    xl = sch.get_loops(xbb)
+    sch.reorder(xl[1], xl[0])
+    sch.parallel(sch.fuse(xl[1], xl[0]))
+    sch.vectorize(xl[3])
+    return {XB_BLOCK, T_BLOCK, V_BLOCK, WINO_BLOCK, Z_BLOCK, Y_BLOCK, sch.get(acc).name_hint,
+            sch.get(init).name_hint}
+
+
+def _u_buffer(sch, mm):
+    for r in sch.get(mm).reads:
+        buf = getattr(r, "buffer", None) or r.source
+        if len(buf.shape) == 4:
+            return buf
+    raise ValueError("packed Winograd weight not found")
+
+
+def _vec(sch, loop, lanes):
+    ext = int(sch.get(loop).extent)
+    if ext > lanes and ext % lanes == 0:
+        _, inner = sch.split(loop, [None, lanes])
+        sch.unroll(_)
+        sch.vectorize(inner)
+    else:
+        sch.vectorize(loop)

@@ -1,0 +1,121 @@
+"""Winograd F(m x m, 3 x 3) convs: the transform algebra, the per-layer choice, and the compiled
+stages against ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from prunec.backend import winograd
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_matrices_compute_a_correlation(m):
+    bt, g, at = winograd.matrices(m)
+    rng = np.random.default_rng(m)
+    d, k = rng.standard_normal(m + 2), rng.standard_normal(3)
+    want = np.array([d[i:i + 3] @ k for i in range(m)])
+    np.testing.assert_allclose(at @ ((g @ k) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
+
+
+def _numpy_winograd(x, w, m, ob):
+    """The four stages in numpy, with transform_weight's packed layout."""
+    bt, _, at = winograd.matrices(m)
+    a = m + 2
+    c, h, wd = x.shape
+    u = winograd.transform_weight(w, m, ob).astype(np.float64)  # [e, OC/ob, C, ob]
+    u = u.transpose(0, 2, 1, 3).reshape(a, a, c, -1)  # [a, a, C, OC]
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    y = np.zeros((w.shape[0], h, wd))
+    for ty in range(h // m):
+        for tx in range(wd // m):
+            d = xp[:, ty * m:ty * m + a, tx * m:tx * m + a]
+            v = np.einsum("ir,crs,js->ijc", bt, d, bt)
+            mm = np.einsum("ijc,ijco->ijo", v, u)
+            y[:, ty * m:ty * m + m, tx * m:tx * m + m] = np.einsum("pi,ijo,qj->opq", at, mm, at)
+    return y
+
+
+@pytest.mark.parametrize("m,ob", [(2, 8), (4, 16)])
+def test_packed_weight_reproduces_the_direct_conv(m, ob):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 8, 12))
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    direct = np.einsum("oikl,iyxkl->oyx", w.astype(np.float64),
+                       np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2)))
+    # U is stored in float32; F(4)'s output transform (coefficients up to 8) amplifies its rounding
+    np.testing.assert_allclose(_numpy_winograd(x, w, m, ob), direct, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,want", [
+    ((64, 64, 56, 56), 4),      # ResNet-18 stage 1: 0.6 MB of transformed weight
+    ((128, 128, 28, 28), 2),    # F(4) would be 2.4 MB: F(2), 1 MB
+    ((256, 256, 14, 14), 2),    # 14 is not a multiple of 4; F(2) 4.2 MB
+    ((512, 512, 7, 7), 0),      # odd size, and 9.4 MB of weights for 25 KB of input: direct
+    ((8, 16, 56, 56), 0),       # too few input channels to amortize the transforms
+    ((64, 24, 56, 56), 0),      # output channels not whole vectors
+    ((64, 64, 8, 8), 0),        # too few tiles
+])
+def test_choose_tile(shape, want):
+    c, oc, oh, ow = shape
+    assert winograd.choose_tile(c, oc, oh, ow, 16) == want
+
+
+# (name, channels in, channels out, size, residual): F(4) rows of tiles first; F(2); F(2) with
+# more channels than tiles (channel blocks first); channel counts of a pruned model
+CASES = [("f4_res", 16, 32, 24, True), ("f2", 32, 16, 14, False), ("f2_wide", 64, 128, 12, True),
+         ("pruned", 20, 48, 20, False)]
+
+
+def _model(seed=0):
+    rng = np.random.default_rng(seed)
+    nodes, inits, inputs, outputs = [], [], [], []
+    for name, cin, cout, size, residual in CASES:
+        inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, [1, cin, size, size]))
+        w = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * (2.0 / (9 * cin)) ** 0.5
+        inits += [numpy_helper.from_array(w, f"{name}_w"),
+                  numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), f"{name}_b")]
+        nodes.append(helper.make_node("Conv", [f"{name}_x", f"{name}_w", f"{name}_b"], [f"{name}_c"],
+                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        last = f"{name}_c"
+        if residual:
+            inputs.append(helper.make_tensor_value_info(f"{name}_r", TensorProto.FLOAT, [1, cout, size, size]))
+            nodes.append(helper.make_node("Add", [last, f"{name}_r"], [f"{name}_a"]))
+            last = f"{name}_a"
+        nodes.append(helper.make_node("Relu", [last], [f"{name}_y"]))
+        outputs.append(helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, cout, size, size]))
+    g = helper.make_graph(nodes, "wino", inputs, outputs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_compiled_winograd_matches_onnxruntime(tmp_path):
+    tvm = pytest.importorskip("tvm")
+    import onnxruntime as ort
+    from tvm import relax
+
+    from prunec.backend import build, frontend, target
+
+    m = _model()
+    path = tmp_path / "wino.onnx"
+    onnx.save(m, path)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
+    mod, sig = frontend.import_onnx(str(path), shapes)
+    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
+    scheduled = build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True)
+    wino = {gv.name_hint: bool(f.attrs and f.attrs.get("tirx.is_scheduled", False))
+            for gv, f in scheduled.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint}
+    assert len(wino) == len(CASES) and all(wino.values()), wino
+    ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    rng = np.random.default_rng(1)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in sig["inputs"]}
+    outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(m.graph.input, sig["inputs"])})
+    for (name, *_), got, want in zip(CASES, outs, ref):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4, err_msg=name)

@@ -110,6 +110,8 @@ def test_compiled_winograd_matches_onnxruntime(tmp_path):
             for gv, f in scheduled.functions.items()
             if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint}
     assert len(wino) == len(CASES) and all(wino.values()), wino
+    direct = build.fuse(mod, tgt, "x86", True, winograd=False)  # --no-winograd
+    assert not [gv for gv in direct.functions if "winograd" in gv.name_hint]
     ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     rng = np.random.default_rng(1)

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tracker", type=_hostport, metavar="HOST:PORT",
                    help="TVM RPC tracker to request a device from (arm); needs --key")
     g.add_argument("--key", metavar="KEY", help="device key at the tracker")
+    g.add_argument("--no-winograd", action="store_true",
+                   help="x86/arm: keep 3x3 convs direct instead of Winograd F(4x4|2x2, 3x3) "
+                        "(bit-closer to ONNX Runtime, slower)")
     g.add_argument("--quiet", action="store_true", help="no tuning progress lines")
 
 
@@ -94,6 +97,7 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
     trials = int(getattr(args, "tune_trials", 0) or 0)
     db_dir = str(Path(getattr(args, "tuning_db", None) or T.default_db_dir(cfg)).expanduser())
     fast = kind in ("x86", "arm")
+    winograd = fast and not getattr(args, "no_winograd", False)
 
     import tvm
 
@@ -102,9 +106,10 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
         "target_config": cfg,
         "compiler": {"tvm": tvm.__version__,
                      "schedules": ("meta-schedule database, else " if trials else "")
-                                  + ("prunec fast CPU defaults (NCHWc conv, packed dense)"
+                                  + ("prunec fast CPU defaults (packed-weight direct and Winograd convs)"
                                      if fast else "dlight GPU defaults"),
                      "threads": threads if kind != "cuda" else None,
+                     "winograd": winograd,
                      "opt_level": 3},
     }
 
@@ -136,7 +141,7 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
             t0 = time.time()
             builder, runner = _tune_infra(kind, args)
             for name in models:
-                fused = B.fuse(mods[name], target, kind, fast)
+                fused = B.fuse(mods[name], target, kind, fast, winograd)
                 r = TU.tune(fused, target, db_dir, per_model, progress, name, builder, runner,
                             seed_hand_schedules=fast)
                 tuning["measured_trials"][name] = r["trials"]
@@ -150,10 +155,10 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
         t0 = time.time()
         try:
             stats: dict = {}
-            ex = B.build(mods[name], target, kind, db_dir, log, fast, stats)
+            ex = B.build(mods[name], target, kind, db_dir, log, fast, stats, winograd)
             lib = B.export(ex, art_dir / f"{name}.so", kind)
             choice = _guard_tuned(kind, name, mods[name], target, lib, sigs[name], threads,
-                                  log) if fast and stats.get("from_database") else None
+                                  log, winograd) if fast and stats.get("from_database") else None
         except PrunecError:
             raise
         except Exception as e:  # a compiler failure is ours, but the user needs one line
@@ -175,7 +180,7 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
     return result
 
 
-def _guard_tuned(kind, name, mod, target, lib: Path, sig, threads, log):
+def _guard_tuned(kind, name, mod, target, lib: Path, sig, threads, log, winograd=True):
     """When tuning records were applied on x86, time the whole model with them and with the
     default schedules only, alternating, and keep the faster library at `lib`.
 
@@ -189,7 +194,7 @@ def _guard_tuned(kind, name, mod, target, lib: Path, sig, threads, log):
 
     if kind != "x86":  # the candidates run on this machine
         return None
-    plain = B.export(B.build(mod, target, kind, None, lambda m: None, True),
+    plain = B.export(B.build(mod, target, kind, None, lambda m: None, True, None, winograd),
                      lib.with_name(lib.stem + ".default.so"), kind)
     M.set_tvm_threads(threads)
     tuned_ms, default_ms = M.compare_latency([lib, plain], sig)

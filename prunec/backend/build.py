@@ -12,7 +12,7 @@ from typing import Callable
 from .target import ARM_CXX
 
 
-def fuse(mod, target, kind: str, fast: bool = True):
+def fuse(mod, target, kind: str, fast: bool = True, winograd: bool = True):
     """Graph-level passes up to fused PrimFuncs: the units that get tuned or scheduled."""
     import tvm
     from tvm import relax
@@ -21,7 +21,7 @@ def fuse(mod, target, kind: str, fast: bool = True):
     if fast and kind in ("x86", "arm"):
         from . import cpu_schedule
 
-        passes += cpu_schedule.layout_passes(target)
+        passes += cpu_schedule.layout_passes(target, winograd)
     passes += [
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -51,14 +51,15 @@ def schedule_rest(mod, target, kind: str, fast: bool = True):
 
 
 def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None],
-          fast: bool = True, stats: dict | None = None):
+          fast: bool = True, stats: dict | None = None, winograd: bool = True):
     """Returns a relax Executable. If db_dir holds a tuning database, its records are applied
     first (best measured schedule per workload); the rest get the fast default schedules.
-    stats, when given, receives {"from_database": number of functions a record scheduled}."""
+    stats, when given, receives {"from_database": number of functions a record scheduled}.
+    winograd=False keeps every conv direct (see cpu_schedule.layout_passes)."""
     import tvm
     from tvm import relax
 
-    mod = fuse(mod, target, kind, fast)
+    mod = fuse(mod, target, kind, fast, winograd)
     applied = 0
     if db_dir and Path(db_dir, "database_workload.json").exists():
         from tvm.s_tir import meta_schedule as ms

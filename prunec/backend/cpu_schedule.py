@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 
 from . import winograd
 
@@ -42,8 +41,6 @@ KEEP_SUFFIX = "_keep"
 # long reductions (YOLO's 3x3 convs) the channel-vectorized tile measured 10-25% faster.
 SHORT_REDUCTION = 64
 DW_BLOCK = "prunec_dwconv"
-# 3x3 stride-1 convs as Winograd F(4x4 | 2x2, 3x3) where winograd.choose_tile expects a gain
-WINOGRAD = os.environ.get("PRUNEC_WINOGRAD", "1") != "0"
 
 
 # ----------------------------------------------------------------------------- target facts
@@ -88,14 +85,15 @@ def _row_tile(ow: int, cap: int) -> int:
 
 
 # ------------------------------------------------------------------------------ legalization
-def layout_passes(target):
-    """Relax passes run before LegalizeOps: our conv2d legalization."""
+def layout_passes(target, winograd: bool = True):
+    """Relax passes run before LegalizeOps: our conv2d legalization (3x3 stride-1 convs as
+    Winograd where winograd.choose_tile expects a gain, unless winograd is False)."""
     from tvm import relax
 
     lanes = vector_lanes(target)
 
     def conv2d(bb, call):
-        return _legalize_conv2d(bb, call, lanes)
+        return _legalize_conv2d(bb, call, lanes, winograd)
 
     return [relax.transform.LegalizeOps(customize_legalize_map={
         "relax.nn.conv2d": conv2d, "relax.sigmoid": _legalize_sigmoid,
@@ -212,7 +210,7 @@ def _legalize_softmax(bb, call):
     return bb.call_te(softmax, x, int(call.attrs.axis), primfunc_name_hint="softmax")
 
 
-def _legalize_conv2d(bb, call, lanes):
+def _legalize_conv2d(bb, call, lanes, use_winograd=True):
     from tvm import relax, te, topi
 
     a = call.attrs
@@ -236,7 +234,7 @@ def _legalize_conv2d(bb, call, lanes):
                           lanes, primfunc_name_hint="prunec_dwconv")
     if groups != 1:
         return _default_conv2d(bb, call)
-    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and WINOGRAD:
+    if (kh, kw, sh, sw, dh, dw) == (3, 3, 1, 1, 1, 1) and use_winograd:
         out = winograd.legalize(bb, data, weight, (pt, pl, pb, pr), lanes)
         if out is not None:
             return out

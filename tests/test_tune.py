@@ -10,29 +10,31 @@ from onnx import TensorProto, helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 
 
-def _conv_task(tmp_path):
+def _conv_task(tmp_path, channels=8):
     """The fused conv+bias+relu PrimFunc of a one-layer model, as a tuning task module (8 input
-    channels: a direct conv, too narrow for Winograd)."""
+    channels: a direct conv, too narrow for Winograd; 16: Winograd)."""
     from tvm.s_tir.meta_schedule import relax_integration as ri
 
     from prunec.backend import build, frontend, target
 
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((32, 8, 3, 3)).astype(np.float32), "w")
+    w = numpy_helper.from_array(rng.standard_normal((32, channels, 3, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b")
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
          helper.make_node("Relu", ["c"], ["y"])], "one",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 28, 28])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 28, 28])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], [w, b])
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "one.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
-    mod, _ = frontend.import_onnx(str(path), {"x": [1, 8, 28, 28]})
+    mod, _ = frontend.import_onnx(str(path), {"x": [1, channels, 28, 28]})
     tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
                               "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
-    tasks = [t for t in ri.extract_tasks(build.fuse(mod, tgt, "x86", True), tgt) if "conv" in t.task_name]
+    tasks = [t for t in ri.extract_tasks(build.fuse(mod, tgt, "x86", True), tgt)
+             if "conv" in t.task_name or "winograd" in t.task_name]
     assert len(tasks) == 1
-    return tasks[0].dispatched[0], tgt
+    return tasks[0], tgt
 
 
 def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
@@ -43,7 +45,8 @@ def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
     from prunec.backend.cpu_schedule import schedule_task
     from prunec.backend.tune import verify_winners
 
-    mod, tgt = _conv_task(tmp_path)
+    task, tgt = _conv_task(tmp_path)
+    mod = task.dispatched[0]
     (tmp_path / "db").mkdir()
     db = ms.database.JSONDatabase(work_dir=str(tmp_path / "db"))
     args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
@@ -63,3 +66,18 @@ def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
     assert structural_equal(db.query_schedule(mod, tgt, "main").mod, hand.mod)
     # a second check finds the default leading and leaves the database alone
     assert verify_winners(ms, [mod], tgt, db, rounds=1) == {"tuned": 0, "default": 0}
+
+
+def test_tasks_without_a_search_space_are_left_to_their_hand_schedule(tmp_path):
+    """meta-schedule's generic rules cannot schedule the Winograd stages; such a task must be
+    kept out of tune_tasks (one would abort the whole search), a direct conv stays in."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule import relax_integration as ri
+
+    from prunec.backend.tune import _searchable
+
+    direct, _ = _conv_task(tmp_path / "d", channels=8)
+    wino, _ = _conv_task(tmp_path / "w", channels=16)
+    assert "winograd" in wino.task_name and "conv" in direct.task_name
+    assert _searchable(ms, ri, direct, str(tmp_path))
+    assert not _searchable(ms, ri, wino, str(tmp_path))

@@ -65,12 +65,18 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
     ranked = sorted(keyed.items(), key=lambda kv: (-_cost(kv[1]), kv[0]))
     total = sum(_cost(t) for _, t in ranked) or 1.0
     max_tasks = max(1, trials // TRIALS_PER_ITER)
-    selected, acc = [], 0.0
+    selected, acc, unsearchable = [], 0.0, []
     for key, t in ranked:
         if len(selected) >= max_tasks or acc >= COVER * total:
             break
+        if not _searchable(ms, ri, t, db_dir):
+            unsearchable.append(t.task_name)
+            continue
         selected.append((key, t))
         acc += _cost(t)
+    if unsearchable:
+        log(f"[tune {label}] {len(unsearchable)} task(s) keep their hand schedule (no "
+            f"meta-schedule search space): {', '.join(unsearchable)}")
     per_task = max(TRIALS_PER_ITER, math.ceil(trials / max(1, len(selected))))
     import hashlib
 
@@ -80,8 +86,11 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
     todo = [(k, t) for k, t in selected if spent.get(k, 0) < per_task]
     skipped = len(extracted) - len(todo)
     if run_key in spent or not todo:
-        log(f"[tune {label}] the {len(selected)} heaviest of {len(extracted)} tasks are already "
-            f"tuned in {db_dir}: no new trials")
+        if selected:
+            log(f"[tune {label}] the {len(selected)} heaviest of {len(extracted)} tasks are "
+                f"already tuned in {db_dir}: no new trials")
+        else:
+            log(f"[tune {label}] no task meta-schedule can search: no trials")
         return {"trials": 0, "tasks": len(extracted), "tuned_tasks": len(selected),
                 "skipped_tasks": skipped, "time_s": round(time.time() - t0, 1)}
     keys = [k for k, _ in todo]
@@ -133,6 +142,17 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
     return {"trials": sum(progress.trials_per_task), "tasks": len(extracted),
             "tuned_tasks": len(selected), "skipped_tasks": skipped, "time_s": round(time.time() - t0, 1),
             "verified": verdict}
+
+
+def _searchable(ms, ri, task, db_dir) -> bool:
+    """Whether meta-schedule's generic rules can build a search space for the task. Ours are not
+    always (the Winograd stages: "TensorRegion pattern match failed"), and one such task would
+    abort tune_tasks for all of them."""
+    try:
+        ctx = ri.extracted_tasks_to_tune_contexts([task], work_dir=db_dir, seed=0)[0][0]
+        return len(ctx.generate_design_space()) > 0
+    except Exception:  # noqa: BLE001 - TVM raises plain errors from its schedule rules
+        return False
 
 
 def _progress_callback(ms, names, per_task, budget, log, label):

@@ -179,15 +179,24 @@ class EmulatedServer(_Background):
         return self
 
 
-def compile_onnx(model, shape_dict: dict[str, list[int]], target=None):
-    """ONNX ModelProto -> TVM Relax executable for ``target`` (default: aarch64 + NEON)."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
+def compile_onnx(model, shape_dict: dict[str, list[int]], target=None, fast: bool = True):
+    """ONNX ModelProto -> TVM Relax executable for ``target`` (default: aarch64 + NEON).
 
-    mod = from_onnx(model, shape_dict=shape_dict, keep_params_in_input=False)
-    mod = relax.transform.DecomposeOpsForInference()(mod)
-    return tvm.compile(mod, target=tvm.target.Target(target or AARCH64_TARGET))
+    fast=True compiles through prunec's own pipeline, what `prunec --target arm` ships (its CPU
+    schedules, Winograd convs, weights folded in); fast=False through TVM's default one."""
+    import tempfile
+
+    import onnx
+    import tvm
+
+    from prunec.backend import build, frontend
+
+    target = tvm.target.Target(target or AARCH64_TARGET)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(model, str(path))
+        mod, _ = frontend.import_onnx(path, shape_dict)
+    return build.build(mod, target, "arm", None, lambda m: None, fast)
 
 
 def cross_export(executable, path: str | os.PathLike[str]) -> str:

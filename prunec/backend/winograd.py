@@ -81,9 +81,10 @@ def choose_tile(c: int, oc: int, oh: int, ow: int, lanes: int) -> int:
     return 0
 
 
-def channel_vector(c: int) -> int:
-    """Channels per vector of the blocked input (c is a multiple of 4, see choose_tile)."""
-    return next(v for v in (16, 8, 4) if c % v == 0)
+def channel_vector(c: int, lanes: int) -> int:
+    """Channels per vector of the blocked input: one register's worth where c allows (c is a
+    multiple of 4, see choose_tile)."""
+    return next(v for v in (16, 8, 4) if v <= max(lanes, 4) and c % v == 0)
 
 
 def _select(index, table):
@@ -111,7 +112,7 @@ def _lincomb(coefs, terms):
     return out if out is not None else tirx.const(0.0, "float32")
 
 
-def winograd_te(data, u, pads, m: int):
+def winograd_te(data, u, pads, m: int, lanes: int = 16):
     """NCHW conv (3x3, stride 1) as the Winograd stages; u is transform_weight's packed array."""
     from tvm import te, tirx
 
@@ -127,7 +128,7 @@ def winograd_te(data, u, pads, m: int):
 
     # the padded input, channel-blocked ([C / cv, rows, cols, cv]): the transform then reads
     # whole vectors of cv channels (gathering them across NCHW planes cost 36 gathers a tile)
-    cv = channel_vector(c)
+    cv = channel_vector(c, lanes)
     hp, wp = nh * m + 2, nw * m + 2
 
     def xb_body(cb, y, x, ci):
@@ -191,7 +192,8 @@ def legalize(bb, data, weight, pads, lanes):
         return None
     ob = 2 * lanes if lanes >= 16 and oc % (2 * lanes) == 0 else lanes
     u = relax.const(transform_weight(w, m, ob))
-    return bb.call_te(winograd_te, data, u, tuple(pads), m, primfunc_name_hint="prunec_winograd")
+    return bb.call_te(winograd_te, data, u, tuple(pads), m, lanes,
+                      primfunc_name_hint="prunec_winograd")
 
 
 def _reg_tiles(nw: int, cap: int) -> int:
@@ -267,7 +269,8 @@ def schedule(sch, lanes, threads):
     # two (the input pass had its own), at the cost of recopying 2 of every m + 2 rows.
     vb = sch.get_sblock(V_BLOCK)
     ve, vp, vc = sch.get_loops(vb)
-    cv = channel_vector(int(sch.get(vc).extent))
+    xbb = sch.get_sblock(XB_BLOCK)
+    cv = int(cs._region_buffer(sch.get(xbb).writes[0]).shape[-1])  # the blocked input's vector
     vco, vci = sch.split(vc, [None, cv])
     vty, vtx = sch.split(vp, [None, nw])
     sch.reorder(vty, vtx, vco, ve, vci)
@@ -281,7 +284,6 @@ def schedule(sch, lanes, threads):
     sch.unroll(tl[0])
     sch.unroll(tl[1])
     sch.vectorize(tl[2])
-    xbb = sch.get_sblock(XB_BLOCK)
     sch.compute_at(xbb, vty)
     xl = sch.get_loops(xbb)
     xl = xl[[sch.get(lp).same_as(sch.get(vty)) for lp in xl].index(True) + 1:]
@@ -293,8 +295,10 @@ def schedule(sch, lanes, threads):
 
 
 def _u_buffer(sch, mm):
+    from .cpu_schedule import _region_buffer
+
     for r in sch.get(mm).reads:
-        buf = getattr(r, "buffer", None) or r.source
+        buf = _region_buffer(r)
         if len(buf.shape) == 4:
             return buf
     raise ValueError("packed Winograd weight not found")

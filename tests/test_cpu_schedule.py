@@ -102,6 +102,10 @@ def test_fast_schedules_match_onnxruntime(tmp_path):
                    if isinstance(f, tvm.tirx.PrimFunc) and ("conv" in gv.name_hint or "pool" in gv.name_hint)
                    and not (f.attrs and f.attrs.get("tirx.is_scheduled", False))]
     assert not unscheduled, f"convs left to TVM's naive default: {unscheduled}"
+    # stride-2 depthwise rows and pools keep their even columns by vector shuffles
+    shuffled = [gv.name_hint for gv, f in scheduled.functions.items()
+                if isinstance(f, tvm.tirx.PrimFunc) and "T.Shuffle" in f.script()]
+    assert any("dwconv" in n for n in shuffled) and any("pool" in n for n in shuffled), shuffled
     ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     rng = np.random.default_rng(1)

@@ -41,6 +41,7 @@ KEEP_SUFFIX = "_keep"
 # long reductions (YOLO's 3x3 convs) the channel-vectorized tile measured 10-25% faster.
 SHORT_REDUCTION = 64
 DW_BLOCK = "prunec_dwconv"
+DW_EVEN = "prunec_dweven"
 
 
 # ----------------------------------------------------------------------------- target facts
@@ -424,6 +425,13 @@ def _dwconv_te(data, weight, strides, pads, dil, lanes=8, pool=None):
         # the schedule can place per row (reverse_compute_at cannot invert xo * sw)
         full = te.compute((n, c, oh, owp // sw, sw), lambda b, ch, y, xq, xr: window(b, ch, y, xq * sw + xr),
                           name=DW_BLOCK, attrs=attrs)
+        if sw == 2:
+            # every row's even columns gathered as a block of its own, which the schedule turns
+            # into one two-vector shuffle per output vector (see even_lanes_intrin)
+            even = te.compute((n, c, oh, owp // 2), lambda b, ch, y, xq: full[b, ch, y, xq, 0],
+                              name=DW_EVEN)
+            return te.compute((n, c, oh, ow), lambda b, ch, y, xo: even[b, ch, y, xo],
+                              name="prunec_dwslice")
         return te.compute((n, c, oh, ow), lambda b, ch, y, xo: full[b, ch, y, xo, 0],
                           name="prunec_dwslice")
     full = te.compute((n, c, oh, owp), lambda b, ch, y, xo: window(b, ch, y, xo), name=DW_BLOCK, attrs=attrs)
@@ -683,7 +691,7 @@ def _schedule_dwconv(sch, lanes, threads):
     conv = sch.get_sblock(DW_BLOCK)
     ow_real = _ann_int(sch, conv, "prunec_ow")
     # the slice of a padded row is inlined into the epilogue (bias, activation ...)
-    _inline_injective(sch, keep={"prunec_pad", DW_BLOCK})
+    _inline_injective(sch, keep={"prunec_pad", DW_BLOCK, DW_EVEN})
     conv = sch.get_sblock(DW_BLOCK)
     pad = sch.get_sblock("prunec_pad") if _has(sch, "prunec_pad") else None
     loops = sch.get_loops(conv)
@@ -705,6 +713,7 @@ def _schedule_dwconv(sch, lanes, threads):
     nc = sch.fuse(n, c)
     padded = ow_real and (ow_real != owp or _dw_stride(sch, conv) > 1)
     sch.parallel(nc)
+    even = sch.get_sblock(DW_EVEN) if _has(sch, DW_EVEN) else None
     if padded:
         # the rows' accumulators live in a local buffer; the epilogue reads their real columns
         cons = sch.get_consumers(conv)
@@ -713,9 +722,13 @@ def _schedule_dwconv(sch, lanes, threads):
         epi = cons[0]
         sch.reverse_compute_at(epi, oh)
         sch.set_scope(conv, 0, "local")
+        if even is not None:  # stride 2: the even columns by shuffles, then the epilogue
+            epi = sch.get_consumers(even)[0]
+            sch.reverse_compute_at(epi, oh)
+            _even_columns(sch, even, lanes)
     else:
         epi = _register_tile(sch, conv, owo)
-    done = {DW_BLOCK, "prunec_pad", sch.get(epi).name_hint}
+    done = {DW_BLOCK, DW_EVEN, DW_EVEN + "_o", "prunec_pad", sch.get(epi).name_hint}
     sch.unroll(ry)
     sch.unroll(rx)
     sch.unroll(ohi)
@@ -745,6 +758,60 @@ def _schedule_dwconv(sch, lanes, threads):
             _log.debug("decompose_padding failed: %s", e)
         sch.vectorize(ploops[-1])
     _schedule_rest(sch, lanes, threads, done=done | {DW_BLOCK + "_update"})
+
+
+def _even_columns(sch, even, lanes):
+    """The even columns of the computed rows (stride 2) into a local row: vectors of w lanes
+    each one shuffle of two contiguous vectors (vpermt2ps on AVX-512, uzp1 on NEON) instead of
+    w scalar inserts, which took a third of MobileNetV2's 96x112x112 stride-2 depthwise conv."""
+    sch.set_scope(even, 0, "local")
+    xq = sch.get_loops(even)[-1]
+    ext = int(sch.get(xq).extent)
+    w = next((v for v in (lanes, lanes // 2, 4) if v >= 4 and ext % v == 0), 0)
+    if not w:
+        sch.vectorize(xq)
+        return
+    _, inner = sch.split(xq, [None, w])
+    sch.tensorize(inner, even_lanes_intrin(w))
+
+
+def even_lanes_intrin(w: int) -> str:
+    """Name of the registered tensor intrinsic c[0:w] = a[0:2w:2] on local float32 rows."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    name = f"prunec_even_lanes_{w}"
+    if name in _EVEN_INTRINS:
+        return name
+    vt, idx = f"float32x{w}", [2 * i for i in range(w)]
+
+    # the rows are [columns / 2, 2] (see _dwconv_te): the even columns, a [w, 1] view of stride 2
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((w, 1), "float32", strides=(2, 1), offset_factor=1, scope="local"),
+             c: T.Buffer((w,), "float32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(a[0:w, 0:1])
+            T.writes(c[0:w])
+            for i in range(w):
+                with T.sblock("even"):
+                    vi = T.axis.remap("S", [i])
+                    c[vi] = a[vi, 0]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((w, 1), "float32", strides=(2, 1), offset_factor=1, scope="local"),
+             c: T.Buffer((w,), "float32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(a[0:w, 0:1])
+            T.writes(c[0:w])
+            # two contiguous vectors over the 2w columns, their even lanes
+            c.vstore([0], T.Shuffle([a.vload([0, 0], vt), a.vload([w // 2, 0], vt)], idx))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    _EVEN_INTRINS.add(name)
+    return name
+
+
+_EVEN_INTRINS: set = set()
 
 
 def _dw_rows(oh: int, tile: int, cap: int = 8) -> int:

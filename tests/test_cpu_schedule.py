@@ -14,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 tvm = pytest.importorskip("tvm")
 
+from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_functions  # noqa: E402
+
 # (name, channels in, channels out, size, kernel, stride, groups, residual)
 CASES = [
     ("pw_rows2", 24, 144, 56, 1, 1, 1, False),   # 56-wide rows: 2 rows = 7 whole vectors
@@ -84,38 +86,18 @@ def _model(seed: int = 0) -> onnx.ModelProto:
 
 
 def test_fast_schedules_match_onnxruntime(tmp_path):
-    import onnxruntime as ort
-    from tvm import relax
-
-    from prunec.backend import build, frontend, target
-
     m = _model()
-    path = tmp_path / "kernels.onnx"
-    onnx.save(m, path)
-    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
-    mod, sig = frontend.import_onnx(str(path), shapes)
-    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
-    fused = build.fuse(mod, tgt, "x86", True)
-    scheduled = build.schedule_rest(fused, tgt, "x86", True)
-    unscheduled = [gv.name_hint for gv, f in scheduled.functions.items()
-                   if isinstance(f, tvm.tirx.PrimFunc) and ("conv" in gv.name_hint or "pool" in gv.name_hint)
-                   and not (f.attrs and f.attrs.get("tirx.is_scheduled", False))]
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "kernels.onnx")
+    convs = scheduled_functions(scheduled, "conv") | scheduled_functions(scheduled, "pool")
+    unscheduled = [name for name, done in convs.items() if not done]
     assert not unscheduled, f"convs left to TVM's naive default: {unscheduled}"
     # stride-2 depthwise rows and pools keep their even columns by vector shuffles
     shuffled = [gv.name_hint for gv, f in scheduled.functions.items()
                 if isinstance(f, tvm.tirx.PrimFunc) and "T.Shuffle" in f.script()]
     assert any("dwconv" in n for n in shuffled) and any("pool" in n for n in shuffled), shuffled
-    ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    rng = np.random.default_rng(1)
-    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in sig["inputs"]}
-    outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(m.graph.input, sig["inputs"])})
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     assert len(outs) == len(ref) == len(CASES) + len(GEMV) + len(POOLS)
     for (name, *_), got, want in zip(CASES + GEMV + POOLS, outs, ref):
-        got = got.numpy()
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
 

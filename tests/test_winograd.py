@@ -92,32 +92,19 @@ def _model(seed=0):
 
 
 def test_compiled_winograd_matches_onnxruntime(tmp_path):
-    tvm = pytest.importorskip("tvm")
-    import onnxruntime as ort
-    from tvm import relax
+    pytest.importorskip("tvm")
+    from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_functions
 
-    from prunec.backend import build, frontend, target
+    from prunec.backend import build, frontend
 
     m = _model()
-    path = tmp_path / "wino.onnx"
-    onnx.save(m, path)
-    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in m.graph.input}
-    mod, sig = frontend.import_onnx(str(path), shapes)
-    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
-    scheduled = build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True)
-    wino = {gv.name_hint: bool(f.attrs and f.attrs.get("tirx.is_scheduled", False))
-            for gv, f in scheduled.functions.items()
-            if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint}
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "wino.onnx")
+    wino = scheduled_functions(scheduled, "winograd")
     assert len(wino) == len(CASES) and all(wino.values()), wino
-    direct = build.fuse(mod, tgt, "x86", True, winograd=False)  # --no-winograd
-    assert not [gv for gv in direct.functions if "winograd" in gv.name_hint]
-    ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    rng = np.random.default_rng(1)
-    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in sig["inputs"]}
-    outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(m.graph.input, sig["inputs"])})
+    shapes = {i["name"]: i["shape"] for i in sig["inputs"]}
+    direct = build.fuse(frontend.import_onnx(str(tmp_path / "wino.onnx"), shapes)[0], tgt, "x86",
+                        True, winograd=False)  # --no-winograd
+    assert not scheduled_functions(direct, "winograd")
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     for (name, *_), got, want in zip(CASES, outs, ref):
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)

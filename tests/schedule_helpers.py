@@ -1,0 +1,54 @@
+"""Shared steps of the schedule tests: an ONNX model through prunec's CPU pipeline on this host,
+and its outputs next to ONNX Runtime's on the same random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+
+def host_target(cores: int = 2):
+    import tvm
+
+    from prunec.backend import target
+
+    return target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                               "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                               "num-cores": cores})
+
+
+def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx"):
+    """(relax module with every PrimFunc scheduled by prunec, input signature, target)."""
+    from prunec.backend import build, frontend
+
+    path = tmp_path / name
+    onnx.save(model, path)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    mod, sig = frontend.import_onnx(str(path), shapes)
+    tgt = host_target()
+    return build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True), sig, tgt
+
+
+def scheduled_functions(mod, name_part: str) -> dict[str, bool]:
+    """{PrimFunc name: whether our schedule applied} for the functions whose name has name_part."""
+    import tvm
+
+    return {gv.name_hint: bool(f.attrs and f.attrs.get("tirx.is_scheduled", False))
+            for gv, f in mod.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc) and name_part in gv.name_hint}
+
+
+def run_against_onnxruntime(model: onnx.ModelProto, scheduled, sig, tgt, seed: int = 1):
+    """(TVM outputs, ONNX Runtime outputs) as numpy arrays, on the same seeded inputs."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    ex = tvm.compile(scheduled, target=tgt, relax_pipeline=relax.get_pipeline("default_build"))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    rng = np.random.default_rng(seed)
+    feeds = {i["name"]: rng.standard_normal(i["shape"]).astype(np.float32) for i in sig["inputs"]}
+    outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(model.graph.input, sig["inputs"])})
+    return [o.numpy() for o in outs], ref

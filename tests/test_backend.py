@@ -55,6 +55,7 @@ def test_arguments_parse():
     assert a.cuda_arch == "sm_80"
     with pytest.raises(SystemExit):
         _args("x86", "--rpc", "nohostport")
+    assert not a.no_winograd and _args("x86", "--no-winograd").no_winograd
 
 
 def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
@@ -71,6 +72,7 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
         assert io["inputs"][0]["shape"] == [1, 3, 32, 32]
     assert r["speedup"] > 0
     assert r["tuning"]["new_records"] == 0
+    assert r["compiler"]["winograd"] is True  # the default on CPU targets (--no-winograd: False)
     # the exported library loads on its own and runs
     from tvm import relax
 

@@ -716,6 +716,7 @@ def _schedule_dwconv(sch, lanes, threads):
     padded = ow_real and (ow_real != owp or _dw_stride(sch, conv) > 1)
     sch.parallel(nc)
     even = sch.get_sblock(DW_EVEN) if _has(sch, DW_EVEN) else None
+    shuffled = False
     if padded:
         # the rows' accumulators live in a local buffer; the epilogue reads their real columns
         cons = sch.get_consumers(conv)
@@ -724,13 +725,17 @@ def _schedule_dwconv(sch, lanes, threads):
         epi = cons[0]
         sch.reverse_compute_at(epi, oh)
         sch.set_scope(conv, 0, "local")
-        if even is not None:  # stride 2: the even columns by shuffles, then the epilogue
+        if even is not None and len(sch.get_consumers(even)) == 1:
+            # stride 2: the even columns by shuffles, then the epilogue
             epi = sch.get_consumers(even)[0]
             sch.reverse_compute_at(epi, oh)
             _even_columns(sch, even, lanes)
+            shuffled = True
     else:
         epi = _register_tile(sch, conv, owo)
-    done = {DW_BLOCK, DW_EVEN, DW_EVEN + "_o", "prunec_pad", sch.get(epi).name_hint}
+    done = {DW_BLOCK, "prunec_pad", sch.get(epi).name_hint}
+    if shuffled:  # else an even-column block (several readers) gets the generic schedule below
+        done |= {DW_EVEN, DW_EVEN + "_o"}
     sch.unroll(ry)
     sch.unroll(rx)
     sch.unroll(ohi)

@@ -459,7 +459,12 @@ def schedule_module(mod, target):
             _schedule_func(sch, lanes, threads)
             new = sch.mod["main"].with_attr("tirx.is_scheduled", True)
         except Exception as e:  # keep the default lowering for this function
-            _log.debug("fast schedule failed for %s: %s", gv.name_hint, e)
+            if "winograd" in gv.name_hint:  # its naive lowering is very slow: say so
+                _log.warning("the Winograd schedule failed for %s (%s); it runs unscheduled, "
+                             "--no-winograd compiles it as a direct conv", gv.name_hint,
+                             str(e).strip().splitlines()[-1] if str(e).strip() else e)
+            else:
+                _log.debug("fast schedule failed for %s: %s", gv.name_hint, e)
             continue
         out[gv] = new
     for gv, f in out.items():

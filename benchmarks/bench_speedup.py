@@ -7,8 +7,7 @@ for every pair, at 0 tuning trials and (with --budget N) after tuning with N tri
 (N/2 per model, one shared persistent database), prints one table:
 
   model, MACs ratio (orig/pruned), ORT orig/pruned ms, TVM orig/pruned ms, TVM speedup,
-  efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig (>1: TVM pruned is faster),
-  and ORT-orig vs TVM-orig timed in alternating windows (report: tvm_vs_onnxruntime_interleaved).
+  efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig (>1: TVM pruned is faster).
 
   python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
       [--budget 64] [--threads 2] [--repeat 10] [--tuning-db DIR] [--json out.json]
@@ -186,7 +185,6 @@ def main(argv=None) -> int:
                 "efficiency": round(r["speedup"] / macs_ratio, 3),
                 "pruned_vs_ort": round(mo["onnxruntime_latency_ms"]["median"]
                                        / mp["latency_ms"]["median"], 3),
-                "tvm_vs_ort_alt": r["tvm_vs_onnxruntime_interleaved"]["original"],
                 "ok": bool(mo["output_check"]["ok"] and mp["output_check"]["ok"]),
                 "max_rel": max(mo["output_check"].get("max_rel", 0),
                                mp["output_check"].get("max_rel", 0)),
@@ -201,8 +199,7 @@ def main(argv=None) -> int:
     print(f"(median ms over {a.repeat} samples of >=200 ms; threads={rows[0]['threads']}; "
           f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load})")
     print("efficiency = TVM speedup / MACs ratio (goal >= 0.7); "
-          "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1); ORT/TVM alt = ORT original ms / "
-          "TVM original ms, timed in alternating windows (> 1: TVM faster on the unpruned model)")
+          "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1)")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     return 0
@@ -212,11 +209,11 @@ def print_row(r, header=False):
     if header:
         print(f"{'model':<12} {'trials':>6} {'tune s':>6} {'MACs x':>6} {'ORT orig':>8} "
               f"{'ORT prun':>8} {'TVM orig':>8} {'TVM prun':>8} {'TVM spd':>7} {'effic':>5} "
-              f"{'prun/ORT':>8} {'ORT/TVM alt':>11} {'match':>5}")
+              f"{'prun/ORT':>8} {'match':>5}")
     print(f"{r['model']:<12} {r['trials']:>6} {r['tune_s']:>6.0f} {r['macs_ratio']:>5.2f}x "
           f"{r['ort_o']:>8.2f} {r['ort_p']:>8.2f} {r['tvm_o']:>8.2f} {r['tvm_p']:>8.2f} "
           f"{r['speedup']:>6.2f}x {r['efficiency']:>5.2f} {r['pruned_vs_ort']:>7.2f}x "
-          f"{r['tvm_vs_ort_alt']:>10.2f}x {'yes' if r['ok'] else 'NO':>5}", flush=True)
+          f"{'yes' if r['ok'] else 'NO':>5}", flush=True)
 
 
 if __name__ == "__main__":

@@ -73,10 +73,6 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
     assert r["speedup"] > 0
     assert r["tuning"]["new_records"] == 0
     assert r["compiler"]["winograd"] is True  # the default on CPU targets (--no-winograd: False)
-    for name in ("original", "pruned"):  # TVM and ORT also timed in alternating windows
-        alt = r["models"][name]["interleaved_ms"]
-        assert alt["tvm"] > 0 and alt["onnxruntime"] > 0
-        assert r["tvm_vs_onnxruntime_interleaved"][name] == round(alt["onnxruntime"] / alt["tvm"], 3)
     # the exported library loads on its own and runs
     from tvm import relax
 

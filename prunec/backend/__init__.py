@@ -282,9 +282,6 @@ def _measure(kind, args, models, sigs, per, threads, repeat, result, log) -> Non
                                           repeat)
             per[name]["latency_ms"] = lat
             per[name]["output_check"] = M.compare(out, per[name]["_ref"])
-            tvm_ms, ort_ms = M.interleaved_with_ort(Path(per[name]["artifact"]), models[name],
-                                                    sigs[name], inputs[name], threads)
-            per[name]["interleaved_ms"] = {"tvm": round(tvm_ms, 4), "onnxruntime": round(ort_ms, 4)}
     elif kind == "cuda":
         import tvm
 
@@ -336,10 +333,6 @@ def _measure(kind, args, models, sigs, per, threads, repeat, result, log) -> Non
         result["tvm_vs_onnxruntime"] = {n: round(per[n]["onnxruntime_latency_ms"]["median"]
                                                  / per[n]["latency_ms"]["median"], 3)
                                         for n in models}
-        # the same ratio from alternating windows (see measure.interleaved_with_ort)
-        result["tvm_vs_onnxruntime_interleaved"] = {
-            n: round(per[n]["interleaved_ms"]["onnxruntime"] / per[n]["interleaved_ms"]["tvm"], 3)
-            for n in models}
     for n in models:
         chk = per[n].get("output_check", {})
         log(f"[{kind}] {n}: {per[n]['latency_ms']['median']:.3f} ms"

@@ -107,36 +107,6 @@ def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]
     return [float(np.median(s)) for s in samples]
 
 
-def interleaved_with_ort(lib: Path, onnx_path: Path, sig: dict, inputs: dict, threads: int,
-                         rounds: int = 7, window_ms: int = 50) -> tuple[float, float]:
-    """(TVM ms, ONNX Runtime ms): medians of `rounds` windows of about window_ms each, the two
-    alternating, on the same inputs and threads. The report's separate timings run one after
-    the other, seconds apart; on a shared host the load changes in between (5-15% here), so
-    their ratio can favor either side. Alternating windows share the load alike."""
-    import onnxruntime as ort
-    import tvm
-
-    vm, dev = load_vm(lib)
-    args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in sig["inputs"]]
-    vm["main"](*args)
-    fte = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=window_ms)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    sess.run(None, inputs)
-    tv, ov = [], []
-    for _ in range(rounds):
-        tv.append(fte(*args).mean * 1e3)
-        n, t0 = 0, time.perf_counter()
-        while (time.perf_counter() - t0) * 1e3 < window_ms:
-            sess.run(None, inputs)
-            n += 1
-        ov.append((time.perf_counter() - t0) / n * 1e3)
-    return float(np.median(tv)), float(np.median(ov))
-
-
 def ort_run_and_time(onnx_path: Path, inputs: dict, threads: int, repeat: int,
                      min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
     import onnxruntime as ort

@@ -7,17 +7,19 @@ import numpy as np
 import onnx
 
 
-def host_target(cores: int = 2):
+def host_target(cores: int = 2, mcpu: str | None = None):
+    """This host's CPU, or an older one it can run (mcpu="haswell": AVX2, 8-lane vectors)."""
     import tvm
 
     from prunec.backend import target
 
     return target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                               "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                               "mcpu": mcpu or tvm.target.codegen.llvm_get_system_cpu(),
                                "num-cores": cores})
 
 
-def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx"):
+def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx",
+                  mcpu: str | None = None):
     """(relax module with every PrimFunc scheduled by prunec, input signature, target)."""
     from prunec.backend import build, frontend
 
@@ -25,7 +27,7 @@ def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx"):
     onnx.save(model, path)
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     mod, sig = frontend.import_onnx(str(path), shapes)
-    tgt = host_target()
+    tgt = host_target(mcpu=mcpu)
     return build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True), sig, tgt
 
 

@@ -91,14 +91,15 @@ def _model(seed=0):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-def test_compiled_winograd_matches_onnxruntime(tmp_path):
+@pytest.mark.parametrize("mcpu", [None, "haswell"])  # this host (AVX-512 here) and AVX2
+def test_compiled_winograd_matches_onnxruntime(tmp_path, mcpu):
     pytest.importorskip("tvm")
     from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_functions
 
     from prunec.backend import build, frontend
 
     m = _model()
-    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "wino.onnx")
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "wino.onnx", mcpu)
     wino = scheduled_functions(scheduled, "winograd")
     assert len(wino) == len(CASES) and all(wino.values()), wino
     shapes = {i["name"]: i["shape"] for i in sig["inputs"]}

@@ -196,11 +196,6 @@ def legalize(bb, data, weight, pads, lanes):
                       primfunc_name_hint="prunec_winograd")
 
 
-def _reg_tiles(nw: int, cap: int) -> int:
-    """Tiles of one tile row kept in the GEMM's register tile: the largest divisor of nw <= cap."""
-    return max(d for d in range(1, min(nw, cap) + 1) if nw % d == 0)
-
-
 def schedule(sch, lanes, threads):
     """Schedules the Winograd PrimFunc; returns the names of the blocks it scheduled.
 
@@ -218,9 +213,9 @@ def schedule(sch, lanes, threads):
     # accumulator registers: 28 of AVX-512's 32 (a whole 14-tile row x 2 vectors: 128@28 460 ->
     # 423 us, 64@56 358 -> 346 vs 24), 12 of AVX2's 16, 24 of NEON's 32
     regs = 28 if lanes >= 16 else 12 if lanes == 8 else 24
-    reg_n = _reg_tiles(nw, max(1, regs // max(1, ob // lanes)))
+    # tiles of one tile row in the GEMM's register tile: the largest divisor of nw that fits
+    reg_n = cs._row_tile(nw, max(1, regs // max(1, ob // lanes)))
     # Y (with its epilogue): n, o, y, x -> (o block, tile row, tile run) | (tile, yi, xi, oc)
-    yb = sch.get_sblock(Y_BLOCK)
     n, o, y, x = sch.get_loops(yb)
     oco, oci = sch.split(o, [None, ob])
     ty, yi = sch.split(y, [None, m])

@@ -10,7 +10,11 @@ for every pair, at 0 tuning trials and (with --budget N) after tuning with N tri
   efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig (>1: TVM pruned is faster).
 
   python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
-      [--budget 64] [--threads 2] [--repeat 10] [--tuning-db DIR] [--json out.json]
+      [--budget 64] [--threads 2] [--repeat 5] [--rounds 4] [--tuning-db DIR] [--json out.json]
+
+Timing (as `prunec --target x86` does it): the four runs of a row (ORT and TVM, original and
+pruned) are timed in --rounds interleaved rounds of --repeat samples of >= 200 ms, and each
+figure is the median of its best round (prunec.backend.measure.timed_rounds says why).
 
 Any other pair of ONNX files (e.g. a model and what `prunec` made of it) with --pair, which
 replaces the built-in models (repeatable; --shape NAME=D0,D1,.. fixes dynamic input dims):
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=0,
                    help="also measure after tuning with this many trials per pair")
     p.add_argument("--threads", type=int)
-    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=5, help="samples per round")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench_speedup")
     p.add_argument("--tuning-db", help="default: WORKDIR/tuning-db (persistent)")
     p.add_argument("--json", type=Path, help="also write the rows here")
@@ -167,7 +172,7 @@ def main(argv=None) -> int:
                 # what an earlier --budget run tuned to every workload it recognizes
                 argv2 = ["--target", "x86", "--tune-trials", str(budget), "--tuning-db",
                          db if budget else str(Path(out) / "empty-db"),
-                         "--repeat", str(a.repeat)] + (["--threads", str(a.threads)]
+                         "--repeat", str(a.repeat), "--rounds", str(a.rounds)] + (["--threads", str(a.threads)]
                                                        if a.threads else [])
                 args = ap.parse_args(argv2)
                 r = backend.run(args, Path(info["original"]), Path(info["pruned"]),
@@ -189,14 +194,21 @@ def main(argv=None) -> int:
                 "max_rel": max(mo["output_check"].get("max_rel", 0),
                                mp["output_check"].get("max_rel", 0)),
                 "threads": r["compiler"]["threads"],
-                "compile_s": [mo["compile_s"], mp["compile_s"]]}
+                "compile_s": [mo["compile_s"], mp["compile_s"]],
+                "round_medians": {k: v.get("round_medians") for k, v in (
+                    ("ort_o", mo["onnxruntime_latency_ms"]), ("ort_p", mp["onnxruntime_latency_ms"]),
+                    ("tvm_o", mo["latency_ms"]), ("tvm_p", mp["latency_ms"]))}}
             rows.append(row)
             print_row(row, header=len(rows) == 1)
+            print("      rounds (ms): " + "  ".join(
+                f"{k} {'/'.join(f'{x:.2f}' for x in v or [])}"
+                for k, v in row["round_medians"].items()), flush=True)
     try:
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         load = "?"
-    print(f"(median ms over {a.repeat} samples of >=200 ms; threads={rows[0]['threads']}; "
+    print(f"(ms: median of the best of {a.rounds} interleaved rounds of {a.repeat} samples of "
+          f">=200 ms; threads={rows[0]['threads']}; "
           f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load})")
     print("efficiency = TVM speedup / MACs ratio (goal >= 0.7); "
           "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1)")

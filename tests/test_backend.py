@@ -21,7 +21,7 @@ def _args(target: str, *extra: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--target", default=target)
     backend.add_arguments(p)
-    return p.parse_args(["--target", target, "--repeat", "3", *extra])
+    return p.parse_args(["--target", target, "--repeat", "3", "--rounds", "1", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,11 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
         assert Path(m["artifact"]).is_file(), m
         assert m["output_check"]["ok"], m["output_check"]
         assert m["latency_ms"]["median"] > 0 and m["onnxruntime_latency_ms"]["median"] > 0
+        assert len(m["latency_ms"]["round_medians"]) == 1  # --rounds 1
         io = json.loads(Path(m["io"]).read_text())
         assert io["inputs"][0]["shape"] == [1, 3, 32, 32]
     assert r["speedup"] > 0
+    assert r["timing"]["rounds"] == 1 and r["timing"]["samples_per_round"] == 3
     assert r["tuning"]["new_records"] == 0
     assert r["compiler"]["winograd"] is True  # the default on CPU targets (--no-winograd: False)
     # the exported library loads on its own and runs
@@ -178,6 +180,28 @@ def test_whole_model_guard_keeps_the_faster_build(pair, tmp_path, monkeypatch, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["original.so"]  # no leftover build
     assert kept in logs[0]
     assert backend._guard_tuned("arm", "original", mod, tgt, lib, sig, 1, logs.append) is None
+
+
+def test_timed_rounds_interleaves_and_keeps_the_best_round(monkeypatch):
+    """Rounds run A B, A B, ...; each figure is its best round's median, all rounds reported."""
+    from prunec.backend import measure as M
+
+    order: list[str] = []
+    # A: a noisy first round (10 ms), then quiet (4 ms); B: the reverse
+    plan = {"a": iter([[0.010] * 3, [0.004] * 3]), "b": iter([[0.002] * 3, [0.009] * 3])}
+
+    def sampler(name):
+        def sample(n):
+            order.append(name)
+            assert n == 3
+            return next(plan[name])
+        return sample
+
+    got = M.timed_rounds({"a": sampler("a"), "b": sampler("b")}, repeat=3, rounds=2, settle_s=0)
+    assert order == ["a", "b", "a", "b"]
+    assert got["a"]["median"] == 4.0 and got["a"]["round_medians"] == [10.0, 4.0]
+    assert got["b"]["median"] == 2.0 and got["b"]["round_medians"] == [2.0, 9.0]
+    assert got["a"]["rounds"] == 2 and got["a"]["median_all"] == 7.0
 
 
 def test_compare_latency_times_each_library(pair, tmp_path):

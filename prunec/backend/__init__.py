@@ -66,7 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=_positive, metavar="N",
                    help="threads for TVM and ONNX Runtime (default: all usable cores)")
     g.add_argument("--repeat", type=_positive, default=10, metavar="N",
-                   help="timed samples per model (default: 10)")
+                   help="timed samples per model and round (default: 10)")
+    g.add_argument("--rounds", type=_positive, default=3, metavar="R",
+                   help="x86: interleaved timing rounds (ORT and TVM, original and pruned, "
+                        "in turn); each latency is its best round's median (default: 3)")
     g.add_argument("--rpc", type=_hostport, metavar="HOST:PORT",
                    help="TVM RPC server of the device to measure on (arm)")
     g.add_argument("--tracker", type=_hostport, metavar="HOST:PORT",
@@ -260,29 +263,39 @@ def _arm_export(mod) -> str:
     return path
 
 
+def _time_x86(args, models, sigs, inputs, per, threads, repeat, result) -> None:
+    """ONNX Runtime and TVM, original and pruned, on the same cores and threads, timed in
+    interleaved rounds (see measure.timed_rounds); ORT's outputs are the reference."""
+    from . import measure as M
+
+    M.set_tvm_threads(threads)
+    samplers = {}
+    for name, path in models.items():
+        samplers[("ort", name)], per[name]["_ref"] = M.ort_sampler(path, inputs[name], threads)
+    for name in models:
+        samplers[("tvm", name)], out = M.tvm_sampler(Path(per[name]["artifact"]), sigs[name],
+                                                     inputs[name])
+        per[name]["output_check"] = M.compare(out, per[name]["_ref"])
+    rounds = int(getattr(args, "rounds", None) or 1)
+    timed = M.timed_rounds(samplers, repeat, rounds)
+    for name in models:
+        per[name]["onnxruntime_latency_ms"] = timed[("ort", name)]
+        per[name]["latency_ms"] = timed[("tvm", name)]
+    result["timing"] = {"rounds": rounds, "samples_per_round": repeat, "min_sample_ms": 200,
+                        "estimator": "median of the best of the interleaved rounds"}
+
+
 def _measure(kind, args, models, sigs, per, threads, repeat, result, log) -> None:
     from . import measure as M
 
     inputs = {name: M.make_inputs(sigs[name]) for name in models}
-    # ORT outputs are the reference for every target; ORT latency only means something on x86
-    # (the host), where it runs on the same cores with the same threads.
-    for name, path in models.items():
-        ort_lat, ort_out = M.ort_run_and_time(path, inputs[name], threads,
-                                              repeat if kind == "x86" else 1,
-                                              200 if kind == "x86" else 0)
-        per[name]["_ref"] = ort_out
-        if kind == "x86":
-            per[name]["onnxruntime_latency_ms"] = ort_lat
-
     measured, reason = True, None
     if kind == "x86":
-        M.set_tvm_threads(threads)
-        for name in models:
-            lat, out = M.tvm_run_and_time(Path(per[name]["artifact"]), sigs[name], inputs[name],
-                                          repeat)
-            per[name]["latency_ms"] = lat
-            per[name]["output_check"] = M.compare(out, per[name]["_ref"])
-    elif kind == "cuda":
+        _time_x86(args, models, sigs, inputs, per, threads, repeat, result)
+    else:  # ORT outputs are the reference for every target; its latency means nothing here
+        for name, path in models.items():
+            per[name]["_ref"] = M.ort_run_and_time(path, inputs[name], threads, 1, 0)[1]
+    if kind == "cuda":
         import tvm
 
         if not tvm.cuda().exist:
@@ -293,7 +306,7 @@ def _measure(kind, args, models, sigs, per, threads, repeat, result, log) -> Non
                                               inputs[name], repeat, dev=tvm.cuda())
                 per[name]["latency_ms"] = lat
                 per[name]["output_check"] = M.compare(out, per[name]["_ref"])
-    else:  # arm
+    elif kind == "arm":
         if not (getattr(args, "rpc", None) or getattr(args, "tracker", None)):
             measured, reason = False, "compiled, not measured: no device (pass --rpc or --tracker)"
         else:

@@ -73,18 +73,94 @@ def load_vm(lib_path: Path, dev=None):
     return relax.VirtualMachine(lib, dev), dev
 
 
-def tvm_run_and_time(lib_path: Path, sig: dict, inputs: dict, repeat: int, dev=None,
-                     min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
-    """Latency stats (ms) of `main` and its outputs. Each of `repeat` samples averages as many
-    runs as fit in min_repeat_ms, after one untimed warm-up run."""
+def tvm_sampler(lib_path: Path, sig: dict, inputs: dict, dev=None, min_repeat_ms: int = 200):
+    """(sample(n) -> n latencies in seconds, outputs) of a compiled library's `main`. Each sample
+    averages as many runs as fit in min_repeat_ms; one untimed warm-up run gives the outputs."""
     import tvm
 
     vm, dev = load_vm(lib_path, dev)
     args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in sig["inputs"]]
-    outs = _flatten(vm["main"](*args))  # warm-up + outputs
-    fte = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
-    res = fte(*args)
-    return stats_ms(list(res.results)), outs
+    outs = _flatten(vm["main"](*args))
+
+    def sample(n: int) -> list[float]:
+        fte = vm.time_evaluator("main", dev, number=1, repeat=n, min_repeat_ms=min_repeat_ms)
+        return list(fte(*args).results)
+
+    return sample, outs
+
+
+def ort_sampler(onnx_path: Path, inputs: dict, threads: int, min_repeat_ms: int = 200):
+    """The same for ONNX Runtime on the CPU with `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    outs = sess.run(None, inputs)
+    for _ in range(2):
+        sess.run(None, inputs)
+
+    def sample(n: int) -> list[float]:
+        samples = []
+        for _ in range(n):  # same sampling scheme as time_evaluator above
+            k, t0 = 0, time.perf_counter()
+            while True:
+                sess.run(None, inputs)
+                k += 1
+                dt = time.perf_counter() - t0
+                if dt * 1e3 >= min_repeat_ms:
+                    break
+            samples.append(dt / k)
+        return samples
+
+    return sample, [np.asarray(o) for o in outs]
+
+
+def tvm_run_and_time(lib_path: Path, sig: dict, inputs: dict, repeat: int, dev=None,
+                     min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
+    """Latency stats (ms) of `main` over `repeat` samples, and its outputs."""
+    sample, outs = tvm_sampler(lib_path, sig, inputs, dev, min_repeat_ms)
+    return stats_ms(sample(repeat)), outs
+
+
+def ort_run_and_time(onnx_path: Path, inputs: dict, threads: int, repeat: int,
+                     min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
+    sample, outs = ort_sampler(onnx_path, inputs, threads, min_repeat_ms)
+    return stats_ms(sample(repeat)), outs
+
+
+# Idle time between two timed phases: a thread pool keeps spinning (sched_yield) for a while
+# after its last job, and on 2 cores that steals time from whatever is timed next.
+SETTLE_S = 0.5
+
+
+def timed_rounds(samplers: dict, repeat: int, rounds: int, settle_s: float = SETTLE_S) -> dict:
+    """Latency stats (ms) per sampler, timed in `rounds` interleaved rounds of `repeat` samples
+    each (A B C, A B C, ...), with settle_s idle before each phase.
+
+    The reported median is that of the best round (lowest median); the medians of all rounds
+    are kept beside it. Why: on a shared VM the host slows this guest's cores for seconds at a
+    time (measured here: one TVM library at 3.8 ms for some seconds, 8.5 ms for the next, in
+    one process, 6.3 ms single-threaded throughout), so a single phase per model says more
+    about when it ran than about the model; noise only ever adds time, and taking the best
+    round of each, interleaved, gives every model the same chance at a quiet period."""
+    per: dict[str, list[list[float]]] = {name: [] for name in samplers}
+    for _ in range(max(1, rounds)):
+        for name, sample in samplers.items():
+            if settle_s:
+                time.sleep(settle_s)
+            per[name].append(sample(repeat))
+    out = {}
+    for name, rs in per.items():
+        best = min(rs, key=lambda r: float(np.median(r)))
+        st = stats_ms(best)
+        st["rounds"] = len(rs)
+        st["round_medians"] = [round(float(np.median(r)) * 1e3, 4) for r in rs]
+        st["median_all"] = round(float(np.median([x for r in rs for x in r])) * 1e3, 4)
+        out[name] = st
+    return out
 
 
 def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]:
@@ -105,31 +181,6 @@ def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]
         for k, (fte, args) in enumerate(runs):
             samples[k].append(fte(*args).mean * 1e3)
     return [float(np.median(s)) for s in samples]
-
-
-def ort_run_and_time(onnx_path: Path, inputs: dict, threads: int, repeat: int,
-                     min_repeat_ms: int = 200) -> tuple[dict, list[np.ndarray]]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    outs = sess.run(None, inputs)
-    for _ in range(2):
-        sess.run(None, inputs)
-    samples = []
-    for _ in range(repeat):  # same sampling scheme as time_evaluator above
-        n, t0 = 0, time.perf_counter()
-        while True:
-            sess.run(None, inputs)
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt * 1e3 >= min_repeat_ms:
-                break
-        samples.append(dt / n)
-    return stats_ms(samples), [np.asarray(o) for o in outs]
 
 
 def compare(got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e-3,

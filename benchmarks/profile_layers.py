@@ -1,0 +1,156 @@
+"""Per-kernel time of a model compiled by prunec's x86 pipeline, slowest first.
+
+Where does the latency go? Compiles the ONNX model with the zero-trial default schedules (as
+`prunec --target x86 --tune-trials 0` does), then times every kernel call of one inference:
+each call is run alone `--number` times in a row (warm caches, as in the model only when the
+previous layer's output still fits them), and the median per call is printed with the
+function's name and argument shapes. The sum is printed next to the whole model's latency;
+the gap is the VM's own overhead plus the cache effects a kernel sees inside the model.
+
+  python benchmarks/profile_layers.py model.onnx [--shape NAME=D0,D1,..] [--threads 2]
+      [--top 25] [--no-winograd] [--onnxruntime]
+
+--onnxruntime adds ONNX Runtime's own per-node profile of the same model (its op names and
+microseconds, summed per node over the profiled runs), for a layer-by-layer comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _shapes(path: Path, overrides: dict) -> dict[str, list[int]]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    out = {}
+    for vi in m.graph.input:
+        if vi.name not in inits:
+            dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            out[vi.name] = overrides.get(vi.name, dims)
+            if any(d <= 0 for d in out[vi.name]):
+                raise SystemExit(f"profile_layers: input {vi.name!r} has dynamic dims; "
+                                 f"give them with --shape {vi.name}=D0,D1,..")
+    return out
+
+
+def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: int):
+    """[(function, shapes, median µs per call)] of one inference, and the model's median ms."""
+    import tvm
+
+    from prunec.backend import build, frontend, measure
+    from prunec.backend import target as T
+
+    measure.set_tvm_threads(threads)
+    mod, sig = frontend.import_onnx(path, shapes)
+    tgt = T.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                         "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": threads})
+    ex = build.build(mod, tgt, "x86", None, lambda m: None, winograd=winograd)
+    with tempfile.TemporaryDirectory() as d:
+        # loaded back as a user would (a VM over the in-memory executable ran 2x slower here)
+        ex.export_library(os.path.join(d, "model.so"))
+        vm, _ = measure.load_vm(Path(d, "model.so"))
+        measure.set_tvm_threads(threads)
+    inputs = measure.make_inputs(sig)
+    args = [tvm.runtime.tensor(inputs[i["name"]]) for i in sig["inputs"]]
+    vm["main"](*args)
+    fte = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=10, min_repeat_ms=200)
+    model_ms = float(np.median(fte(*args).results)) * 1e3
+    calls = []
+
+    def record(func, name, before_run, ret_val, *fargs):
+        if before_run and not name.startswith("vm.builtin"):
+            calls.append((func, name, [a for a in fargs if isinstance(a, tvm.runtime.Tensor)]))
+        return 0
+
+    vm.set_instrument(record)
+    vm["main"](*args)
+    vm.set_instrument(None)
+    rows = []
+    for func, name, fargs in calls:
+        func(*fargs)
+        samples = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                func(*fargs)
+            samples.append((time.perf_counter() - t0) / number)
+        rows.append((name, [tuple(a.shape) for a in fargs], float(np.median(samples)) * 1e6))
+    return rows, model_ms
+
+
+def ort_profile(path: Path, shapes: dict, threads: int, runs: int = 50):
+    """[(node, op, µs per run)] from ONNX Runtime's profiler."""
+    import onnxruntime as ort
+
+    from prunec.backend import measure
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as d:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(d, "ort")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sig = {"inputs": [{"name": i.name, "shape": shapes[i.name], "dtype": "float32"}
+                          for i in sess.get_inputs()]}
+        feeds = measure.make_inputs(sig)
+        for _ in range(5):
+            sess.run(None, feeds)
+        for _ in range(runs):
+            sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per: dict[tuple[str, str], float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            key = (e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"))
+            per[key] = per.get(key, 0.0) + e["dur"]
+    return [(n, op, us / (runs + 5)) for (n, op), us in per.items()]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", type=Path)
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,..")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--number", type=int, default=20, help="back-to-back calls per sample")
+    p.add_argument("--no-winograd", action="store_true")
+    p.add_argument("--onnxruntime", action="store_true")
+    a = p.parse_args(argv)
+    if not a.model.is_file():
+        raise SystemExit(f"profile_layers: no such file: {a.model}")
+    overrides = {}
+    for item in a.shape:
+        name, _, dims = item.partition("=")
+        overrides[name] = [int(d) for d in dims.split(",")]
+    shapes = _shapes(a.model, overrides)
+    rows, model_ms = tvm_profile(a.model, shapes, a.threads, not a.no_winograd, a.number)
+    total = sum(r[2] for r in rows)
+    print(f"TVM: {len(rows)} kernel calls, sum {total / 1e3:.3f} ms; model {model_ms:.3f} ms "
+          f"(threads={a.threads})")
+    for name, shp, us in sorted(rows, key=lambda r: -r[2])[: a.top]:
+        print(f"  {us:9.1f} us {100 * us / total:5.1f}%  {name:<48} {' '.join(map(str, shp))}")
+    if a.onnxruntime:
+        ort_rows = ort_profile(a.model, shapes, a.threads)
+        tot = sum(r[2] for r in ort_rows)
+        print(f"ONNX Runtime: {len(ort_rows)} nodes, sum {tot / 1e3:.3f} ms")
+        for n, op, us in sorted(ort_rows, key=lambda r: -r[2])[: a.top]:
+            print(f"  {us:9.1f} us {100 * us / tot:5.1f}%  {op:<16} {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,7 +47,10 @@ def _shapes(path: Path, overrides: dict) -> dict[str, list[int]]:
 
 
 def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: int):
-    """[(function, shapes, median µs per call)] of one inference, and the model's median ms."""
+    """[(function, shapes, µs in the model, µs alone)] per kernel call of one inference, and the
+    model's median ms. In the model: timed between the VM's before/after hooks over several
+    inferences (the previous layer's output and this layer's cold weights, as deployed); alone:
+    the same call repeated back to back (warm caches)."""
     import tvm
 
     from prunec.backend import build, frontend, measure
@@ -68,18 +71,33 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
     vm["main"](*args)
     fte = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=10, min_repeat_ms=200)
     model_ms = float(np.median(fte(*args).results)) * 1e3
-    calls = []
+    calls, stamps = [], []
 
     def record(func, name, before_run, ret_val, *fargs):
-        if before_run and not name.startswith("vm.builtin"):
-            calls.append((func, name, [a for a in fargs if isinstance(a, tvm.runtime.Tensor)]))
+        if name.startswith("vm.builtin"):
+            return 0
+        if before_run:
+            if len(calls) < len(stamps) + 1 and not collected:
+                calls.append((func, name, [a for a in fargs
+                                           if isinstance(a, tvm.runtime.Tensor)]))
+            stamps.append(time.perf_counter())
+        else:
+            stamps[-1] = time.perf_counter() - stamps[-1]
         return 0
 
+    collected = False
     vm.set_instrument(record)
     vm["main"](*args)
+    collected, n_calls = True, len(calls)
+    in_model = []
+    for _ in range(max(3, number // 2)):
+        stamps.clear()
+        vm["main"](*args)
+        in_model.append(stamps[:n_calls])
     vm.set_instrument(None)
+    in_model_us = np.median(np.asarray(in_model), axis=0) * 1e6
     rows = []
-    for func, name, fargs in calls:
+    for (func, name, fargs), t_model in zip(calls, in_model_us):
         func(*fargs)
         samples = []
         for _ in range(5):
@@ -87,7 +105,8 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
             for _ in range(number):
                 func(*fargs)
             samples.append((time.perf_counter() - t0) / number)
-        rows.append((name, [tuple(a.shape) for a in fargs], float(np.median(samples)) * 1e6))
+        rows.append((name, [tuple(a.shape) for a in fargs], float(t_model),
+                     float(np.median(samples)) * 1e6))
     return rows, model_ms
 
 
@@ -138,11 +157,13 @@ def main(argv=None) -> int:
         overrides[name] = [int(d) for d in dims.split(",")]
     shapes = _shapes(a.model, overrides)
     rows, model_ms = tvm_profile(a.model, shapes, a.threads, not a.no_winograd, a.number)
-    total = sum(r[2] for r in rows)
-    print(f"TVM: {len(rows)} kernel calls, sum {total / 1e3:.3f} ms; model {model_ms:.3f} ms "
-          f"(threads={a.threads})")
-    for name, shp, us in sorted(rows, key=lambda r: -r[2])[: a.top]:
-        print(f"  {us:9.1f} us {100 * us / total:5.1f}%  {name:<48} {' '.join(map(str, shp))}")
+    total, alone = sum(r[2] for r in rows), sum(r[3] for r in rows)
+    print(f"TVM: {len(rows)} kernel calls, sum {total / 1e3:.3f} ms in the model "
+          f"({alone / 1e3:.3f} ms alone); model {model_ms:.3f} ms (threads={a.threads})")
+    print(f"  {'in model':>9}    {'share':>5}  {'alone':>9}")
+    for name, shp, us, us1 in sorted(rows, key=lambda r: -r[2])[: a.top]:
+        print(f"  {us:9.1f} us {100 * us / total:5.1f}%  {us1:9.1f} us  {name:<48} "
+              f"{' '.join(map(str, shp))}")
     if a.onnxruntime:
         ort_rows = ort_profile(a.model, shapes, a.threads)
         tot = sum(r[2] for r in ort_rows)

@@ -19,8 +19,9 @@ def host_target(cores: int = 2, mcpu: str | None = None):
 
 
 def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx",
-                  mcpu: str | None = None):
-    """(relax module with every PrimFunc scheduled by prunec, input signature, target)."""
+                  mcpu: str | None = None, blocked: bool = True):
+    """(relax module with every PrimFunc scheduled by prunec, input signature, target).
+    blocked=False keeps NCHW activations in depthwise-separable graphs (backend/layout.py)."""
     from prunec.backend import build, frontend
 
     path = tmp_path / name
@@ -28,7 +29,8 @@ def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx",
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     mod, sig = frontend.import_onnx(str(path), shapes)
     tgt = host_target(mcpu=mcpu)
-    return build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True), sig, tgt
+    return (build.schedule_rest(build.fuse(mod, tgt, "x86", True, blocked=blocked), tgt, "x86", True),
+            sig, tgt)
 
 
 def scheduled_functions(mod, name_part: str) -> dict[str, bool]:
@@ -53,4 +55,5 @@ def run_against_onnxruntime(model: onnx.ModelProto, scheduled, sig, tgt, seed: i
     outs = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]]) for i in sig["inputs"]])
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {i.name: feeds[s["name"]] for i, s in zip(model.graph.input, sig["inputs"])})
+    outs = outs if isinstance(outs, (list, tuple)) or type(outs).__name__ == "Array" else [outs]
     return [o.numpy() for o in outs], ref

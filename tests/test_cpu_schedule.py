@@ -85,9 +85,12 @@ def _model(seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-def test_fast_schedules_match_onnxruntime(tmp_path):
+@pytest.mark.parametrize("blocked", [False, True])
+def test_fast_schedules_match_onnxruntime(tmp_path, blocked):
+    """blocked: the depthwise convs make this a graph that gets NCHW16c (NCHW8c on AVX2) where
+    channel counts allow (backend/layout.py); False keeps every case on its NCHW path."""
     m = _model()
-    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "kernels.onnx")
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "kernels.onnx", blocked=blocked)
     convs = scheduled_functions(scheduled, "conv") | scheduled_functions(scheduled, "pool")
     unscheduled = [name for name, done in convs.items() if not done]
     assert not unscheduled, f"convs left to TVM's naive default: {unscheduled}"
@@ -95,6 +98,7 @@ def test_fast_schedules_match_onnxruntime(tmp_path):
     shuffled = [gv.name_hint for gv, f in scheduled.functions.items()
                 if isinstance(f, tvm.tirx.PrimFunc) and "T.Shuffle" in f.script()]
     assert any("dwconv" in n for n in shuffled) and any("pool" in n for n in shuffled), shuffled
+    assert any("nchwc" in n for n in convs) == blocked
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     assert len(outs) == len(ref) == len(CASES) + len(GEMV) + len(POOLS)
     for (name, *_), got, want in zip(CASES + GEMV + POOLS, outs, ref):

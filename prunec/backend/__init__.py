@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-winograd", action="store_true",
                    help="x86/arm: keep 3x3 convs direct instead of Winograd F(4x4|2x2, 3x3) "
                         "(bit-closer to ONNX Runtime, slower)")
+    g.add_argument("--no-blocked-layout", action="store_true",
+                   help="x86/arm: keep activations NCHW in depthwise-separable nets instead of "
+                        "channel-blocked NCHW{vector}c (slower)")
     g.add_argument("--quiet", action="store_true", help="no tuning progress lines")
 
 
@@ -101,6 +104,7 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
     db_dir = str(Path(getattr(args, "tuning_db", None) or T.default_db_dir(cfg)).expanduser())
     fast = kind in ("x86", "arm")
     winograd = fast and not getattr(args, "no_winograd", False)
+    blocked = fast and not getattr(args, "no_blocked_layout", False)
 
     import tvm
 
@@ -113,6 +117,7 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
                                      if fast else "dlight GPU defaults"),
                      "threads": threads if kind != "cuda" else None,
                      "winograd": winograd,
+                     "blocked_layout": blocked,
                      "opt_level": 3},
     }
 
@@ -144,7 +149,7 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
             t0 = time.time()
             builder, runner = _tune_infra(kind, args)
             for name in models:
-                fused = B.fuse(mods[name], target, kind, fast, winograd)
+                fused = B.fuse(mods[name], target, kind, fast, winograd, blocked)
                 r = TU.tune(fused, target, db_dir, per_model, progress, name, builder, runner,
                             seed_hand_schedules=fast)
                 tuning["measured_trials"][name] = r["trials"]
@@ -158,10 +163,11 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
         t0 = time.time()
         try:
             stats: dict = {}
-            ex = B.build(mods[name], target, kind, db_dir, log, fast, stats, winograd)
+            ex = B.build(mods[name], target, kind, db_dir, log, fast, stats, winograd, blocked)
             lib = B.export(ex, art_dir / f"{name}.so", kind)
             choice = _guard_tuned(kind, name, mods[name], target, lib, sigs[name], threads,
-                                  log, winograd) if fast and stats.get("from_database") else None
+                                  log, winograd, blocked) if fast and stats.get("from_database") \
+                else None
         except PrunecError:
             raise
         except Exception as e:  # a compiler failure is ours, but the user needs one line
@@ -183,7 +189,8 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
     return result
 
 
-def _guard_tuned(kind, name, mod, target, lib: Path, sig, threads, log, winograd=True):
+def _guard_tuned(kind, name, mod, target, lib: Path, sig, threads, log, winograd=True,
+                 blocked=True):
     """When tuning records were applied on x86, time the whole model with them and with the
     default schedules only, alternating, and keep the faster library at `lib`.
 
@@ -197,7 +204,8 @@ def _guard_tuned(kind, name, mod, target, lib: Path, sig, threads, log, winograd
 
     if kind != "x86":  # the candidates run on this machine
         return None
-    plain = B.export(B.build(mod, target, kind, None, lambda m: None, True, None, winograd),
+    plain = B.export(B.build(mod, target, kind, None, lambda m: None, True, None, winograd,
+                             blocked),
                      lib.with_name(lib.stem + ".default.so"), kind)
     M.set_tvm_threads(threads)
     tuned_ms, default_ms = M.compare_latency([lib, plain], sig)

@@ -12,15 +12,19 @@ from typing import Callable
 from .target import ARM_CXX
 
 
-def fuse(mod, target, kind: str, fast: bool = True, winograd: bool = True):
-    """Graph-level passes up to fused PrimFuncs: the units that get tuned or scheduled."""
+def fuse(mod, target, kind: str, fast: bool = True, winograd: bool = True,
+         blocked: bool = True):
+    """Graph-level passes up to fused PrimFuncs: the units that get tuned or scheduled.
+    blocked=False keeps every activation NCHW (see layout.py)."""
     import tvm
     from tvm import relax
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings()]
     if fast and kind in ("x86", "arm"):
-        from . import cpu_schedule
+        from . import cpu_schedule, layout
 
+        if blocked:
+            passes.append(layout.blocked_layout_pass(cpu_schedule.vector_lanes(target)))
         passes += cpu_schedule.layout_passes(target, winograd)
     passes += [
         relax.transform.LegalizeOps(),
@@ -51,7 +55,8 @@ def schedule_rest(mod, target, kind: str, fast: bool = True):
 
 
 def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None],
-          fast: bool = True, stats: dict | None = None, winograd: bool = True):
+          fast: bool = True, stats: dict | None = None, winograd: bool = True,
+          blocked: bool = True):
     """Returns a relax Executable. If db_dir holds a tuning database, its records are applied
     first (best measured schedule per workload); the rest get the fast default schedules.
     stats, when given, receives {"from_database": number of functions a record scheduled}.
@@ -59,7 +64,7 @@ def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None]
     import tvm
     from tvm import relax
 
-    mod = fuse(mod, target, kind, fast, winograd)
+    mod = fuse(mod, target, kind, fast, winograd, blocked)
     applied = 0
     if db_dir and Path(db_dir, "database_workload.json").exists():
         from tvm.s_tir import meta_schedule as ms

@@ -42,6 +42,7 @@ KEEP_SUFFIX = "_keep"
 SHORT_REDUCTION = 64
 DW_BLOCK = "prunec_dwconv"
 DW_EVEN = "prunec_dweven"
+DWB_BLOCK = "prunec_dwconv_nchwc"
 
 
 # ----------------------------------------------------------------------------- target facts
@@ -217,6 +218,10 @@ def _legalize_conv2d(bb, call, lanes, use_winograd=True):
     a = call.attrs
     data, weight = call.args
     dshape, wshape = _static_shape(data), _static_shape(weight)
+    if (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        out = _legalize_blocked_conv2d(bb, call, lanes)
+        if out is not None:
+            return out
     ok = (dshape is not None and wshape is not None and a.data_layout == "NCHW"
           and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
           and a.out_dtype in (None, "", "float32") and data.ty.dtype == "float32"
@@ -263,6 +268,85 @@ def _legalize_conv2d(bb, call, lanes, use_winograd=True):
     del topi
     return bb.call_te(_conv_te, data, wp, (sh, sw), (pt, pl, pb, pr), (dh, dw),
                       spatial[0] if spatial else 0, rows, phases, primfunc_name_hint="prunec_conv2d")
+
+
+def _block_of(layout: str, letter: str) -> int:
+    """b of NCHW{b}c / OIHW{b}o (0 for the plain layouts, -1 for anything else)."""
+    import re
+
+    plain = {"c": "NCHW", "o": "OIHW"}[letter]
+    if layout == plain:
+        return 0
+    m = re.fullmatch(plain + r"(\d+)" + letter, layout)
+    return int(m.group(1)) if m else -1
+
+
+def _legalize_blocked_conv2d(bb, call, lanes):
+    """conv2d with channel-blocked activations (layout.py chose them): data NCHW or NCHW{b}c,
+    kernel OIHW or OIHW{b}o, output NCHW or NCHW{b}c. Depthwise convs (blocked on both sides)
+    get _dwconv_blocked_te; dense convs our packed-weight conv, reading the input through its
+    layout and writing the tile through the output's (no spatial tiles: along a blocked row,
+    pixels are b floats apart). None (TVM's default) for anything else."""
+    from tvm import te
+
+    a = call.attrs
+    data, weight = call.args
+    dshape, wshape = _static_shape(data), _static_shape(weight)
+    bd, bk, bo = (_block_of(a.data_layout, "c"), _block_of(a.kernel_layout, "o"),
+                  _block_of(a.out_layout, "c"))
+    if (dshape is None or wshape is None or min(bd, bk, bo) < 0 or bk != bo
+            or a.out_dtype not in (None, "", "float32") or data.ty.dtype != "float32"
+            or weight.ty.dtype != "float32"):
+        return None
+    c = dshape[1] * bd if bd else dshape[1]
+    oc = wshape[0] * bk if bk else wshape[0]
+    icg, kh, kw = wshape[1:4]
+    groups = int(a.groups)
+    strides = tuple(int(x) for x in a.strides)
+    pads = tuple(int(x) for x in a.padding)
+    dil = tuple(int(x) for x in a.dilation)
+    if groups == c == oc and icg == 1 and bd and bd == bo:
+        return bb.call_te(_dwconv_blocked_te, data, weight, strides, pads, dil,
+                          primfunc_name_hint="prunec_dwconv_nchwc")
+    if groups != 1 or icg != c:
+        return None
+    ob = _channel_block(oc, lanes)
+    if ob == 1 or (bo and ob % bo and bo % ob):
+        return None
+
+    def w_at(wt, o, i, y, x):  # the weight as OIHW, whichever layout it came in
+        return wt[o // bk, i, y, x, o % bk] if bk else wt[o, i, y, x]
+    wp = bb.emit_te(lambda wt: te.compute(
+        (oc // ob, c, kh, kw, ob), lambda o, i, y, x, b: w_at(wt, o * ob + b, i, y, x),
+        name="prunec_wpack"), weight, primfunc_name_hint="prunec_wpack")
+    return bb.call_te(_conv_te, data, wp, strides, pads, dil, 0, 1, 1, bd, bo,
+                      primfunc_name_hint="prunec_conv2d")
+
+
+def _dwconv_blocked_te(data, weight, strides, pads, dil):
+    """Depthwise conv on NCHW{b}c: each tap is one contiguous vector of b channels at any
+    stride. Padding by clamped loads under a select (the border taps read a real pixel and
+    discard it), so no padded copy of the input is made."""
+    from tvm import te, tirx
+
+    n, cb, h, w, b = (int(x) for x in data.shape)
+    kh, kw = (int(x) for x in weight.shape[2:4])
+    sh, sw = strides
+    dh, dw = dil
+    pt, pl, pb, pr = pads
+    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    zero = tirx.const(0.0, "float32")
+
+    def tap(nn, q, y, x, r):
+        iy, ix = y * sh + ry * dh - pt, x * sw + rx * dw - pl
+        inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        v = data[nn, q, tirx.max(tirx.min(iy, h - 1), 0), tirx.max(tirx.min(ix, w - 1), 0), r]
+        return tirx.Select(inside, v, zero)
+    return te.compute((n, cb, oh, ow, b), lambda nn, q, y, x, r: te.sum(
+        tap(nn, q, y, x, r) * weight[q, 0, ry, rx, r], axis=[ry, rx]), name=DWB_BLOCK)
 
 
 def _row_block(oc: int, oh: int, ow: int, lanes: int):
@@ -329,13 +413,23 @@ def _pad(data, pads, value=0.0, name="prunec_pad"):
     pt, pl, pb, pr = pads
     if not any(pads):
         return data
-    return topi.nn.pad(data, [0, 0, pt, pl], [0, 0, pb, pr], pad_value=value, name=name)
+    tail = [0] * (len(data.shape) - 4)  # NCHW{b}c: the channel-in-block axis is not padded
+    return topi.nn.pad(data, [0, 0, pt, pl] + tail, [0, 0, pb, pr] + tail, pad_value=value,
+                       name=name)
 
 
-def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, phases=1):
+def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, phases=1, in_block=0,
+             out_block=0):
+    """Direct conv over the packed weight. in_block/out_block: the input/output is NCHW{b}c
+    with that b (0: NCHW); the conv itself is computed in NCHW order either way and a blocked
+    output is one more (inlined) stage."""
     from tvm import te, tirx
 
-    n, c, h, w = (int(x) for x in data.shape)
+    if in_block:
+        n, cbk, h, w, _ = (int(x) for x in data.shape)
+        c = cbk * in_block
+    else:
+        n, c, h, w = (int(x) for x in data.shape)
     ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
     sh, sw = strides
     dh, dw = dil
@@ -360,17 +454,29 @@ def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, phases=1):
 
         def tap(b, y, xo):
             return ph[b, ic, y * sh + ry * dh, rx % phases, xo + rx // phases]
+    elif in_block:
+        x = _pad(data, pads)
+
+        def tap(b, y, xo):
+            return x[b, ic // in_block, y * sh + ry * dh, xo * sw + rx * dw, ic % in_block]
     else:
         x = _pad(data, pads)
 
         def tap(b, y, xo):
             return x[b, ic, y * sh + ry * dh, xo * sw + rx * dw]
-    return te.compute(
+    attrs = {"prunec_cols": spatial_cols, "prunec_rows": rows} if spatial_cols else {}
+    if out_block:
+        attrs["prunec_out_block"] = out_block
+    conv = te.compute(
         (n, ocb * ob, oh, ow),
         lambda b, o, y, xo: te.sum(tap(b, y, xo) * wp[o // ob, ic, ry, rx, o % ob],
                                    axis=[ic, ry, rx]),
-        name=CONV_BLOCK, attrs=({"prunec_cols": spatial_cols, "prunec_rows": rows}
-                                if spatial_cols else None))
+        name=CONV_BLOCK, attrs=attrs or None)
+    if not out_block:
+        return conv
+    return te.compute((n, ocb * ob // out_block, oh, ow, out_block),
+                      lambda b, q, y, xo, r: conv[b, q * out_block + r, y, xo],
+                      name="prunec_blocked_out")
 
 
 def dw_row_vectors(ow: int, lanes: int) -> tuple[int, int, int]:
@@ -504,6 +610,8 @@ def _schedule_func(sch, lanes, threads):
         _schedule_conv(sch, lanes, threads)
     elif DW_BLOCK in names:
         _schedule_dwconv(sch, lanes, threads)
+    elif DWB_BLOCK in names:
+        _schedule_dwconv_blocked(sch, lanes, threads)
     else:
         _schedule_generic(sch, lanes, threads)
 
@@ -597,9 +705,19 @@ def _schedule_conv(sch, lanes, threads):
     init = sch.decompose_reduction(conv, first)
     iloops = sch.get_loops(init)
     sch.vectorize(iloops[-1])
-    # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)
     aloops = sch.get_loops(acc)  # ..., owo, oc tile (ob), ow tile (reg_n)
-    sch.vectorize(aloops[-1])
+    out_block = _ann_int(sch, conv, "prunec_out_block")
+    if out_block:
+        # NCHW{b}c output: each b channels of a pixel are contiguous, so the tile's vectors go
+        # out as they are, channels innermost
+        sch.reorder(aloops[-1], aloops[-2])
+        blk, lane = sch.split(aloops[-2], [None, out_block])
+        sch.unroll(aloops[-1])
+        sch.unroll(blk)
+        sch.vectorize(lane)
+    else:
+        # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)
+        sch.vectorize(aloops[-1])
     _finish_conv(sch, pad, acc, init, lanes, threads)
 
 
@@ -770,6 +888,33 @@ def _schedule_dwconv(sch, lanes, threads):
             _log.debug("decompose_padding failed: %s", e)
         sch.vectorize(ploops[-1])
     _schedule_rest(sch, lanes, threads, done=done | {DW_BLOCK + "_update"})
+
+
+def _schedule_dwconv_blocked(sch, lanes, threads):
+    """Depthwise conv on NCHW{b}c: parallel over (channel block, output row); a register tile
+    of up to 12 output pixels x one vector of b channels over the kh x kw taps (one weight
+    vector per tap for the whole tile), written back with the fused epilogue."""
+    _inline_injective(sch)
+    conv = sch.get_sblock(DWB_BLOCK)
+    n, q, y, x, r, ry, rx = sch.get_loops(conv)
+    tile = _row_tile(int(sch.get(x).extent), 12)
+    xo, xi = sch.split(x, [None, tile])
+    sch.reorder(n, q, y, xo, ry, rx, xi, r)
+    acc = _register_tile(sch, conv, xo)
+    sch.parallel(sch.fuse(n, q, y))
+    sch.unroll(ry)
+    sch.unroll(rx)
+    sch.unroll(xi)
+    _vectorize_tail(sch, r, lanes)
+    init = sch.decompose_reduction(conv, ry)
+    il = sch.get_loops(init)
+    sch.unroll(il[-2])
+    _vectorize_tail(sch, il[-1], lanes)
+    al = sch.get_loops(acc)
+    sch.unroll(al[-2])
+    _vectorize_tail(sch, al[-1], lanes)
+    _schedule_rest(sch, lanes, threads, done={DWB_BLOCK, DWB_BLOCK + "_update",
+                                             sch.get(acc).name_hint, sch.get(init).name_hint})
 
 
 def _even_columns(sch, even, lanes):

@@ -1,0 +1,146 @@
+"""Channel-blocked activations (NCHW{b}c) through depthwise-separable networks on CPU targets.
+
+In NCHW, a pointwise conv vectorized over output channels holds one vector of b channels per
+pixel and has to scatter it over b planes when it writes back; a stride-2 depthwise conv gathers
+every other column. In NCHW{b}c (b = the vector width) the b channels of a pixel are one
+contiguous vector on both sides, so pointwise convs write plain vectors and depthwise convs
+load them at any stride. ONNX Runtime runs MobileNets this way; TVM's ConvertLayout can too,
+once Clip is a pair of Relax ops (the ONNX importer emits it as opaque TIR calls, which stop the
+layout at every ReLU6).
+
+Which convs go blocked (`conv_layouts`): pointwise and depthwise convs whose channel counts are
+multiples of b, on each side separately (a 144 -> 24 projection reads blocked and writes NCHW);
+other dense convs read NCHW and may write blocked. Only graphs with depthwise convs get this:
+in ResNet/YOLO-style graphs, the 3x3 convs (Winograd) stay NCHW and blocked pointwise convs
+between them would only add layout changes.
+"""
+
+from __future__ import annotations
+
+import re
+
+# conv2d layouts as (data, kernel, out) for relax.transform.ConvertLayout
+NCHW = ("NCHW", "OIHW", "NCHW")
+
+
+def blocked(b: int) -> str:
+    return f"NCHW{b}c"
+
+
+def conv_layouts(c: int, oc: int, groups: int, kernel: tuple[int, int], strides, b: int):
+    """(data, kernel, out) layouts for one NCHW conv2d with c input and oc output channels."""
+    depthwise = groups == c == oc
+    if groups != 1 and not depthwise:
+        return NCHW
+    pointwise = tuple(kernel) == (1, 1)
+    in_b, out_b = c % b == 0, oc % b == 0
+    if depthwise:
+        in_b = out_b = in_b and out_b
+    elif pointwise and not out_b:
+        # a blocked input with an NCHW output (a 144 -> 24 projection) would need the
+        # channel-vectorized tile over 8-channel halves: 4-6x slower than changing the layout
+        # of the input first and running the NCHW row-tile conv
+        in_b = False
+    elif not pointwise:
+        in_b = False  # dense KxK convs (the stems) read NCHW
+        if tuple(kernel) == (3, 3) and tuple(strides) == (1, 1):
+            out_b = False  # Winograd candidates keep their NCHW output transform
+    return (blocked(b) if in_b else "NCHW", f"OIHW{b}o" if out_b else "OIHW",
+            blocked(b) if out_b else "NCHW")
+
+
+def has_depthwise(mod) -> bool:
+    """Whether the module's main function holds a depthwise conv2d (groups == channels > 1)."""
+    from tvm import relax
+
+    found = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d":
+            try:
+                c = int(e.args[0].ty.shape[1])
+            except Exception:  # symbolic channels
+                return
+            if int(e.attrs.groups) == c > 1:
+                found.append(e)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return bool(found)
+
+
+def _layout_cb(b: int):
+    def cb(call):
+        if getattr(call.op, "name", "") != "relax.nn.conv2d":
+            return {}
+        a = call.attrs
+        try:
+            d = [int(x) for x in call.args[0].ty.shape]
+            w = [int(x) for x in call.args[1].ty.shape]
+        except Exception:  # symbolic shapes: as imported
+            return {"relax.nn.conv2d": list(NCHW)}
+        if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or len(d) != 4:
+            return {"relax.nn.conv2d": [a.data_layout, a.kernel_layout, a.out_layout]}
+        return {"relax.nn.conv2d": list(conv_layouts(d[1], w[0], int(a.groups), tuple(w[2:]),
+                                                     tuple(int(s) for s in a.strides), b))}
+    return cb
+
+
+def clip_to_relax():
+    """A pass that turns the importer's TIR calls for Clip (call_tir of topi maximum/minimum
+    with a scalar constant bound) into relax.maximum / relax.minimum, which ConvertLayout can
+    carry through. Run after FoldConstant (the importer guards the bounds against NaN with
+    expressions that fold to constants)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class _ClipToRelax(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.call_tir":
+                return call
+            base = re.sub(r"\d+$", "", call.args[0].name_hint)
+            args = call.args[1]
+            if base not in ("maximum", "minimum") or not isinstance(args, relax.Tuple) \
+                    or len(args.fields) != 2:
+                return call
+            x, bound = args.fields
+            if isinstance(bound, relax.Var):
+                bound_value = self.lookup_binding(bound)
+                bound = bound if bound_value is None else bound_value
+            if not isinstance(bound, tvm.ir.expr.Constant) or len(bound.ty.shape) != 0 \
+                    or bound.ty.dtype != call.ty.dtype:
+                return call
+            op = relax.op.maximum if base == "maximum" else relax.op.minimum
+            return self.builder_.normalize(op(x, bound))
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="PrunecClipToRelax")
+    def run(mod, ctx):
+        m = _ClipToRelax(mod)
+        for gv, f in mod.functions.items():
+            if isinstance(f, relax.Function):
+                m.builder_.update_func(gv, m.visit_expr(f))
+        return relax.transform.DeadCodeElimination()(m.builder_.get())
+
+    return run
+
+
+def blocked_layout_pass(b: int):
+    """Module pass: for graphs with depthwise convs, Clip as Relax ops and conv2d layouts by
+    conv_layouts (ConvertLayout inserts the layout changes the choices imply); other graphs are
+    returned unchanged."""
+    import tvm
+    from tvm import relax
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="PrunecBlockedLayout")
+    def run(mod, ctx):
+        if not has_depthwise(mod):
+            return mod
+        seq = tvm.transform.Sequential([
+            relax.transform.FoldConstant(), clip_to_relax(),
+            relax.transform.ConvertLayout({}, _layout_cb(b)), relax.transform.Normalize(),
+            relax.transform.FoldConstant()])
+        return seq(mod)
+
+    return run

@@ -1,0 +1,89 @@
+"""Channel-blocked activations (NCHW{b}c) in depthwise-separable nets: which convs go blocked,
+Clip as Relax ops, and compiled MobileNets against ONNX Runtime on AVX-512 and AVX2 blocks."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from models.mobilenet import mobilenetv2, mobilenetv3  # noqa: E402
+from models.resnet import resnet_basic  # noqa: E402
+from prunec.backend import layout  # noqa: E402
+from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_functions  # noqa: E402
+
+
+@pytest.mark.parametrize("c,oc,groups,kernel,strides,want", [
+    (96, 96, 96, (3, 3), (2, 2), ("NCHW16c", "OIHW16o", "NCHW16c")),  # depthwise, stride 2
+    (24, 24, 24, (3, 3), (1, 1), layout.NCHW),                         # 24 is no multiple of 16
+    (32, 96, 1, (1, 1), (1, 1), ("NCHW16c", "OIHW16o", "NCHW16c")),   # pointwise expand
+    (24, 144, 1, (1, 1), (1, 1), ("NCHW", "OIHW16o", "NCHW16c")),     # reads NCHW, writes blocked
+    (144, 24, 1, (1, 1), (1, 1), layout.NCHW),                         # projection to 24: NCHW
+    (3, 32, 1, (3, 3), (2, 2), ("NCHW", "OIHW16o", "NCHW16c")),       # stem
+    (32, 32, 1, (3, 3), (1, 1), layout.NCHW),                          # Winograd candidate
+    (64, 64, 2, (3, 3), (1, 1), layout.NCHW),                          # grouped
+])
+def test_conv_layouts(c, oc, groups, kernel, strides, want):
+    assert layout.conv_layouts(c, oc, groups, kernel, strides, 16) == want
+
+
+def _relax(model, tmp_path):
+    import onnx
+
+    from prunec.backend import frontend
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    return frontend.import_onnx(str(path), shapes)[0]
+
+
+def test_only_depthwise_graphs_change(tmp_path):
+    """ResNet-style graphs (no depthwise conv) keep NCHW everywhere: blocked pointwise convs
+    between their Winograd 3x3 convs would only add layout changes."""
+    mod = _relax(resnet_basic((1, 1), (16, 32), image=32, num_classes=10), tmp_path)
+    assert not layout.has_depthwise(mod)
+    out = layout.blocked_layout_pass(16)(mod)
+    assert "NCHW16c" not in out["main"].script()
+
+
+def test_clip_becomes_relax_ops_and_layouts_flow(tmp_path):
+    mod = _relax(mobilenetv2(image=32, num_classes=10), tmp_path)
+    assert layout.has_depthwise(mod)
+    before = mod["main"].script()
+    assert "R.maximum" not in before  # the importer's Clip: opaque TIR calls
+    txt = layout.blocked_layout_pass(16)(mod)["main"].script()
+    assert len(re.findall(r"R\.maximum\(", txt)) == len(re.findall(r"R\.minimum\(", txt)) > 0
+    assert "NCHW16c" in txt
+    # the body stays blocked: layout changes only where a conv's channels force them
+    assert txt.count("R.layout_transform(") <= 6
+
+
+@pytest.mark.parametrize("mcpu", [None, "haswell"])  # 16-lane blocks (this host), 8-lane (AVX2)
+def test_mobilenetv2_blocked_matches_onnxruntime(tmp_path, mcpu):
+    m = mobilenetv2(image=64, num_classes=10)
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "mbv2.onnx", mcpu)
+    funcs = scheduled_functions(scheduled, "")
+    assert not [n for n, done in funcs.items() if not done and "conv" in n]
+    assert any("dwconv_nchwc" in n for n in funcs), sorted(funcs)
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_mobilenetv3_blocked_matches_onnxruntime(tmp_path):
+    """Squeeze-excitation (pooled 1x1 convs, a broadcast gate) and HardSwish in blocked layout."""
+    m = mobilenetv3(image=64, num_classes=10)
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "mbv3.onnx")
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_blocked_layout_can_be_turned_off(tmp_path):
+    scheduled, _, _ = schedule_onnx(mobilenetv2(image=32, num_classes=10), tmp_path, "m.onnx",
+                                    blocked=False)
+    assert not any("nchwc" in n for n in scheduled_functions(scheduled, ""))

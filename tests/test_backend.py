@@ -56,6 +56,7 @@ def test_arguments_parse():
     with pytest.raises(SystemExit):
         _args("x86", "--rpc", "nohostport")
     assert not a.no_winograd and _args("x86", "--no-winograd").no_winograd
+    assert not a.no_blocked_layout and _args("x86", "--no-blocked-layout").no_blocked_layout
 
 
 def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
@@ -75,6 +76,7 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
     assert r["timing"]["rounds"] == 1 and r["timing"]["samples_per_round"] == 3
     assert r["tuning"]["new_records"] == 0
     assert r["compiler"]["winograd"] is True  # the default on CPU targets (--no-winograd: False)
+    assert r["compiler"]["blocked_layout"] is True  # --no-blocked-layout: False
     # the exported library loads on its own and runs
     from tvm import relax
 

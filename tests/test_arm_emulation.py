@@ -162,6 +162,37 @@ def test_aarch64_seeded_random_inputs_are_deterministic(artifact, emulated):
 
 @pytest.mark.slow
 @needs_emulator
+def test_aarch64_blocked_mobilenet_matches_onnxruntime(tmp_path, emulated):
+    """A depthwise-separable net: activations NCHW4c on NEON (backend/layout.py), blocked
+    depthwise and pointwise convs, mixed-layout stem and projections."""
+    import onnxruntime as ort
+
+    from models.mobilenet import mobilenetv2
+
+    model = mobilenetv2(image=32, num_classes=10)
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    import onnx
+    import tvm
+
+    from prunec.backend import build, frontend
+
+    onnx.save(model, tmp_path / "m.onnx")
+    fused = build.fuse(frontend.import_onnx(tmp_path / "m.onnx", {name: shape})[0],
+                       tvm.target.Target(arm_emu.AARCH64_TARGET), "arm")
+    assert any("nchwc" in gv.name_hint for gv in fused.functions)
+    lib = arm_emu.cross_export(arm_emu.compile_onnx(model, {name: shape}),
+                               tmp_path / "mobilenetv2_aarch64.so")
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    (ref,) = ort.InferenceSession(model.SerializeToString(),
+                                  providers=["CPUExecutionProvider"]).run(None, {name: x})
+    res = measure_over_rpc(lib, {name: shape}, "float32", rpc=emulated["rpc"], tracker=None,
+                           key=None, repeat=1, inputs={name: x})
+    _check(res, ref)
+
+
+@pytest.mark.slow
+@needs_emulator
 def test_aarch64_tuple_outputs_over_rpc(tmp_path, emulated):
     """Two graph outputs come back as two arrays, in the ONNX order (a remote tuple is opaque
     unless fetched through the VM's stateful API)."""

@@ -78,6 +78,13 @@ def _channel_block(oc: int, lanes: int) -> int:
     return 1
 
 
+def conv_out_hw(h: int, w: int, kh: int, kw: int, strides, pads, dil) -> tuple[int, int]:
+    """Output (height, width) of a conv/pool window; pads = (top, left, bottom, right)."""
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dil, pads
+    return ((h + pt + pb - (kh - 1) * dh - 1) // sh + 1,
+            (w + pl + pr - (kw - 1) * dw - 1) // sw + 1)
+
+
 def _row_tile(ow: int, cap: int) -> int:
     """Largest divisor of ow not above cap (output columns kept in registers)."""
     for r in range(min(cap, ow), 0, -1):
@@ -244,8 +251,7 @@ def _legalize_conv2d(bb, call, lanes, use_winograd=True):
         out = winograd.legalize(bb, data, weight, (pt, pl, pb, pr), lanes)
         if out is not None:
             return out
-    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    oh, ow = conv_out_hw(h, w, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw))
     rows = 1
     # a short stride-2 reduction (the 3-channel stems) reads its input de-interleaved into even
     # and odd columns, so each tap is a contiguous row again and the tile vectorizes along it
@@ -331,11 +337,8 @@ def _dwconv_blocked_te(data, weight, strides, pads, dil):
 
     n, cb, h, w, b = (int(x) for x in data.shape)
     kh, kw = (int(x) for x in weight.shape[2:4])
-    sh, sw = strides
-    dh, dw = dil
-    pt, pl, pb, pr = pads
-    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dil, pads
+    oh, ow = conv_out_hw(h, w, kh, kw, strides, pads, dil)
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
     zero = tirx.const(0.0, "float32")
@@ -431,11 +434,8 @@ def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, phases=1, in_
     else:
         n, c, h, w = (int(x) for x in data.shape)
     ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
-    sh, sw = strides
-    dh, dw = dil
-    pt, pl, pb, pr = pads
-    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dil, pads
+    oh, ow = conv_out_hw(h, w, kh, kw, strides, pads, dil)
     ic = te.reduce_axis((0, c), "ic")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
@@ -502,11 +502,8 @@ def _dwconv_te(data, weight, strides, pads, dil, lanes=8, pool=None):
 
     n, c, h, w = (int(x) for x in data.shape)
     kh, kw = pool if pool else (int(x) for x in weight.shape[2:])
-    sh, sw = strides
-    dh, dw = dil
-    pt, pl, pb, pr = pads
-    oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dil, pads
+    oh, ow = conv_out_hw(h, w, kh, kw, strides, pads, dil)
     # strided convs compute every column of the rows they need (contiguous loads; 2x the FMAs,
     # which are cheap here) and the epilogue keeps every sw-th: de-interleaving the input into
     # stride phases instead cost a strided gather per element and ran at ~10 GF/s

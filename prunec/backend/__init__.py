@@ -113,7 +113,8 @@ def run(args, original: Path, pruned: Path, input_shapes: dict[str, list[int]], 
         "target_config": cfg,
         "compiler": {"tvm": tvm.__version__,
                      "schedules": ("meta-schedule database, else " if trials else "")
-                                  + ("prunec fast CPU defaults (packed-weight direct and Winograd convs)"
+                                  + ("prunec fast CPU defaults (packed-weight direct and Winograd "
+                                     "convs; NCHWc activations in depthwise-separable nets)"
                                      if fast else "dlight GPU defaults"),
                      "threads": threads if kind != "cuda" else None,
                      "winograd": winograd,

@@ -87,3 +87,17 @@ def test_blocked_layout_can_be_turned_off(tmp_path):
     scheduled, _, _ = schedule_onnx(mobilenetv2(image=32, num_classes=10), tmp_path, "m.onnx",
                                     blocked=False)
     assert not any("nchwc" in n for n in scheduled_functions(scheduled, ""))
+
+
+def test_a_layout_failure_leaves_the_graph_nchw(tmp_path, monkeypatch, caplog):
+    """An op ConvertLayout cannot carry must not fail the compile: the graph stays NCHW."""
+    from tvm import relax
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Invalid SLayout: can't find S in source layout")
+
+    monkeypatch.setattr(relax.transform, "ConvertLayout", broken)
+    mod = _relax(mobilenetv2(image=32, num_classes=10), tmp_path)
+    out = layout.blocked_layout_pass(16)(mod)
+    assert "NCHW16c" not in out["main"].script()
+    assert "activations stay NCHW" in caplog.text

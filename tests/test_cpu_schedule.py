@@ -36,8 +36,8 @@ CASES = [
     ("dw_5x5_40", 16, 16, 40, 5, 1, 16, False),  # 2-row tiles, 5 bands of 8 rows (2-row halo)
     ("dw_s2_63", 8, 8, 63, 3, 2, 8, True),       # stride 2, odd width, 4 bands
     ("conv3_s2", 8, 16, 30, 3, 2, 1, False),     # odd size, stride 2, dense
-    ("stem_s2", 3, 16, 64, 3, 2, 1, False),      # stride-2 stem: even/odd column phases
-    ("stem_5x5_s2", 2, 16, 63, 5, 2, 1, True),   # odd padded width: the last phase is short
+    ("stem_s2", 3, 16, 64, 3, 2, 1, False),      # stride-2 stem: channel-vectorized tile
+    ("stem_5x5_s2", 2, 16, 63, 5, 2, 1, True),   # odd padded width, residual epilogue
 ]
 
 # (name, K, N): matrix-vector products

@@ -81,6 +81,8 @@ def _layout_cb(b: int):
             w = [int(x) for x in call.args[1].ty.shape]
         except Exception:  # symbolic shapes: as imported
             return {"relax.nn.conv2d": list(NCHW)}
+        if call.args[0].ty.dtype != "float32" or call.args[1].ty.dtype != "float32":
+            return {"relax.nn.conv2d": list(NCHW)}  # the blocked kernels are float32 only
         if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or len(d) != 4:
             return {"relax.nn.conv2d": [a.data_layout, a.kernel_layout, a.out_layout]}
         return {"relax.nn.conv2d": list(conv_layouts(d[1], w[0], int(a.groups), tuple(w[2:]),

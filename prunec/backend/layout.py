@@ -8,9 +8,10 @@ load them at any stride. ONNX Runtime runs MobileNets this way; TVM's ConvertLay
 once Clip is a pair of Relax ops (the ONNX importer emits it as opaque TIR calls, which stop the
 layout at every ReLU6).
 
-Which convs go blocked (`conv_layouts`): pointwise and depthwise convs whose channel counts are
-multiples of b, on each side separately (a 144 -> 24 projection reads blocked and writes NCHW);
-other dense convs read NCHW and may write blocked. Only graphs with depthwise convs get this:
+Which convs go blocked (`conv_layouts`): depthwise convs whose channel count is a multiple of b;
+pointwise convs whose output channels are (their input too where it is: a 24 -> 144 expansion
+reads NCHW and writes blocked; a 144 -> 24 projection stays NCHW on both sides); other dense
+convs read NCHW and may write blocked. Only graphs with depthwise convs get this:
 in ResNet/YOLO-style graphs, the 3x3 convs (Winograd) stay NCHW and blocked pointwise convs
 between them would only add layout changes.
 """

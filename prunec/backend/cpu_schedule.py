@@ -328,8 +328,9 @@ def _legalize_blocked_conv2d(bb, call, lanes):
 
 def _dwconv_blocked_te(data, weight, strides, pads, dil):
     """Depthwise conv on NCHW{b}c: each tap is one contiguous vector of b channels at any
-    stride. Padding by clamped loads under a select (the border taps read a real pixel and
-    discard it), so no padded copy of the input is made."""
+    stride. Padding by a guarded load (if_then_else evaluates only the taken branch: a Select
+    would read outside the tensor at the borders, the simplifier drops clamps under its
+    condition), so no padded copy of the input is made."""
     from tvm import te, tirx
 
     n, cb, h, w, b = (int(x) for x in data.shape)
@@ -343,8 +344,7 @@ def _dwconv_blocked_te(data, weight, strides, pads, dil):
     def tap(nn, q, y, x, r):
         iy, ix = y * sh + ry * dh - pt, x * sw + rx * dw - pl
         inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
-        v = data[nn, q, tirx.max(tirx.min(iy, h - 1), 0), tirx.max(tirx.min(ix, w - 1), 0), r]
-        return tirx.Select(inside, v, zero)
+        return tirx.if_then_else(inside, data[nn, q, iy, ix, r], zero)
     return te.compute((n, cb, oh, ow, b), lambda nn, q, y, x, r: te.sum(
         tap(nn, q, y, x, r) * weight[q, 0, ry, rx, r], axis=[ry, rx]), name=DWB_BLOCK)
 
@@ -876,6 +876,8 @@ def _schedule_dwconv_blocked(sch, lanes, threads):
     xo, xi = sch.split(x, [None, tile])
     sch.reorder(n, q, y, xo, ry, rx, xi, r)
     acc = _register_tile(sch, conv, xo)
+    # channel blocks first: rows first (matching the pointwise conv before it) measured 3-5%
+    # slower on MobileNetV2
     sch.parallel(sch.fuse(n, q, y))
     sch.unroll(ry)
     sch.unroll(rx)

@@ -58,8 +58,7 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
 
     measure.set_tvm_threads(threads)
     mod, sig = frontend.import_onnx(path, shapes)
-    tgt = T.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                         "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": threads})
+    tgt = T.make_target(T.target_config("x86", argparse.Namespace(threads=threads)))
     ex = build.build(mod, tgt, "x86", None, lambda m: None, winograd=winograd)
     with tempfile.TemporaryDirectory() as d:
         # loaded back as a user would (a VM over the in-memory executable ran 2x slower here)
@@ -71,13 +70,13 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
     vm["main"](*args)
     fte = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=10, min_repeat_ms=200)
     model_ms = float(np.median(fte(*args).results)) * 1e3
-    calls, stamps = [], []
+    calls, stamps = [], []  # the first instrumented inference records the calls themselves
 
     def record(func, name, before_run, ret_val, *fargs):
         if name.startswith("vm.builtin"):
             return 0
         if before_run:
-            if len(calls) < len(stamps) + 1 and not collected:
+            if record.collect:
                 calls.append((func, name, [a for a in fargs
                                            if isinstance(a, tvm.runtime.Tensor)]))
             stamps.append(time.perf_counter())
@@ -85,10 +84,10 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
             stamps[-1] = time.perf_counter() - stamps[-1]
         return 0
 
-    collected = False
+    record.collect = True
     vm.set_instrument(record)
     vm["main"](*args)
-    collected, n_calls = True, len(calls)
+    record.collect, n_calls = False, len(calls)
     in_model = []
     for _ in range(max(3, number // 2)):
         stamps.clear()

@@ -623,6 +623,18 @@ def _register_tile(sch, block, loop, layout=None):
     return acc
 
 
+def tile_init_and_writeback(sch, block, loop, acc, vectorize, lanes):
+    """Split the zero-init of block's register tile out at reduction `loop`; the init and the
+    tile's write-back (acc) each unroll their second-innermost loop and vectorize the innermost
+    with vectorize(sch, loop, lanes). Returns the init block."""
+    init = sch.decompose_reduction(block, loop)
+    for b in (init, acc):
+        loops = sch.get_loops(b)
+        sch.unroll(loops[-2])
+        vectorize(sch, loops[-1], lanes)
+    return init
+
+
 def _epilogue_into(sch, producer_block):
     """Reverse-inline the chain of elementwise consumers into producer_block (which must be a
     spatial block, e.g. a cache-write copy)."""
@@ -883,13 +895,7 @@ def _schedule_dwconv_blocked(sch, lanes, threads):
     sch.unroll(rx)
     sch.unroll(xi)
     _vectorize_tail(sch, r, lanes)
-    init = sch.decompose_reduction(conv, ry)
-    il = sch.get_loops(init)
-    sch.unroll(il[-2])
-    _vectorize_tail(sch, il[-1], lanes)
-    al = sch.get_loops(acc)
-    sch.unroll(al[-2])
-    _vectorize_tail(sch, al[-1], lanes)
+    init = tile_init_and_writeback(sch, conv, ry, acc, _vectorize_tail, lanes)
     _schedule_rest(sch, lanes, threads, done={DWB_BLOCK, DWB_BLOCK + "_update",
                                              sch.get(acc).name_hint, sch.get(init).name_hint})
 

@@ -166,20 +166,12 @@ def timed_rounds(samplers: dict, repeat: int, rounds: int, settle_s: float = SET
 def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]:
     """Median latency (ms) of each library's `main` on the same inputs, timed in alternation
     (rounds of ~50 ms each), so that load changes on a shared host hit all of them alike."""
-    import tvm
-
     inputs = make_inputs(sig)
-    runs = []
-    for lib in libs:
-        vm, dev = load_vm(lib)
-        args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in sig["inputs"]]
-        vm["main"](*args)
-        timer = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=50)
-        runs.append((timer, args))
+    samplers = [tvm_sampler(lib, sig, inputs, min_repeat_ms=50)[0] for lib in libs]
     samples: list[list[float]] = [[] for _ in libs]
     for _ in range(rounds):
-        for k, (fte, args) in enumerate(runs):
-            samples[k].append(fte(*args).mean * 1e3)
+        for k, sample in enumerate(samplers):
+            samples[k].append(sample(1)[0] * 1e3)
     return [float(np.median(s)) for s in samples]
 
 

@@ -255,13 +255,7 @@ def schedule(sch, lanes, threads):
     sch.set_scope(acc, 0, "local")
     sch.unroll(p)
     _vec(sch, oo, lanes)
-    init = sch.decompose_reduction(mm, k)
-    il = sch.get_loops(init)
-    sch.unroll(il[-2])
-    _vec(sch, il[-1], lanes)
-    al = sch.get_loops(acc)
-    sch.unroll(al[-2])
-    _vec(sch, al[-1], lanes)
+    init = cs.tile_init_and_writeback(sch, mm, k, acc, _vec, lanes)
     # V: (e, p, c) -> per row of tiles (parallel): its padded, channel-blocked input rows, then
     # per tile and channel vector T (columns) in registers and V. One parallel region instead of
     # two (the input pass had its own), at the cost of recopying 2 of every m + 2 rows.

@@ -64,16 +64,18 @@ def test_choose_tile(shape, want):
     assert winograd.choose_tile(c, oc, oh, ow, 16) == want
 
 
-# (name, channels in, channels out, size, residual): F(4) rows of tiles first; F(2); F(2) with
-# more channels than tiles (channel blocks first); channel counts of a pruned model
-CASES = [("f4_res", 16, 32, 24, True), ("f2", 32, 16, 14, False), ("f2_wide", 64, 128, 12, True),
-         ("pruned", 20, 48, 20, False)]
+# (name, channels in, channels out, size, residual, activation): F(4) rows of tiles first; F(2);
+# F(2) with more channels than tiles (channel blocks first); channel counts of a pruned model;
+# YOLO's conv + SiLU (x * sigmoid(x) reads x twice), also before a residual add
+CASES = [("f4_res", 16, 32, 24, True, "Relu"), ("f2", 32, 16, 14, False, "Relu"),
+         ("f2_wide", 64, 128, 12, True, "Relu"), ("pruned", 20, 48, 20, False, "Relu"),
+         ("f4_silu", 16, 16, 40, False, "SiLU"), ("f2_silu_res", 32, 32, 20, True, "SiLU")]
 
 
 def _model(seed=0):
     rng = np.random.default_rng(seed)
     nodes, inits, inputs, outputs = [], [], [], []
-    for name, cin, cout, size, residual in CASES:
+    for name, cin, cout, size, residual, act in CASES:
         inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, [1, cin, size, size]))
         w = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * (2.0 / (9 * cin)) ** 0.5
         inits += [numpy_helper.from_array(w, f"{name}_w"),
@@ -81,11 +83,18 @@ def _model(seed=0):
         nodes.append(helper.make_node("Conv", [f"{name}_x", f"{name}_w", f"{name}_b"], [f"{name}_c"],
                                       kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
         last = f"{name}_c"
+        if act == "SiLU":  # YOLOv8: x + silu(conv(x)) in its bottlenecks
+            nodes += [helper.make_node("Sigmoid", [last], [f"{name}_s"]),
+                      helper.make_node("Mul", [last, f"{name}_s"], [f"{name}_m"])]
+            last = f"{name}_m"
         if residual:
             inputs.append(helper.make_tensor_value_info(f"{name}_r", TensorProto.FLOAT, [1, cout, size, size]))
             nodes.append(helper.make_node("Add", [last, f"{name}_r"], [f"{name}_a"]))
             last = f"{name}_a"
-        nodes.append(helper.make_node("Relu", [last], [f"{name}_y"]))
+        if act == "Relu":
+            nodes.append(helper.make_node("Relu", [last], [f"{name}_y"]))
+        else:
+            nodes.append(helper.make_node("Identity", [last], [f"{name}_y"]))
         outputs.append(helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, cout, size, size]))
     g = helper.make_graph(nodes, "wino", inputs, outputs, inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
@@ -102,6 +111,11 @@ def test_compiled_winograd_matches_onnxruntime(tmp_path, mcpu):
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "wino.onnx", mcpu)
     wino = scheduled_functions(scheduled, "winograd")
     assert len(wino) == len(CASES) and all(wino.values()), wino
+    # two parallel regions each: the input transform, then GEMM + output transform + the whole
+    # epilogue (bias, activation, residual); an epilogue op left out makes a pass of its own
+    for gv, f in scheduled.functions.items():
+        if "winograd" in gv.name_hint:
+            assert f.script().count("T.parallel") == 2, gv.name_hint
     shapes = {i["name"]: i["shape"] for i in sig["inputs"]}
     direct = build.fuse(frontend.import_onnx(str(tmp_path / "wino.onnx"), shapes)[0], tgt, "x86",
                         True, winograd=False)  # --no-winograd

@@ -207,7 +207,11 @@ def schedule(sch, lanes, threads):
     yb = sch.get_sblock(Y_BLOCK)
     m = cs._ann_int(sch, yb, "prunec_wino_m")
     nw = cs._ann_int(sch, yb, "prunec_wino_nw")
-    cs._epilogue_into(sch, yb)  # bias, residual add, activation: written with the outputs
+    # bias, residual add, activation: written with the outputs. SiLU's x * sigmoid(x) reads the
+    # biased x twice, so the bias add is inlined forward into both readers first (otherwise
+    # the chain stops there and sigmoid and multiply each make a pass of their own)
+    cs._inline_injective(sch, keep={XB_BLOCK, T_BLOCK, V_BLOCK, Z_BLOCK, Y_BLOCK})
+    cs._epilogue_into(sch, yb)
     mm = sch.get_sblock(WINO_BLOCK)
     ob = int(_u_buffer(sch, mm).shape[-1])
     # accumulator registers: 28 of AVX-512's 32 (a whole 14-tile row x 2 vectors: 128@28 460 ->

@@ -10,11 +10,13 @@ for every pair, at 0 tuning trials and (with --budget N) after tuning with N tri
   efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig (>1: TVM pruned is faster).
 
   python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
-      [--budget 64] [--threads 2] [--repeat 5] [--rounds 4] [--tuning-db DIR] [--json out.json]
+      [--budget 64] [--threads 2] [--repeat 3] [--rounds 8] [--tuning-db DIR] [--json out.json]
 
 Timing (as `prunec --target x86` does it): the four runs of a row (ORT and TVM, original and
 pruned) are timed in --rounds interleaved rounds of --repeat samples of >= 200 ms, and each
-figure is the median of its best round (prunec.backend.measure.timed_rounds says why).
+figure is the median of its best round (prunec.backend.measure.timed_rounds says why). Many
+short rounds rather than a few long ones: on a shared VM the host's slow spells last seconds,
+and each model needs one round outside them.
 
 Any other pair of ONNX files (e.g. a model and what `prunec` made of it) with --pair, which
 replaces the built-in models (repeatable; --shape NAME=D0,D1,.. fixes dynamic input dims):
@@ -129,8 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=0,
                    help="also measure after tuning with this many trials per pair")
     p.add_argument("--threads", type=int)
-    p.add_argument("--repeat", type=int, default=5, help="samples per round")
-    p.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds")
+    p.add_argument("--repeat", type=int, default=3, help="samples per round")
+    p.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench_speedup")
     p.add_argument("--tuning-db", help="default: WORKDIR/tuning-db (persistent)")
     p.add_argument("--json", type=Path, help="also write the rows here")

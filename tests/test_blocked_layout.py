@@ -62,6 +62,20 @@ def test_clip_becomes_relax_ops_and_layouts_flow(tmp_path):
     assert txt.count("R.layout_transform(") <= 6
 
 
+def test_depthwise_convs_before_an_nchw_projection_write_nchw(tmp_path):
+    """A projection to 24 channels reads NCHW; the depthwise conv before it writes NCHW from its
+    register tile, instead of a layout change as a pass of its own."""
+    from tvm import relax
+
+    mod = _relax(mobilenetv2(image=32, num_classes=10), tmp_path)
+    folded = tvm.transform.Sequential([relax.transform.FoldConstant(), layout.clip_to_relax()])(mod)
+    assert layout.unblocked_outputs(folded, 16)
+    assert not layout.unblocked_outputs(folded, 8)  # 8-lane blocks: 24 channels stay blocked
+    txt = layout.blocked_layout_pass(16)(mod)["main"].script()
+    # the one layout change left: the pooled features before the classifier
+    assert txt.count("R.layout_transform(") == 1, txt.count("R.layout_transform(")
+
+
 @pytest.mark.parametrize("mcpu", [None, "haswell"])  # 16-lane blocks (this host), 8-lane (AVX2)
 def test_mobilenetv2_blocked_matches_onnxruntime(tmp_path, mcpu):
     m = mobilenetv2(image=64, num_classes=10)

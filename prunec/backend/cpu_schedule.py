@@ -297,7 +297,7 @@ def _legalize_blocked_conv2d(bb, call, lanes):
     dshape, wshape = _static_shape(data), _static_shape(weight)
     bd, bk, bo = (_block_of(a.data_layout, "c"), _block_of(a.kernel_layout, "o"),
                   _block_of(a.out_layout, "c"))
-    if (dshape is None or wshape is None or min(bd, bk, bo) < 0 or bk != bo
+    if (dshape is None or wshape is None or min(bd, bk, bo) < 0
             or a.out_dtype not in (None, "", "float32") or data.ty.dtype != "float32"
             or weight.ty.dtype != "float32"):
         return None
@@ -308,10 +308,11 @@ def _legalize_blocked_conv2d(bb, call, lanes):
     strides = tuple(int(x) for x in a.strides)
     pads = tuple(int(x) for x in a.padding)
     dil = tuple(int(x) for x in a.dilation)
-    if groups == c == oc and icg == 1 and bd and bd == bo:
-        return bb.call_te(_dwconv_blocked_te, data, weight, strides, pads, dil,
+    if groups == c == oc and icg == 1 and bd and bd == bk and bo in (bd, 0):
+        # blocked output, or NCHW where the next conv reads NCHW (layout.unblocked_outputs)
+        return bb.call_te(_dwconv_blocked_te, data, weight, strides, pads, dil, bo == 0,
                           primfunc_name_hint="prunec_dwconv_nchwc")
-    if groups != 1 or icg != c:
+    if groups != 1 or icg != c or bk != bo:
         return None
     ob = _channel_block(oc, lanes)
     if ob == 1 or (bo and ob % bo and bo % ob):
@@ -326,11 +327,12 @@ def _legalize_blocked_conv2d(bb, call, lanes):
                       primfunc_name_hint="prunec_conv2d")
 
 
-def _dwconv_blocked_te(data, weight, strides, pads, dil):
+def _dwconv_blocked_te(data, weight, strides, pads, dil, nchw_out=False):
     """Depthwise conv on NCHW{b}c: each tap is one contiguous vector of b channels at any
     stride. Padding by a guarded load (if_then_else evaluates only the taken branch: a Select
     would read outside the tensor at the borders, the simplifier drops clamps under its
-    condition), so no padded copy of the input is made."""
+    condition), so no padded copy of the input is made. nchw_out: the output as NCHW (same
+    values; the schedule transposes the register tile as it writes it back)."""
     from tvm import te, tirx
 
     n, cb, h, w, b = (int(x) for x in data.shape)
@@ -345,6 +347,10 @@ def _dwconv_blocked_te(data, weight, strides, pads, dil):
         iy, ix = y * sh + ry * dh - pt, x * sw + rx * dw - pl
         inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
         return tirx.if_then_else(inside, data[nn, q, iy, ix, r], zero)
+    if nchw_out:
+        return te.compute((n, cb * b, oh, ow), lambda nn, ch, y, x: te.sum(
+            tap(nn, ch // b, y, x, ch % b) * weight[ch // b, 0, ry, rx, ch % b], axis=[ry, rx]),
+            name=DWB_BLOCK, attrs={"prunec_block": b})
     return te.compute((n, cb, oh, ow, b), lambda nn, q, y, x, r: te.sum(
         tap(nn, q, y, x, r) * weight[q, 0, ry, rx, r], axis=[ry, rx]), name=DWB_BLOCK)
 
@@ -883,11 +889,19 @@ def _schedule_dwconv_blocked(sch, lanes, threads):
     vector per tap for the whole tile), written back with the fused epilogue."""
     _inline_injective(sch)
     conv = sch.get_sblock(DWB_BLOCK)
-    n, q, y, x, r, ry, rx = sch.get_loops(conv)
+    nchw_b = _ann_int(sch, conv, "prunec_block")
+    if nchw_b:  # NCHW output: channels split into the same blocks of b
+        n, ch, y, x, ry, rx = sch.get_loops(conv)
+        q, r = sch.split(ch, [None, nchw_b])
+    else:
+        n, q, y, x, r, ry, rx = sch.get_loops(conv)
     tile = _row_tile(int(sch.get(x).extent), 12)
     xo, xi = sch.split(x, [None, tile])
     sch.reorder(n, q, y, xo, ry, rx, xi, r)
-    acc = _register_tile(sch, conv, xo)
+    # the tile channels-innermost in registers either way; an NCHW output is written back
+    # with the columns innermost (contiguous rows of each channel)
+    acc = _register_tile(sch, conv, xo,
+                         layout=(lambda nn, c, yy, xx: (nn, yy, xx, c)) if nchw_b else None)
     # channel blocks first: rows first (matching the pointwise conv before it) measured 3-6%
     # slower on MobileNetV2
     sch.parallel(sch.fuse(n, q, y))

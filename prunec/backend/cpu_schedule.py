@@ -902,8 +902,8 @@ def _schedule_dwconv_blocked(sch, lanes, threads):
     # with the columns innermost (contiguous rows of each channel)
     acc = _register_tile(sch, conv, xo,
                          layout=(lambda nn, c, yy, xx: (nn, yy, xx, c)) if nchw_b else None)
-    # channel blocks first: rows first (matching the pointwise conv before it) measured 3-6%
-    # slower on MobileNetV2
+    # channel blocks first: rows first measured 3-6% slower on MobileNetV2, and rows first only
+    # where the conv before splits rows (c < h x w) made no difference
     sch.parallel(sch.fuse(n, q, y))
     sch.unroll(ry)
     sch.unroll(rx)

@@ -4,8 +4,9 @@ Where does the latency go? Compiles the ONNX model with the zero-trial default s
 `prunec --target x86 --tune-trials 0` does), then times every kernel call of one inference:
 each call is run alone `--number` times in a row (warm caches, as in the model only when the
 previous layer's output still fits them) and inside the model, and the fastest time per call
-is printed with the function's name and argument shapes. The sum is printed next to the whole model's latency;
-the gap is the VM's own overhead plus the cache effects a kernel sees inside the model.
+is printed with the function's name and argument shapes. The sum is printed next to the whole
+model's latency; the gap is the VM's own overhead plus the cache effects a kernel sees inside
+the model.
 
   python benchmarks/profile_layers.py model.onnx [--shape NAME=D0,D1,..] [--threads 2]
       [--top 25] [--no-winograd] [--onnxruntime]

@@ -12,9 +12,9 @@ Which convs go blocked (`conv_layouts`): depthwise convs whose channel count is 
 pointwise convs whose output channels are (their input too where it is: a 24 -> 144 expansion
 reads NCHW and writes blocked; a 144 -> 24 projection stays NCHW on both sides); other dense
 convs read NCHW and may write blocked. A depthwise conv whose output goes to a conv that reads
-NCHW (through its bias and Clip: `unblocked_outputs`) reads blocked and writes NCHW itself. Only graphs with depthwise convs get this:
-in ResNet/YOLO-style graphs, the 3x3 convs (Winograd) stay NCHW and blocked pointwise convs
-between them would only add layout changes.
+NCHW (through its bias and Clip: `unblocked_outputs`) reads blocked and writes NCHW itself.
+Only graphs with depthwise convs get this: in ResNet/YOLO-style graphs, the 3x3 convs
+(Winograd) stay NCHW and blocked pointwise convs between them would only add layout changes.
 """
 
 from __future__ import annotations
@@ -98,9 +98,10 @@ def unblocked_outputs(mod, b: int) -> list:
         for bind in block.bindings:
             if isinstance(bind, relax.VarBinding) and isinstance(bind.value, relax.Call):
                 values[bind.var] = bind.value
-                for arg in bind.value.args:
-                    if isinstance(arg, relax.Var):
-                        uses.setdefault(arg, []).append(bind.var)
+                for arg in bind.value.args:  # a concat's inputs come as one Tuple
+                    for v in arg.fields if isinstance(arg, relax.Tuple) else (arg,):
+                        if isinstance(v, relax.Var):
+                            uses.setdefault(v, []).append(bind.var)
     found = []
     for var, call in values.items():
         layouts = _conv_call_layouts(call, b)
@@ -134,21 +135,15 @@ def _layout_cb(b: int, nchw_out=()):
     def cb(call):
         if getattr(call.op, "name", "") != "relax.nn.conv2d":
             return {}
-        if any(call.same_as(c) for c in nchw_out):
-            data, kernel, _ = _conv_call_layouts(call, b)
-            return {"relax.nn.conv2d": [data, kernel, "NCHW"]}
         a = call.attrs
-        try:
-            d = [int(x) for x in call.args[0].ty.shape]
-            w = [int(x) for x in call.args[1].ty.shape]
-        except Exception:  # symbolic shapes: as imported
-            return {"relax.nn.conv2d": list(NCHW)}
-        if call.args[0].ty.dtype != "float32" or call.args[1].ty.dtype != "float32":
-            return {"relax.nn.conv2d": list(NCHW)}  # the blocked kernels are float32 only
-        if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or len(d) != 4:
+        if a.data_layout != "NCHW" or a.kernel_layout != "OIHW":
             return {"relax.nn.conv2d": [a.data_layout, a.kernel_layout, a.out_layout]}
-        return {"relax.nn.conv2d": list(conv_layouts(d[1], w[0], int(a.groups), tuple(w[2:]),
-                                                     tuple(int(s) for s in a.strides), b))}
+        layouts = _conv_call_layouts(call, b)
+        if layouts is None:  # symbolic shapes, or not float32 (the blocked kernels' only dtype)
+            return {"relax.nn.conv2d": list(NCHW)}
+        if any(call.same_as(c) for c in nchw_out):
+            layouts = (layouts[0], layouts[1], "NCHW")
+        return {"relax.nn.conv2d": list(layouts)}
     return cb
 
 

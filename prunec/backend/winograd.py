@@ -29,6 +29,8 @@ Z_BLOCK = "prunec_wino_z"
 Y_BLOCK = "prunec_wino_y"
 XB_BLOCK = "prunec_wino_xb"
 T_BLOCK = "prunec_wino_t"
+# the stages of the Winograd PrimFunc (the GEMM is a reduction, the others spatial blocks)
+STAGES = (XB_BLOCK, T_BLOCK, V_BLOCK, WINO_BLOCK, Z_BLOCK, Y_BLOCK)
 
 # Lavin & Gray's matrices for correlation (what a conv layer computes): y = A^T[(G g) * (B^T d)]
 _MATS = {
@@ -210,7 +212,7 @@ def schedule(sch, lanes, threads):
     # bias, residual add, activation: written with the outputs. SiLU's x * sigmoid(x) reads the
     # biased x twice, so the bias add is inlined forward into both readers first (otherwise
     # the chain stops there and sigmoid and multiply each make a pass of their own)
-    cs._inline_injective(sch, keep={XB_BLOCK, T_BLOCK, V_BLOCK, Z_BLOCK, Y_BLOCK})
+    cs._inline_injective(sch, keep=set(STAGES))
     cs._epilogue_into(sch, yb)
     mm = sch.get_sblock(WINO_BLOCK)
     ob = int(_u_buffer(sch, mm).shape[-1])
@@ -286,8 +288,7 @@ def schedule(sch, lanes, threads):
     if len(xl) == 4:  # channel block, row, column, channel (a single block has no loop)
         sch.reorder(xl[1], xl[0])
     sch.vectorize(xl[-1])
-    return {XB_BLOCK, T_BLOCK, V_BLOCK, WINO_BLOCK, Z_BLOCK, Y_BLOCK, sch.get(acc).name_hint,
-            sch.get(init).name_hint}
+    return {*STAGES, sch.get(acc).name_hint, sch.get(init).name_hint}
 
 
 def _u_buffer(sch, mm):

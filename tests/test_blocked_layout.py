@@ -120,3 +120,28 @@ def test_a_layout_failure_leaves_the_graph_nchw(tmp_path, monkeypatch, caplog):
     out = layout.blocked_layout_pass(16)(mod)
     assert "NCHW16c" not in out["main"].script()
     assert "activations stay NCHW" in caplog.text
+
+
+def test_blocked_pointwise_tiles_span_the_packed_weight_block(tmp_path):
+    """The register tile of a conv reading NCHW16c covers all ob output channels of one packed
+    weight block (2 vectors on AVX-512), not the input's 16-channel block: MobileNetV2 ran 12%
+    faster single-threaded once its 1x1 convs over blocked inputs had 2-vector tiles."""
+    from tvm import s_tir
+
+    from prunec.backend import cpu_schedule
+
+    scheduled, _, _ = schedule_onnx(mobilenetv2(image=64, num_classes=10), tmp_path, "mbv2.onnx")
+    checked = 0
+    for gv, f in scheduled.functions.items():
+        if "prunec_conv2d" not in gv.name_hint:
+            continue
+        sch = s_tir.Schedule(tvm.IRModule({"main": f}))
+        update = sch.get_sblock("prunec_conv_update")
+        inp, weight = cpu_schedule._conv_operands(sch, update)
+        if len(inp.shape) != 5:
+            continue  # NCHW input: its tiles may run along rows instead
+        ob = int(weight.shape[-1])
+        inner = sch.get(sch.get_loops(update)[-1])
+        assert int(inner.extent) == ob, (gv.name_hint, int(inner.extent), ob)
+        checked += ob == 32
+    assert checked >= 3  # several blocked 1x1 convs with 32-channel weight blocks

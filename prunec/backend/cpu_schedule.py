@@ -730,16 +730,10 @@ def _rows_first(sch, conv, threads) -> bool:
     2-6% slower on them."""
     if threads <= 1:
         return False
-    out = _region_buffer(sch.get(conv).writes[0])
-    inp = wgt = 0
-    for r in sch.get(conv).reads:
-        buf = _region_buffer(r)
-        size = math.prod(int(d) for d in buf.shape)
-        if len(buf.shape) == 5:
-            wgt = size
-        elif len(buf.shape) == 4 and not buf.same_as(out):
-            inp = max(inp, size)
-    return 0 < wgt < inp
+    inp, wgt = _conv_operands(sch, conv)
+    if inp is None:
+        return False
+    return math.prod(int(d) for d in wgt.shape) < math.prod(int(d) for d in inp.shape)
 
 
 def _finish_conv(sch, pad, acc, init, lanes, threads):
@@ -1001,13 +995,29 @@ def _region_buffer(region):
     return getattr(region, "buffer", None) or region.source  # 0.27 calls it source
 
 
-def _block_factor(sch, conv) -> int:
-    # ob is the last dim of the packed weight buffer the conv reads
+def _conv_operands(sch, conv):
+    """(input buffer, packed weight buffer) the conv block reads. The weight is the 5-d buffer
+    (ocb, C, kh, kw, ob) whose second dim is the whole reduction over input channels C; an
+    NCHW{b}c input is 5-d too, but holds C / b channel blocks there."""
+    ic = int(sch.get(conv).iter_vars[4].dom.extent)  # the block's axes: n, o, y, x, ic, ry, rx
+    out = _region_buffer(sch.get(conv).writes[0])
+    inp = wgt = None
     for r in sch.get(conv).reads:
         buf = _region_buffer(r)
-        if len(buf.shape) == 5:
-            return int(buf.shape[-1])
-    raise ValueError("packed weight not found")
+        if buf.same_as(out):
+            continue
+        if wgt is None and len(buf.shape) == 5 and int(buf.shape[1]) == ic:
+            wgt = buf
+        elif inp is None:
+            inp = buf
+    if wgt is None:
+        raise ValueError("packed weight not found")
+    return inp, wgt
+
+
+def _block_factor(sch, conv) -> int:
+    """ob: output channels per register tile, the last dim of the packed weight."""
+    return int(_conv_operands(sch, conv)[1].shape[-1])
 
 
 def _vectorize_tail(sch, loop, lanes):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,24 @@ def test_tvm_threads_not_pinned():
 def test_arguments_parse():
     a = _args("x86", "--tune-trials", "8", "--threads", "1", "--rpc", "10.0.0.2:9090")
     assert a.tune_trials == 8 and a.threads == 1 and a.rpc == "10.0.0.2:9090"
-    assert a.cuda_arch == "sm_80"
+    assert a.cuda_arch is None  # the GPU present decides, else sm_80
     with pytest.raises(SystemExit):
         _args("x86", "--rpc", "nohostport")
     assert not a.no_winograd and _args("x86", "--no-winograd").no_winograd
     assert not a.no_blocked_layout and _args("x86", "--no-blocked-layout").no_blocked_layout
+
+
+def test_cuda_arch_is_the_gpus_unless_given():
+    from prunec.backend import target as T
+
+    assert T.target_config("cuda", _args("cuda", "--cuda-arch", "sm_86"))["arch"] == "sm_86"
+    detected = T.detected_cuda_arch()
+    assert T.target_config("cuda", _args("cuda"))["arch"] == (detected or T.DEFAULT_CUDA_ARCH)
+    if detected:
+        assert re.fullmatch(r"sm_\d+", detected)
+    for bad in ("80", "sm_x", "compute_80"):
+        with pytest.raises(PrunecError, match="--cuda-arch"):
+            T.target_config("cuda", _args("cuda", "--cuda-arch", bad))
 
 
 def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
@@ -132,7 +146,9 @@ def test_cuda_builds_and_exports_without_gpu(pair, tmp_path):
     r = backend.run(_args("cuda", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
                     tmp_path, print)
     assert Path(r["models"]["original"]["artifact"]).stat().st_size > 0
-    assert '"sm_80"' in r["target"]
+    from prunec.backend.target import detected_cuda_arch
+
+    assert f'"{detected_cuda_arch() or "sm_80"}"' in r["target"]
     if not tvm.cuda().exist:
         assert r["measured"] is False and r["reason"] == "compiled, not measured: no GPU"
 

@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "cortex-a72, cortex-a76, neoverse-n1 (default: generic aarch64+neon)")
     g.add_argument("--target-features", metavar="F1,F2",
                    help="extra LLVM target features (mattr), comma separated, e.g. +dotprod")
-    g.add_argument("--cuda-arch", default="sm_80", metavar="SM",
-                   help="CUDA architecture (default: sm_80)")
+    g.add_argument("--cuda-arch", metavar="SM",
+                   help="CUDA architecture (default: that of the GPU present, else sm_80)")
     g.add_argument("--tune-trials", type=_nonneg, default=0, metavar="N",
                    help="meta-schedule measurement budget, split evenly between the original and "
                         "the pruned model (default: 0, fast default schedules only)")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 from prunec.errors import PrunecError
 
 KINDS = ("x86", "arm", "cuda")
 ARM_TRIPLE = "aarch64-linux-gnu"
 ARM_CXX = "aarch64-linux-gnu-g++"
+DEFAULT_CUDA_ARCH = "sm_80"  # A100: what a CUDA build without a GPU here is compiled for
 
 
 def _features(text: str | None) -> list[str]:
@@ -55,11 +57,25 @@ def target_config(kind: str, args) -> dict:
             cfg["mcpu"] = cpu
         return cfg
     if kind == "cuda":
-        arch = getattr(args, "cuda_arch", None) or "sm_80"
-        if not arch.startswith("sm_"):
+        arch = getattr(args, "cuda_arch", None) or detected_cuda_arch() or DEFAULT_CUDA_ARCH
+        if not re.fullmatch(r"sm_\d+[a-z]?", arch):
             raise PrunecError(f"--cuda-arch must look like sm_80, got {arch!r}")
         return {"kind": "cuda", "arch": arch}
     raise PrunecError(f"unknown target {kind!r} (expected one of {', '.join(KINDS)})")
+
+
+def detected_cuda_arch() -> str | None:
+    """sm_XY of GPU 0 when one is present here (compute capability X.Y), else None."""
+    try:
+        import tvm
+
+        dev = tvm.cuda(0)
+        if not dev.exist:
+            return None
+        major, _, minor = str(dev.compute_version).partition(".")
+        return f"sm_{int(major)}{int(minor or 0)}"
+    except Exception:  # noqa: BLE001 - no CUDA runtime in this TVM build, no driver, ...
+        return None
 
 
 def make_target(cfg: dict):

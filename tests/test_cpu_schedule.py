@@ -41,7 +41,8 @@ CASES = [
 ]
 
 # (name, K, N): matrix-vector products
-GEMV = [("gemv_1000", 1280, 1000), ("gemv_odd", 520, 72)]
+# K / 8 parts: 160 rows (4 streamed at a time), 130 (2 at a time), 65 (one)
+GEMV = [("gemv_1000", 1280, 1000), ("gemv_pairs", 1040, 80), ("gemv_odd", 520, 72)]
 # (name, channels, size, kernel, stride, pad): max pools take the depthwise path
 POOLS = [("pool_sppf", 32, 10, 5, 1, 2), ("pool_stem", 8, 112, 3, 2, 1), ("pool_odd", 8, 15, 3, 2, 0),
          ("pool_2x2", 16, 28, 2, 2, 0)]

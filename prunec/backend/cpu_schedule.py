@@ -43,6 +43,7 @@ SHORT_REDUCTION = 64
 DW_BLOCK = "prunec_dwconv"
 DW_EVEN = "prunec_dweven"
 DWB_BLOCK = "prunec_dwconv_nchwc"
+GEMV_ROWS = 4  # weight rows per step of a matrix-vector product (see _schedule_gemv)
 
 
 # ----------------------------------------------------------------------------- target facts
@@ -1058,7 +1059,11 @@ def _schedule_gemv(sch, block, lanes, threads) -> bool:
     """Matrix-vector product streamed row by row: the reduction is split into `parts` runs of
     contiguous weight rows (rfactor), each accumulating the whole output row in an L1-resident
     partial sum, then the partials are added. The generic tile (a few output
-    vectors down all K rows) read the weight in short strided pieces and ran at ~8 GB/s."""
+    vectors down all K rows) read the weight in short strided pieces and ran at ~8 GB/s.
+    GEMV_ROWS weight rows are streamed side by side, each partial-sum vector loaded and stored
+    once per group: the head's weight comes from memory in the model (not from cache), and
+    four concurrent streams keep more misses in flight than one (MobileNetV2's 1280x1000 head
+    in the model: 115 -> 55 us at 2 threads, 155 -> 123 us at 1)."""
     shape = _gemv_shape(sch, block)
     if shape is None:
         return False
@@ -1073,11 +1078,15 @@ def _schedule_gemv(sch, block, lanes, threads) -> bool:
     rf = sch.get_sblock(sch.get(block).name_hint + "_rf")
     rl = sch.get_loops(rf)  # its own nest: (unit..., n, ko, ki)
     n, ko, ki = rl[-3:]
-    sch.reorder(ko, ki, n)
+    rows = next(r for r in (GEMV_ROWS, 2, 1) if (k_ext // parts) % r == 0)
+    kio, kii = sch.split(ki, [None, rows])
+    sch.reorder(ko, kio, n, kii)
     sch.parallel(sch.fuse(*rl[:-3], ko) if len(rl) > 3 else ko)
     no, nv = sch.split(n, [None, v])
+    sch.reorder(no, kii, nv)
+    sch.unroll(kii)
     sch.vectorize(nv)
-    init = sch.decompose_reduction(rf, ki)
+    init = sch.decompose_reduction(rf, kio)
     sch.vectorize(sch.get_loops(init)[-1])
     # the final sum over the parts, vectorized along n (a reduction block: the epilogue, e.g.
     # the bias, stays a block of its own and gets the generic schedule)

@@ -146,9 +146,9 @@ def test_cuda_builds_and_exports_without_gpu(pair, tmp_path):
     r = backend.run(_args("cuda", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
                     tmp_path, print)
     assert Path(r["models"]["original"]["artifact"]).stat().st_size > 0
-    from prunec.backend.target import detected_cuda_arch
+    from prunec.backend.target import DEFAULT_CUDA_ARCH, detected_cuda_arch
 
-    assert f'"{detected_cuda_arch() or "sm_80"}"' in r["target"]
+    assert f'"{detected_cuda_arch() or DEFAULT_CUDA_ARCH}"' in r["target"]
     if not tvm.cuda().exist:
         assert r["measured"] is False and r["reason"] == "compiled, not measured: no GPU"
 

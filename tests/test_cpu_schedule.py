@@ -36,8 +36,11 @@ CASES = [
     ("dw_5x5_40", 16, 16, 40, 5, 1, 16, False),  # 2-row tiles, 5 bands of 8 rows (2-row halo)
     ("dw_s2_63", 8, 8, 63, 3, 2, 8, True),       # stride 2, odd width, 4 bands
     ("conv3_s2", 8, 16, 30, 3, 2, 1, False),     # odd size, stride 2, dense
-    ("stem_s2", 3, 16, 64, 3, 2, 1, False),      # stride-2 stem: channel-vectorized tile
+    ("stem_s2", 3, 16, 64, 3, 2, 1, False),      # stride-2 stem: column tile, taps by shuffles
     ("stem_5x5_s2", 2, 16, 63, 5, 2, 1, True),   # odd padded width, residual epilogue
+    # inputs over 512 KB are padded band by band inside the parallel loop
+    ("stem_s2_big", 3, 16, 255, 3, 2, 1, True),  # odd width: 128 columns out of 255 + 2 pad
+    ("conv_s2_big", 16, 24, 96, 3, 2, 1, False),  # long reduction: channel tile, 6 bands of 8
 ]
 
 # (name, K, N): matrix-vector products
@@ -99,6 +102,14 @@ def test_fast_schedules_match_onnxruntime(tmp_path, blocked):
     shuffled = [gv.name_hint for gv, f in scheduled.functions.items()
                 if isinstance(f, tvm.tirx.PrimFunc) and "T.Shuffle" in f.script()]
     assert any("dwconv" in n for n in shuffled) and any("pool" in n for n in shuffled), shuffled
+    # stride-2 stems over wide rows with NCHW outputs read their taps' columns by shuffles too
+    # (blocked, they write NCHW16c from the channel tile: no transpose to avoid)
+    assert any("prunec_conv2d" in n for n in shuffled) != blocked, shuffled
+    # large inputs: the padding split into a fill and an interior copy per band of rows
+    banded = [gv.name_hint for gv, f in scheduled.functions.items()
+              if isinstance(f, tvm.tirx.PrimFunc) and "prunec_pad_pad_const" in f.script()
+              and "prunec_conv2d" in gv.name_hint]
+    assert len(banded) >= 2, banded
     assert any("nchwc" in n for n in convs) == blocked
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     assert len(outs) == len(ref) == len(CASES) + len(GEMV) + len(POOLS)

@@ -42,6 +42,7 @@ KEEP_SUFFIX = "_keep"
 SHORT_REDUCTION = 64
 DW_BLOCK = "prunec_dwconv"
 DW_EVEN = "prunec_dweven"
+TAPS_BLOCK = "prunec_taps" + KEEP_SUFFIX  # one tap's input columns of a stride-2 conv
 DWB_BLOCK = "prunec_dwconv_nchwc"
 GEMV_ROWS = 4  # weight rows per step of a matrix-vector product (see _schedule_gemv)
 
@@ -254,10 +255,14 @@ def _legalize_conv2d(bb, call, lanes, use_winograd=True):
             return out
     oh, ow = conv_out_hw(h, w, kh, kw, (sh, sw), (pt, pl, pb, pr), (dh, dw))
     rows = 1
-    # stride-2 stems take the channel-vectorized tile: reading the input de-interleaved into
-    # even/odd column phases (unit-stride rows again) cost a full extra pass over the input,
-    # which in the model (cold caches) made YOLOv8n 2-3% slower and MobileNetV2's stem 20%
+    # stride-2 stems (short reductions) read each tap's columns by shuffles (_phase_conv_te);
+    # a de-interleaved copy of the whole input instead, one more pass over it, had made
+    # YOLOv8n 2-3% slower and MobileNetV2's stem 20% (long reductions: the channel tile wins)
     spatial = (_spatial_tile(oc, ow, sw, lanes) if c * kh * kw <= SHORT_REDUCTION else None)
+    phases = False
+    if spatial is None and sw == 2 and dw == 1 and c * kh * kw <= SHORT_REDUCTION:
+        spatial = _phase_tile(oc, ow, lanes)
+        phases = spatial is not None
     if spatial is None and (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0):
         block = _row_block(oc, oh, ow, lanes)
         if block:
@@ -271,7 +276,8 @@ def _legalize_conv2d(bb, call, lanes, use_winograd=True):
         name="prunec_wpack"), weight, primfunc_name_hint="prunec_wpack")
     del topi
     return bb.call_te(_conv_te, data, wp, (sh, sw), (pt, pl, pb, pr), (dh, dw),
-                      spatial[0] if spatial else 0, rows, primfunc_name_hint="prunec_conv2d")
+                      spatial[0] if spatial else 0, rows, 0, 0, phases,
+                      primfunc_name_hint="prunec_conv2d")
 
 
 def _block_of(layout: str, letter: str) -> int:
@@ -396,6 +402,17 @@ def _spatial_tile(oc: int, ow: int, sw: int, lanes: int):
     return cols, mr
 
 
+def _phase_tile(oc: int, ow: int, lanes: int):
+    """(columns, channels) of a stride-2 conv's spatial tile (see _phase_conv_te), or None.
+    One vector of columns: each tap's vector costs a shuffle, so it feeds as many channels as
+    the registers hold (16 accumulators on AVX-512 and NEON, 12 of AVX2's 16 registers)."""
+    if ow % lanes or ow < 2 * lanes:
+        return None
+    cap = 12 if lanes == 8 else 16
+    mr = next(m for m in range(cap, 0, -1) if oc % m == 0)
+    return (lanes, mr) if mr >= 4 else None
+
+
 def _static_shape(expr):
     try:
         return [int(x) for x in expr.ty.shape]
@@ -425,11 +442,16 @@ def _pad(data, pads, value=0.0, name="prunec_pad"):
                        name=name)
 
 
-def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, out_block=0):
+def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, out_block=0,
+             phases=False):
     """Direct conv over the packed weight. in_block/out_block: the input/output is NCHW{b}c
     with that b (0: NCHW); the conv itself is computed in NCHW order either way and a blocked
-    output is one more (inlined) stage."""
+    output is one more (inlined) stage. phases (column stride 2, spatial tiles): see
+    _phase_conv_te."""
     from tvm import te
+
+    if phases:
+        return _phase_conv_te(data, wp, strides, pads, spatial_cols)
 
     if in_block:
         n, cbk, h, w, _ = (int(x) for x in data.shape)
@@ -462,6 +484,46 @@ def _conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, o
     return te.compute((n, ocb * ob // out_block, oh, ow, out_block),
                       lambda b, q, y, xo, r: conv[b, q * out_block + r, y, xo],
                       name="prunec_blocked_out")
+
+
+def _phase_conv_te(data, wp, strides, pads, cols):
+    """Stride-2 conv (NCHW, no dilation) vectorized along output columns.
+
+    The padded input is stored with its columns as (x // 2, x % 2) pairs, and every tap reads
+    its cols input columns through a stage of its own (TAPS_BLOCK): the tap's even or odd
+    columns, which the schedule loads as two contiguous vectors and one shuffle per output
+    vector (even_lanes_intrin), so the tile is a stride-1 spatial tile again: broadcast weights,
+    and a write-back of whole row vectors instead of the channel -> column transpose of the
+    channel-vectorized tile. YOLOv8n's 3 -> 16 stem at 320 with its SiLU, 2 threads, on a
+    Xeon: 259 -> 190 us (band-by-band padding included; ONNX Runtime 262)."""
+    from tvm import te, tirx
+
+    n, c, h, w = (int(x) for x in data.shape)
+    ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
+    (sh, _), (pt, pl, pb, pr) = strides, pads
+    oh, ow = conv_out_hw(h, w, kh, kw, strides, pads, (1, 1))
+    # the last tap's last vector pair reads one column past its odd lanes: room for it; rows
+    # in whole 16-float vectors, so the padding pass is plain vector stores
+    wq = -(-max(-(-(w + pl + pr) // 2), ow + kw // 2) // 8) * 8
+    hp = h + pt + pb
+    zero = tirx.const(0.0, "float32")
+
+    def padded(b, i, y, x):
+        iy, ix = y - pt, x - pl
+        inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
+        return tirx.if_then_else(inside, data[b, i, iy, ix], zero)
+    # NCHW here; the schedule views its rows as (x // 2, x % 2) pairs (same memory)
+    xp = te.compute((n, c, hp, 2 * wq), padded, name="prunec_pad")
+    taps = te.compute((n, c, kh, kw, oh, ow), lambda b, i, ry, rx, y, x:
+                      xp[b, i, y * sh + ry, x * 2 + rx], name=TAPS_BLOCK)
+    ic = te.reduce_axis((0, c), "ic")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, ocb * ob, oh, ow),
+        lambda b, o, y, x: te.sum(taps[b, ic, ry, rx, y, x] * wp[o // ob, ic, ry, rx, o % ob],
+                                  axis=[ic, ry, rx]),
+        name=CONV_BLOCK, attrs={"prunec_cols": cols, "prunec_rows": 1})
 
 
 def dw_row_vectors(ow: int, lanes: int) -> tuple[int, int, int]:
@@ -687,12 +749,20 @@ def _schedule_conv(sch, lanes, threads):
     else:
         red = (ic, ry, rx)
     rows_first = _rows_first(sch, conv, threads)
-    sch.reorder(n, *((oh, oco) if rows_first else (oco, oh)), owo, *red, owi, oci)
+    band_rows = _pad_band_rows(sch, conv, pad, threads)
+    if band_rows:
+        band, oh = sch.split(oh, [None, band_rows])
+        sch.reorder(n, band, oco, oh, owo, *red, owi, oci)
+    else:
+        sch.reorder(n, *((oh, oco) if rows_first else (oco, oh)), owo, *red, owi, oci)
     first = red[0]
     # accumulator tile channel-innermost, so each vector of ob channels is contiguous and
     # LLVM keeps the whole (unrolled, constant-indexed) tile in registers
     acc = _register_tile(sch, conv, owo, layout=lambda b, o, y, x: (b, y, x, o))
-    outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
+    if band_rows:
+        outer = sch.fuse(n, band)
+    else:
+        outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
     sch.parallel(outer)
     sch.unroll(owi)
     sch.vectorize(oci)
@@ -712,7 +782,31 @@ def _schedule_conv(sch, lanes, threads):
     else:
         # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)
         sch.vectorize(aloops[-1])
-    _finish_conv(sch, pad, acc, init, lanes, threads)
+    _finish_conv(sch, pad, acc, init, lanes, threads, band=outer if band_rows else None)
+
+
+PAD_BAND_BYTES = 512 * 1024  # inputs at least this large are padded band by band
+
+
+def _pad_band_rows(sch, conv, pad, threads) -> int:
+    """Output rows per band when the conv's padded input should be built band by band inside
+    the parallel loop (0: as one pass before it).
+
+    A padded copy of a large input is one more trip through memory for the whole tensor: on a
+    server core with ~20 GB/s to its L3, padding YOLOv8n's 16 x 160 x 160 input took 100 us of
+    the 300 us conv (3 x 320 x 320 stem: 60 of 310). Band by band, each task pads the few input
+    rows its output rows read (halo rows twice) into a buffer that stays in its own cache, and
+    computes every output channel of those rows. Bands of up to 8 rows, at least 2 per thread."""
+    if pad is None:
+        return 0
+    inp, _ = _conv_operands(sch, conv)
+    if inp is None:
+        return 0
+    src = _region_buffer(sch.get(pad).reads[0]) if sch.get(pad).reads else None
+    if src is None or 4 * math.prod(int(d) for d in src.shape) < PAD_BAND_BYTES:
+        return 0
+    oh = int(sch.get(sch.get_loops(conv)[2]).extent)
+    return max((r for r in range(1, 9) if oh % r == 0 and oh // r >= 2 * threads), default=0)
 
 
 def _rows_first(sch, conv, threads) -> bool:
@@ -737,15 +831,29 @@ def _rows_first(sch, conv, threads) -> bool:
     return math.prod(int(d) for d in wgt.shape) < math.prod(int(d) for d in inp.shape)
 
 
-def _finish_conv(sch, pad, acc, init, lanes, threads):
-    """Shared tail of the conv schedules: the padded input as its own parallel, vectorized
-    pass, and the generic schedule for whatever else the fused function holds."""
-    if pad is not None:
+def _finish_conv(sch, pad, acc, init, lanes, threads, done=(), band=None):
+    """Shared tail of the conv schedules: the padded input, per band of output rows under
+    the parallel loop `band` where the schedule split them so (see _pad_band_rows), else as
+    its own parallel, vectorized pass; and the generic schedule for whatever else the fused
+    function holds (but `done`)."""
+    done = set(done)
+    if pad is not None and band is not None:
+        sch.compute_at(pad, band)
+        ploops = sch.get_loops(pad)
+        try:
+            # zero the band's rows, then copy the interior without a bounds test per element
+            fill = sch.decompose_padding(pad, ploops[1])
+            done.add(sch.get(fill).name_hint)
+            _vectorize_tail(sch, sch.fuse(*sch.get_loops(fill)[1:]), lanes)
+        except Exception as e:  # noqa: BLE001 - keep the guarded copy
+            _log.debug("decompose_padding failed: %s", e)
+        _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
+    elif pad is not None:
         ploops = sch.get_loops(pad)
         sch.parallel(sch.fuse(*ploops[:3]))
-        _vectorize_tail(sch, ploops[-1], lanes)
+        _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)
     _schedule_rest(sch, lanes, threads, done={CONV_BLOCK, "prunec_pad",
-                                             sch.get(acc).name_hint,
+                                             sch.get(acc).name_hint, *done,
                                              sch.get(init).name_hint, CONV_BLOCK + "_update"})
 
 
@@ -767,9 +875,25 @@ def _schedule_conv_spatial(sch, conv, pad, ob, cols, lanes, threads):
         owo, owi = sch.split(ow, [None, cols])
     # whole-row tiles only: with column tiles (16->96 at 112x112) rows first measured 2x slower
     rows_first = rows > 1 and _rows_first(sch, conv, threads)
-    sch.reorder(n, *((oh, oco) if rows_first else (oco, oh)), owo, ic, ry, rx, oci, owi)
+    band_rows = _pad_band_rows(sch, conv, pad, threads) if rows == 1 else 0
+    if band_rows:
+        band, oh = sch.split(oh, [None, band_rows])
+        sch.reorder(n, band, oco, oh, owo, ic, ry, rx, oci, owi)
+    else:
+        sch.reorder(n, *((oh, oco) if rows_first else (oco, oh)), owo, ic, ry, rx, oci, owi)
+    phases = _has(sch, TAPS_BLOCK)
+    if phases:  # a stride-2 conv: each tap's input columns into registers by shuffles
+        sch.transform_layout(pad, ("write", 0), lambda b, i, y, x: (b, i, y, x // 2, x % 2))
+        taps = sch.get_sblock(TAPS_BLOCK)
+        sch.set_scope(taps, 0, "local")
+        sch.compute_at(taps, rx)
+        _, tl = sch.split(sch.get_loops(taps)[-1], [None, lanes])
+        sch.tensorize(tl, even_lanes_intrin(lanes, "global"))
     acc = _register_tile(sch, conv, owo)
-    outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
+    if band_rows:
+        outer = sch.fuse(n, band)
+    else:
+        outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
     sch.parallel(outer)
     sch.unroll(oci)
     owv, owl = sch.split(owi, [None, lanes])
@@ -784,7 +908,9 @@ def _schedule_conv_spatial(sch, conv, pad, ob, cols, lanes, threads):
     last = sch.fuse(aloops[-2], aloops[-1]) if rows > 1 else aloops[-1]
     _, al = sch.split(last, [None, lanes])
     sch.vectorize(al)
-    _finish_conv(sch, pad, acc, init, lanes, threads)
+    _finish_conv(sch, pad, acc, init, lanes, threads,
+                 done=(TAPS_BLOCK, TAPS_BLOCK + "_o") if phases else (),
+                 band=outer if band_rows else None)
 
 
 def _ann_int(sch, block, key) -> int:
@@ -924,19 +1050,20 @@ def _even_columns(sch, even, lanes):
     sch.tensorize(inner, even_lanes_intrin(w))
 
 
-def even_lanes_intrin(w: int) -> str:
-    """Name of the registered tensor intrinsic c[0:w] = a[0:2w:2] on local float32 rows."""
+def even_lanes_intrin(w: int, scope: str = "local") -> str:
+    """Name of the registered tensor intrinsic c[0:w] = a[0:2w:2] on float32 rows (a in
+    `scope`, c local)."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    name = f"prunec_even_lanes_{w}"
+    name = f"prunec_even_lanes_{w}_{scope}"
     if name in _EVEN_INTRINS:
         return name
     vt, idx = f"float32x{w}", [2 * i for i in range(w)]
 
     # the rows are [columns / 2, 2] (see _dwconv_te): the even columns, a [w, 1] view of stride 2
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((w, 1), "float32", strides=(2, 1), offset_factor=1, scope="local"),
+    def desc(a: T.Buffer((w, 1), "float32", strides=(2, 1), offset_factor=1, scope=scope),
              c: T.Buffer((w,), "float32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
             T.reads(a[0:w, 0:1])
@@ -947,7 +1074,7 @@ def even_lanes_intrin(w: int) -> str:
                     c[vi] = a[vi, 0]
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((w, 1), "float32", strides=(2, 1), offset_factor=1, scope="local"),
+    def impl(a: T.Buffer((w, 1), "float32", strides=(2, 1), offset_factor=1, scope=scope),
              c: T.Buffer((w,), "float32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
             T.reads(a[0:w, 0:1])

@@ -178,6 +178,20 @@ def test_tuning_database_is_reused(pair, tmp_path):
     checks = [r["models"][m].get("schedule_check") for r in (r1, r2) for m in ("original", "pruned")]
     assert any(checks)
     assert all(c["kept"] in ("tuned", "default") for c in checks if c)
+    # the same database after the hand schedules changed (another prunec): its default-schedule
+    # records are dropped and today's defaults measured again, still without new trials
+    from prunec.backend.tune import schedule_version
+
+    records = db / "database_tuning_record.json"
+    records.write_text(records.read_text().replace(schedule_version(), "0123456789abcdef"))
+    logs.clear()
+    r3 = backend.run(_args("x86", "--tune-trials", "32", "--tuning-db", str(db)), pair[0],
+                     pair[1], SHAPES, tmp_path, logs.append)
+    assert sum(r3["tuning"]["measured_trials"].values()) == 0
+    assert any("dropped" in m and "older prunec" in m for m in logs), logs
+    assert any("measured today's default schedule" in m for m in logs), logs
+    assert "0123456789abcdef" not in records.read_text()
+    assert r3["models"]["pruned"]["output_check"]["ok"]
 
 
 @pytest.mark.parametrize("tuned_ms,default_ms,kept", [(2.0, 1.0, "default"), (1.0, 2.0, "tuned")])

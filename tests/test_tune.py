@@ -42,16 +42,14 @@ def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
     from tvm.s_tir import meta_schedule as ms
     from tvm_ffi import structural_equal
 
-    from prunec.backend.cpu_schedule import schedule_task
-    from prunec.backend.tune import verify_winners
+    from prunec.backend.tune import hand_schedule, verify_winners
 
     task, tgt = _conv_task(tmp_path)
     mod = task.dispatched[0]
     (tmp_path / "db").mkdir()
     db = ms.database.JSONDatabase(work_dir=str(tmp_path / "db"))
     args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
-    hand = s_tir.Schedule(mod)
-    schedule_task(hand, tgt)
+    hand = hand_schedule(mod, tgt)
     # TVM's unscheduled loop nest (many times slower), recorded as if it had been timed in a
     # quiet moment, and the default schedule recorded slower than that
     naive = s_tir.Schedule(mod)
@@ -66,6 +64,46 @@ def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
     assert structural_equal(db.query_schedule(mod, tgt, "main").mod, hand.mod)
     # a second check finds the default leading and leaves the database alone
     assert verify_winners(ms, [mod], tgt, db, rounds=1) == {"tuned": 0, "default": 0}
+
+
+def test_hand_schedule_records_of_another_prunec_are_dropped(tmp_path):
+    """A persistent database outlives the code: a hand-schedule record measured by an older
+    prunec would be replayed as if it were today's default. Those are dropped (tuned records and
+    today's hand records stay), and the task then counts as lacking its default record."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from prunec.backend.cpu_schedule import schedule_task
+    from prunec.backend.tune import (HAND_TAG, _hand_record_missing, hand_schedule,
+                                     purge_stale_hand_records, schedule_version)
+
+    task, tgt = _conv_task(tmp_path)
+    mod = task.dispatched[0]
+    dbdir = tmp_path / "db"
+    dbdir.mkdir()
+    db = ms.database.JSONDatabase(work_dir=str(dbdir))
+    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    old = s_tir.Schedule(mod)
+    schedule_task(old, tgt)
+    old.annotate(old.get_sblock("root"), HAND_TAG, "0123456789abcdef")  # another version
+    tuned = s_tir.Schedule(mod)
+    tuned.split(tuned.get_loops(tuned.get_sblock("prunec_conv"))[1], [None, 1])
+    for sch, sec in ((old, 1e-6), (tuned, 2e-3)):
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod),
+                                                         [sec], tgt, args_info))
+    assert _hand_record_missing(mod, tgt, db)
+    assert purge_stale_hand_records(str(dbdir)) == 1
+    assert purge_stale_hand_records(str(dbdir)) == 0
+    db = ms.database.JSONDatabase(work_dir=str(dbdir))
+    assert len(db.get_top_k(db.commit_workload(mod), 10)) == 1  # the tuned one
+    assert _hand_record_missing(mod, tgt, db)
+    db.commit_tuning_record(ms.database.TuningRecord(hand_schedule(mod, tgt).trace,
+                                                     db.commit_workload(mod), [1e-3], tgt,
+                                                     args_info))
+    assert not _hand_record_missing(mod, tgt, db)
+    assert purge_stale_hand_records(str(dbdir)) == 0
+    text = (dbdir / "database_tuning_record.json").read_text()
+    assert schedule_version() in text and "0123456789abcdef" not in text
 
 
 def test_tasks_without_a_search_space_are_left_to_their_hand_schedule(tmp_path):

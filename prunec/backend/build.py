@@ -74,6 +74,9 @@ def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None]
                     if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
                     and f.attrs.get("tirx.is_scheduled", False)}
 
+        from .tune import purge_stale_hand_records
+
+        purge_stale_hand_records(db_dir)  # an older prunec's defaults must not stand in for ours
         before = scheduled(mod)
         with target:
             mod = relax.transform.MetaScheduleApplyDatabase(db_dir)(mod)

@@ -16,6 +16,9 @@ from typing import Callable
 
 _log = logging.getLogger(__name__)
 BUDGET_FILE = "prunec_trials.json"
+RECORDS_FILE = "database_tuning_record.json"
+# hand-schedule records carry this root-block annotation (value: schedule_version())
+HAND_TAG = "prunec_hand_schedule"
 TRIALS_PER_ITER = 8  # small batches: on 2 cores a batch of 64 takes minutes
 SEARCH_POPULATION = 64
 COVER = 0.8  # tune the heaviest tasks that make up this share of the estimated FLOPs
@@ -35,8 +38,67 @@ def _fmt_s(s: float) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.0f}s"
 
 
+def schedule_version() -> str:
+    """A digest of the code that makes prunec's hand schedules (and the graphs they see)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("cpu_schedule.py", "winograd.py", "layout.py"):
+        h.update(Path(__file__).with_name(name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def hand_schedule(mod, target):
+    """prunec's hand schedule of a one-function module as a traced Schedule, tagged with
+    schedule_version() so that its tuning record can be recognized when the code changes."""
+    from tvm import s_tir
+
+    from .cpu_schedule import schedule_task
+
+    sch = s_tir.Schedule(mod)
+    schedule_task(sch, target)
+    sch.annotate(sch.get_sblock("root"), HAND_TAG, schedule_version())
+    return sch
+
+
+def purge_stale_hand_records(db_dir: str) -> int:
+    """Drop the database's hand-schedule records made by other versions of the hand schedules.
+
+    They were measured as "the zero-trial default" of their day: replayed after the schedules
+    changed, they would stand in for today's default (slower, if the code got faster), and their
+    time would rank against tuned records as if they were. Tuned records stay. Returns how many
+    records were dropped."""
+    import os
+
+    p = Path(db_dir, RECORDS_FILE)
+    if not p.exists():
+        return 0
+    tag, current = f'"{HAND_TAG}"', schedule_version()  # the value is JSON in JSON: escaped
+    lines = p.read_text().splitlines(keepends=True)
+    keep = [ln for ln in lines if tag not in ln or current in ln]
+    if len(keep) == len(lines):
+        return 0
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, p)  # never a half-written database
+    return len(lines) - len(keep)
+
+
+def _hand_record_missing(mod, target, database) -> bool:
+    """Whether the database lacks a current-version hand-schedule record for this task."""
+    try:
+        recs = database.get_top_k(database.commit_workload(mod), 1 << 20)
+    except Exception:  # noqa: BLE001
+        return True
+    version = schedule_version()
+    for r in recs:
+        if version in str(r.trace.as_json(remove_postproc=True)):
+            return False
+    return True
+
+
 def count_records(db_dir: str) -> int:
-    p = Path(db_dir, "database_tuning_record.json")
+    p = Path(db_dir, RECORDS_FILE)
     if not p.exists():
         return 0
     with open(p) as f:
@@ -53,6 +115,10 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
 
     t0 = time.time()
     Path(db_dir).mkdir(parents=True, exist_ok=True)
+    stale = purge_stale_hand_records(db_dir)
+    if stale:
+        log(f"[tune {label}] dropped {stale} hand-schedule record(s) of an older prunec: "
+            f"the current default schedules are measured again")
     spent_path = Path(db_dir, BUDGET_FILE)
     spent = json.loads(spent_path.read_text()) if spent_path.exists() else {}
 
@@ -89,6 +155,9 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
         if selected:
             log(f"[tune {label}] the {len(selected)} heaviest of {len(extracted)} tasks are "
                 f"already tuned in {db_dir}: no new trials")
+            if seed_hand_schedules and runner == "local":
+                _reseed(ms, [t.dispatched[0] for _, t in selected], target, db_dir, builder, log,
+                        label)
         else:
             log(f"[tune {label}] no task meta-schedule can search: no trials")
         return {"trials": 0, "tasks": len(extracted), "tuned_tasks": len(selected),
@@ -144,6 +213,25 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
             "verified": verdict}
 
 
+def _reseed(ms, task_mods, target, db_dir, builder, log, label) -> None:
+    """Tasks tuned before whose hand-schedule record is gone (an older prunec's, purged): measure
+    today's default, commit it, and re-check it against the tuned record, as a tuning run
+    would. No trials."""
+    database = ms.database.JSONDatabase(work_dir=db_dir)
+    missing = [m for m in task_mods if _hand_record_missing(m, target, database)]
+    if not missing:
+        return
+    ncores = int(target.attrs.get("num-cores", 1) or 1)
+    if builder == "local":
+        builder = ms.builder.LocalBuilder(max_workers=max(1, ncores), timeout_sec=180)
+    runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
+        number=3, repeat=1, min_repeat_ms=10, enable_cpu_cache_flush=False))
+    n = _seed(ms, missing, target, database, builder, runner)
+    verdict = verify_winners(ms, missing, target, database)
+    log(f"[tune {label}] measured today's default schedule of {n} tuned task(s) again: "
+        f"{verdict['tuned']} tuned kept, {verdict['default']} default kept")
+
+
 def _searchable(ms, ri, task, db_dir) -> bool:
     """Whether meta-schedule's generic rules can build a search space for the task. Ours are not
     always (the Winograd stages: "TensorRegion pattern match failed"), and one such task would
@@ -191,15 +279,10 @@ def _seed(ms, task_mods, target, database, builder, runner) -> int:
     commit it as a tuning record: the database then applies whichever is faster, so a small
     budget can never make a task slower than the zero-trial default (and the search starts
     from a known-good point)."""
-    from tvm import s_tir
-
-    from .cpu_schedule import schedule_task
-
     cands = []
     for mod in task_mods:
-        sch = s_tir.Schedule(mod)
         try:
-            schedule_task(sch, target)
+            sch = hand_schedule(mod, target)
         except Exception as e:
             _log.debug("no hand schedule for a task: %s", str(e).splitlines()[-1])
             continue  # no hand schedule for this one: tuning alone decides
@@ -240,19 +323,15 @@ def verify_winners(ms, task_mods, target, database, rounds: int = 3) -> dict:
     (record times only rank schedules; reported latencies are always measured afresh)."""
     import numpy as np
     import tvm
-    from tvm import s_tir
     from tvm_ffi import structural_equal  # tvm.ir.structural_equal moved here in 0.27
-
-    from .cpu_schedule import schedule_task
 
     out = {"tuned": 0, "default": 0}
     for mod in task_mods:
         rec = database.query_tuning_record(mod, target, "main")
         if rec is None:
             continue
-        hand = s_tir.Schedule(mod)
         try:
-            schedule_task(hand, target)
+            hand = hand_schedule(mod, target)
             tuned = database.query_schedule(mod, target, "main")
             if structural_equal(tuned.mod, hand.mod):
                 continue  # the default already leads

@@ -805,7 +805,7 @@ def _pad_band_rows(sch, conv, pad, threads) -> int:
     src = _region_buffer(sch.get(pad).reads[0]) if sch.get(pad).reads else None
     if src is None or 4 * math.prod(int(d) for d in src.shape) < PAD_BAND_BYTES:
         return 0
-    oh = int(sch.get(sch.get_loops(conv)[2]).extent)
+    oh = int(sch.get(conv).iter_vars[2].dom.extent)  # (n, oc, oh, ow, ...), however split
     return max((r for r in range(1, 9) if oh % r == 0 and oh // r >= 2 * threads), default=0)
 
 
@@ -844,7 +844,9 @@ def _finish_conv(sch, pad, acc, init, lanes, threads, done=(), band=None):
             # zero the band's rows, then copy the interior without a bounds test per element
             fill = sch.decompose_padding(pad, ploops[1])
             done.add(sch.get(fill).name_hint)
-            _vectorize_tail(sch, sch.fuse(*sch.get_loops(fill)[1:]), lanes)
+            # rows of zeros, vectorized along the row only: fused with the rows, the column
+            # index wraps inside a vector (162 of 176 columns) and the stores were scattered
+            _vectorize_tail(sch, sch.get_loops(fill)[-1], lanes)
         except Exception as e:  # noqa: BLE001 - keep the guarded copy
             _log.debug("decompose_padding failed: %s", e)
         _vectorize_tail(sch, sch.get_loops(pad)[-1], lanes)

@@ -89,12 +89,13 @@ def _model(seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
 
 
-@pytest.mark.parametrize("blocked", [False, True])
-def test_fast_schedules_match_onnxruntime(tmp_path, blocked):
+@pytest.mark.parametrize("blocked,mcpu", [(False, None), (True, None), (False, "haswell")])
+def test_fast_schedules_match_onnxruntime(tmp_path, blocked, mcpu):
     """blocked: the depthwise convs make this a graph that gets NCHW16c (NCHW8c on AVX2) where
-    channel counts allow (backend/layout.py); False keeps every case on its NCHW path."""
+    channel counts allow (backend/layout.py); False keeps every case on its NCHW path. haswell:
+    AVX2's 8-lane vectors and 16 registers (other tiles, 8-lane shuffles)."""
     m = _model()
-    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "kernels.onnx", blocked=blocked)
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "kernels.onnx", mcpu=mcpu, blocked=blocked)
     convs = scheduled_functions(scheduled, "conv") | scheduled_functions(scheduled, "pool")
     unscheduled = [name for name, done in convs.items() if not done]
     assert not unscheduled, f"convs left to TVM's naive default: {unscheduled}"

@@ -60,7 +60,9 @@ def _small_convnet():
         init("fc_b", rng.standard_normal(10) * 0.1),
     ]
     nodes = [
-        helper.make_node("Conv", [INPUT_NAME, "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        # a stride-2 stem: on NEON its taps' columns come from 4-lane shuffles (_phase_conv_te)
+        helper.make_node("Conv", [INPUT_NAME, "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
         helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["bn1"],
                          epsilon=1e-5),
         helper.make_node("Relu", ["bn1"], ["r1"]),
@@ -88,8 +90,19 @@ def artifact(tmp_path_factory):
     """(model, aarch64 .so path, input, ONNX Runtime reference output)."""
     import onnxruntime as ort
 
+    import onnx
+    import tvm
+
+    from prunec.backend import build, frontend
+
     model = _small_convnet()
     work = tmp_path_factory.mktemp("arm")
+    onnx.save(model, work / "m.onnx")
+    target = tvm.target.Target(arm_emu.AARCH64_TARGET)
+    scheduled = build.schedule_rest(build.fuse(frontend.import_onnx(work / "m.onnx", {
+        INPUT_NAME: INPUT_SHAPE})[0], target, "arm"), target, "arm")
+    assert any("prunec_conv2d" in gv.name_hint and "T.Shuffle" in f.script()
+               for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
     ex = arm_emu.compile_onnx(model, {INPUT_NAME: INPUT_SHAPE})
     lib = arm_emu.cross_export(ex, work / "small_convnet_aarch64.so")
     with open(lib, "rb") as f:

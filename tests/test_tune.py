@@ -106,6 +106,25 @@ def test_hand_schedule_records_of_another_prunec_are_dropped(tmp_path):
     assert schedule_version() in text and "0123456789abcdef" not in text
 
 
+def test_a_read_only_database_is_used_as_it_is(tmp_path, monkeypatch):
+    """A shared database the user cannot write: outdated defaults stay, nothing fails."""
+    import os
+
+    from prunec.backend import tune
+
+    dbdir = tmp_path / "db"
+    dbdir.mkdir()
+    rec = dbdir / "database_tuning_record.json"
+    stale = f'[0, [[[], ["x"], ["{tune.HAND_TAG}", "0123456789abcdef"]], [1e-3]]]\n'
+    rec.write_text(stale)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "replace", refuse)
+    assert tune.purge_stale_hand_records(str(dbdir)) == 0
+    assert rec.read_text() == stale
+
+
 def test_tasks_without_a_search_space_are_left_to_their_hand_schedule(tmp_path):
     """meta-schedule's generic rules cannot schedule the Winograd stages; such a task must be
     kept out of tune_tasks (one would abort the whole search), a direct conv stays in."""

@@ -79,8 +79,17 @@ def purge_stale_hand_records(db_dir: str) -> int:
     if len(keep) == len(lines):
         return 0
     tmp = p.with_suffix(".tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, p)  # never a half-written database
+    try:
+        tmp.write_text("".join(keep))
+        os.replace(tmp, p)  # never a half-written database
+    except OSError as e:  # a read-only shared database: use it as it is
+        _log.warning("could not drop %d outdated default-schedule record(s) from %s (%s)",
+                     len(lines) - len(keep), p, e.strerror or e)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return 0
     return len(lines) - len(keep)
 
 

@@ -7,6 +7,7 @@ or earlier in this run by the other model) costs no new trials.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ def _fmt_s(s: float) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.0f}s"
 
 
+@functools.lru_cache(maxsize=1)
 def schedule_version() -> str:
     """A digest of the code that makes prunec's hand schedules (and the graphs they see)."""
     import hashlib

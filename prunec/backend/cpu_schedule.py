@@ -496,7 +496,7 @@ def _phase_conv_te(data, wp, strides, pads, cols):
     and a write-back of whole row vectors instead of the channel -> column transpose of the
     channel-vectorized tile. YOLOv8n's 3 -> 16 stem at 320 with its SiLU, 2 threads, on a
     Xeon: 259 -> 190 us (band-by-band padding included; ONNX Runtime 262)."""
-    from tvm import te, tirx
+    from tvm import te
 
     n, c, h, w = (int(x) for x in data.shape)
     ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
@@ -505,15 +505,8 @@ def _phase_conv_te(data, wp, strides, pads, cols):
     # the last tap's last vector pair reads one column past its odd lanes: room for it; rows
     # in whole 16-float vectors, so the padding pass is plain vector stores
     wq = -(-max(-(-(w + pl + pr) // 2), ow + kw // 2) // 8) * 8
-    hp = h + pt + pb
-    zero = tirx.const(0.0, "float32")
-
-    def padded(b, i, y, x):
-        iy, ix = y - pt, x - pl
-        inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
-        return tirx.if_then_else(inside, data[b, i, iy, ix], zero)
     # NCHW here; the schedule views its rows as (x // 2, x % 2) pairs (same memory)
-    xp = te.compute((n, c, hp, 2 * wq), padded, name="prunec_pad")
+    xp = _pad(data, (pt, pl, pb, 2 * wq - w - pl))
     taps = te.compute((n, c, kh, kw, oh, ow), lambda b, i, ry, rx, y, x:
                       xp[b, i, y * sh + ry, x * 2 + rx], name=TAPS_BLOCK)
     ic = te.reduce_axis((0, c), "ic")
@@ -759,11 +752,7 @@ def _schedule_conv(sch, lanes, threads):
     # accumulator tile channel-innermost, so each vector of ob channels is contiguous and
     # LLVM keeps the whole (unrolled, constant-indexed) tile in registers
     acc = _register_tile(sch, conv, owo, layout=lambda b, o, y, x: (b, y, x, o))
-    if band_rows:
-        outer = sch.fuse(n, band)
-    else:
-        outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
-    sch.parallel(outer)
+    outer = _parallel_outer(sch, n, band if band_rows else None, oh, oco, rows_first)
     sch.unroll(owi)
     sch.vectorize(oci)
     init = sch.decompose_reduction(conv, first)
@@ -783,6 +772,17 @@ def _schedule_conv(sch, lanes, threads):
         # write-back: loops (oc tile, ow tile) -> put ow innermost (contiguous in NCHW)
         sch.vectorize(aloops[-1])
     _finish_conv(sch, pad, acc, init, lanes, threads, band=outer if band_rows else None)
+
+
+def _parallel_outer(sch, n, band, oh, oco, rows_first):
+    """Fuse and parallelize a conv's outer loops: bands of rows (each computes all its
+    channels, see _pad_band_rows), else rows x channel blocks in the order _rows_first chose."""
+    if band is not None:
+        outer = sch.fuse(n, band)
+    else:
+        outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
+    sch.parallel(outer)
+    return outer
 
 
 PAD_BAND_BYTES = 512 * 1024  # inputs at least this large are padded band by band
@@ -892,11 +892,7 @@ def _schedule_conv_spatial(sch, conv, pad, ob, cols, lanes, threads):
         _, tl = sch.split(sch.get_loops(taps)[-1], [None, lanes])
         sch.tensorize(tl, even_lanes_intrin(lanes, "global"))
     acc = _register_tile(sch, conv, owo)
-    if band_rows:
-        outer = sch.fuse(n, band)
-    else:
-        outer = sch.fuse(n, oh, oco) if rows_first else sch.fuse(n, oco, oh)
-    sch.parallel(outer)
+    outer = _parallel_outer(sch, n, band if band_rows else None, oh, oco, rows_first)
     sch.unroll(oci)
     owv, owl = sch.split(owi, [None, lanes])
     sch.unroll(owv)

@@ -182,14 +182,7 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
 
     database = ms.database.JSONDatabase(work_dir=db_dir)
     verify_here = runner == "local"  # candidates run on this machine: the winners can be re-checked
-    ncores = int(target.attrs.get("num-cores", 1) or 1)
-    if builder == "local":  # the 30 s default times out on a busy 2-core machine
-        builder = ms.builder.LocalBuilder(max_workers=max(1, ncores), timeout_sec=180)
-    if runner == "local":
-        # a few runs per candidate: enough to rank them, without 100 ms minimums per candidate
-        runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
-            number=3, repeat=1, min_repeat_ms=10, enable_cpu_cache_flush=False))
-    runner = ms.runner.Runner.create(runner) if isinstance(runner, str) else runner
+    builder, runner = _local_infra(ms, target, builder, runner)
     if seed_hand_schedules:
         n = _seed(ms, [t.dispatched[0] for t in todo], target, database, builder, runner)
         log(f"[tune {label}] measured the fast default schedule of {n} tasks as a baseline")
@@ -224,6 +217,20 @@ def tune(mod, target, db_dir: str, trials: int, log: Callable[[str], None], labe
             "verified": verdict}
 
 
+def _local_infra(ms, target, builder, runner):
+    """(builder, runner) for tuning: "local" becomes this machine's, set up for a small,
+    busy machine; anything else is passed through (a runner named by string is created)."""
+    ncores = int(target.attrs.get("num-cores", 1) or 1)
+    if builder == "local":  # the 30 s default times out on a busy 2-core machine
+        builder = ms.builder.LocalBuilder(max_workers=max(1, ncores), timeout_sec=180)
+    if runner == "local":
+        # a few runs per candidate: enough to rank them, without 100 ms minimums per candidate
+        runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=10, enable_cpu_cache_flush=False))
+    runner = ms.runner.Runner.create(runner) if isinstance(runner, str) else runner
+    return builder, runner
+
+
 def _reseed(ms, task_mods, target, db_dir, builder, log, label) -> None:
     """Tasks tuned before whose hand-schedule record is gone (an older prunec's, purged): measure
     today's default, commit it, and re-check it against the tuned record, as a tuning run
@@ -232,11 +239,7 @@ def _reseed(ms, task_mods, target, db_dir, builder, log, label) -> None:
     missing = [m for m in task_mods if _hand_record_missing(m, target, database)]
     if not missing:
         return
-    ncores = int(target.attrs.get("num-cores", 1) or 1)
-    if builder == "local":
-        builder = ms.builder.LocalBuilder(max_workers=max(1, ncores), timeout_sec=180)
-    runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=ms.runner.EvaluatorConfig(
-        number=3, repeat=1, min_repeat_ms=10, enable_cpu_cache_flush=False))
+    builder, runner = _local_infra(ms, target, builder, "local")
     n = _seed(ms, missing, target, database, builder, runner)
     verdict = verify_winners(ms, missing, target, database)
     log(f"[tune {label}] measured today's default schedule of {n} tuned task(s) again: "

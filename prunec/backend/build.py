@@ -85,7 +85,29 @@ def build(mod, target, kind: str, db_dir: str | None, log: Callable[[str], None]
     if stats is not None:
         stats["from_database"] = applied
     mod = schedule_rest(mod, target, kind, fast)
+    if fast and kind in ("x86", "arm"):
+        mod = zero_copy_views(mod, target, stats)
     return tvm.compile(mod, target=target, relax_pipeline=relax.get_pipeline("default_build"))
+
+
+def zero_copy_views(mod, target, stats: dict | None = None):
+    """The default build pipeline's steps up to explicit output buffers (CallTIRRewrite), then
+    zero_copy's split/concat views. tvm.compile's pipeline runs these steps again as no-ops."""
+    import tvm
+    from tvm import relax
+
+    from . import zero_copy
+
+    with target:
+        mod = tvm.transform.Sequential([
+            relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
+            relax.transform.LegalizeOps(), relax.transform.RewriteDataflowReshape(),
+            relax.transform.ToNonDataflow(), relax.transform.RemovePurityChecking(),
+            relax.transform.CallTIRRewrite()])(mod)
+    mod, views = zero_copy.apply(mod)
+    if stats is not None:
+        stats["zero_copy"] = views
+    return mod
 
 
 def export(ex, path: Path, kind: str) -> Path:

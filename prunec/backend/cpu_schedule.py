@@ -98,7 +98,8 @@ def _row_tile(ow: int, cap: int) -> int:
 # ------------------------------------------------------------------------------ legalization
 def layout_passes(target, winograd: bool = True):
     """Relax passes run before LegalizeOps: our conv2d legalization (3x3 stride-1 convs as
-    Winograd where winograd.choose_tile expects a gain, unless winograd is False)."""
+    Winograd where winograd.choose_tile expects a gain, unless winograd is False), and split/
+    concat tagged for zero_copy."""
     from tvm import relax
 
     lanes = vector_lanes(target)
@@ -106,7 +107,10 @@ def layout_passes(target, winograd: bool = True):
     def conv2d(bb, call):
         return _legalize_conv2d(bb, call, lanes, winograd)
 
+    from . import zero_copy
+
     return [relax.transform.LegalizeOps(customize_legalize_map={
+        **zero_copy.legalize_map(),
         "relax.nn.conv2d": conv2d, "relax.sigmoid": _legalize_sigmoid,
         "relax.exp": _legalize_exp, "relax.nn.softmax": _legalize_softmax,
         "relax.nn.max_pool2d": lambda bb, call: _legalize_max_pool2d(bb, call, lanes)})]

@@ -206,6 +206,35 @@ def test_aarch64_blocked_mobilenet_matches_onnxruntime(tmp_path, emulated):
 
 @pytest.mark.slow
 @needs_emulator
+def test_aarch64_zero_copy_split_and_concat(tmp_path, emulated):
+    """YOLOv8's C2f block on the device's runtime: the split's halves are views and three convs
+    write into the concat's buffer (backend/zero_copy.py), through the aarch64 wheel's VM."""
+    import onnxruntime as ort
+    import tvm
+
+    from prunec.backend import build, frontend
+    from test_zero_copy import c2f
+
+    model = c2f(c=16, hw=8, inner=8)
+    import onnx
+
+    onnx.save(model, tmp_path / "c2f.onnx")
+    stats = {}
+    ex = build.build(frontend.import_onnx(tmp_path / "c2f.onnx", {"x": [1, 16, 8, 8]})[0],
+                     tvm.target.Target(arm_emu.AARCH64_TARGET), "arm", None, lambda m: None,
+                     stats=stats)
+    assert stats["zero_copy"] == {"split": 2, "concat": 1}
+    lib = arm_emu.cross_export(ex, tmp_path / "c2f.so")
+    x = np.random.default_rng(4).standard_normal((1, 16, 8, 8)).astype(np.float32)
+    (ref,) = ort.InferenceSession(model.SerializeToString(),
+                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    res = measure_over_rpc(lib, {"x": [1, 16, 8, 8]}, "float32", rpc=emulated["rpc"], tracker=None,
+                           key=None, repeat=1, inputs={"x": x})
+    _check(res, ref)
+
+
+@pytest.mark.slow
+@needs_emulator
 def test_aarch64_tuple_outputs_over_rpc(tmp_path, emulated):
     """Two graph outputs come back as two arrays, in the ONNX order (a remote tuple is opaque
     unless fetched through the VM's stateful API)."""

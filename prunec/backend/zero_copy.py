@@ -97,21 +97,21 @@ def legalize_map() -> dict:
 
 
 def _nbytes(shape, dtype: str) -> int:
+    import math
+
     import numpy as np
 
-    n = 1
-    for d in shape:
-        n *= d
-    return n * np.dtype(dtype).itemsize
+    return math.prod(shape) * np.dtype(dtype).itemsize
 
 
 class _Block:
     """One binding block of main after CallTIRRewrite, indexed for the rewrite."""
 
     def __init__(self, mod, block):
+        import tvm
         from tvm import relax
 
-        alloc_op = relax.op.builtin.alloc_tensor(relax.ShapeExpr([1]), "float32", 0).op
+        alloc_op = tvm.ir.Op.get("relax.builtin.alloc_tensor")
         self.bindings = list(block.bindings)
         self.alias = {}  # var -> the var it stands for (x = y, x = t[i] of t = (a, b))
         self.tuples = {}
@@ -143,9 +143,8 @@ class _Block:
                         self.view_ops.append((i, str(kind), v))
 
     def resolve(self, var):
-        seen = 0
-        while var in self.alias and seen < 1000:
-            var, seen = self.alias[var], seen + 1
+        while var in self.alias:  # bindings are SSA: the chain ends
+            var = self.alias[var]
         return var
 
 

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import prunec  # noqa: E402
 from models.resnet import resnet50_full, resnet_scaled  # noqa: E402
-from prunec.pipeline import PruneOptions, build_plan  # noqa: E402
+from prunec.passes.prune import build_plan  # noqa: E402
+from prunec.pipeline import PruneOptions  # noqa: E402
 from prunec.passes import shrink  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import prunec
 from models.fetch_nudenet import nudenet_yolov8n_path
 from prunec.calib import CalibData, collect_stats, resize_bilinear
-from prunec import importance
+from prunec import criteria
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.runtime import session
 
@@ -136,7 +136,7 @@ def main() -> int:
     # calibration pass timing: activation statistics of every prunable group over all images
     analysis = prunec.analyze(model)
     t0 = time.perf_counter()
-    stats = collect_stats(model, calib, importance.stat_keys(analysis))
+    stats = collect_stats(model, calib, criteria.get("act").stat_keys(analysis, analysis.prunable_groups))
     t_stats = time.perf_counter() - t0
     print(f"{path.name}: calibration pass (activation statistics, {len(stats)} tensors) over "
           f"{len(calib_x)} images: {t_stats:.1f}s")

@@ -1,5 +1,10 @@
-"""Rewriting passes (installed as prunec.passes). Each takes a model and returns a new one."""
-from .shrink import shrink
-from .fold_bn import fold_batchnorm
+"""Rewriting passes (installed as prunec.passes): each takes a Model and returns a new Model plus a
+record of what it did (passes/base.py). The pipeline (prunec/pipeline.py) is a list of them."""
+from .base import Pass, PassResult, run_passes
+from .fold_bn import FoldBatchNorm, FoldResult
+from .shrink import Shrink, ShrinkResult, shrink
+from .reconstruct import Reconstruct, ReconstructResult
+from .prune import Prune, PruneResult
 
-__all__ = ["shrink", "fold_batchnorm"]
+__all__ = ["FoldBatchNorm", "FoldResult", "Pass", "PassResult", "Prune", "PruneResult", "Reconstruct",
+           "ReconstructResult", "Shrink", "ShrinkResult", "run_passes", "shrink"]

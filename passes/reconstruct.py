@@ -26,26 +26,21 @@ import onnx_graphsurgeon as gs
 
 from prunec.calib import CalibData, Tapper, channel_sq, relative_error
 from prunec.dependency import Analysis
-from prunec.graph import Model, from_proto
-from prunec.importance import consumer_inputs
+from prunec.graph import Model
+from prunec.layers import consumers, refit_kind
 from prunec.plan import Plan
+
+from .base import PassResult
 
 
 @dataclass
 class Layer:
     name: str  # node name (same in the original and the pruned graph)
-    op: str
     x: str  # data input
     y: str  # output
     in_mask: np.ndarray | None  # kept input channels of the original x (None: all)
     out_mask: np.ndarray | None  # kept output channels of the original y
     level: int = 0
-    G: dict | None = None  # per conv group: Gram accumulators
-    B: dict | None = None
-
-
-def _channel_axis(op: str, rank: int) -> int:
-    return rank - 1 if op == "MatMul" else 1
 
 
 def find_layers(analysis: Analysis, plan: Plan) -> list[Layer]:
@@ -60,21 +55,18 @@ def find_layers(analysis: Analysis, plan: Plan) -> list[Layer]:
                 uses[t.name] = uses.get(t.name, 0) + 1
     layers: dict[str, Layer] = {}
     for gid in plan.groups:
-        for node, x, wm, xm in consumer_inputs(analysis, by_id[gid]):
+        for node, x, wm, xm in consumers(analysis, by_id[gid]):
             w = node.inputs[1]
             if node.name in layers or not isinstance(w, gs.Constant) or uses.get(w.name, 0) != 1:
                 continue  # a weight shared by several nodes is left as it is
-            if node.op == "Gemm" and (node.attrs.get("transA", 0) or node.inputs[0] is not x):
-                continue
-            if node.op == "MatMul" and node.inputs[0] is not x:
-                continue
-            if node.op == "Conv" and len(analysis.shape(x)) < 3:
+            kind = refit_kind(node)
+            if not kind.refittable(node, x, len(analysis.shape(x))):
                 continue
             y = node.outputs[0]
-            xa = _channel_axis(node.op, len(analysis.shape(x)))
-            ya = _channel_axis(node.op, len(analysis.shape(y)))
+            xa = kind.channel_axis(len(analysis.shape(x)))
+            ya = kind.channel_axis(len(analysis.shape(y)))
             keep = analysis.spaces.keep_mask
-            layers[node.name] = Layer(node.name, node.op, x.name, y.name,
+            layers[node.name] = Layer(node.name, x.name, y.name,
                                       keep(analysis.layouts[(x.name, xa)], removed),
                                       keep(analysis.layouts[(y.name, ya)], removed))
     # levels: a layer's level is one more than that of the deepest refitted layer above it
@@ -89,48 +81,15 @@ def find_layers(analysis: Analysis, plan: Plan) -> list[Layer]:
     return sorted(layers.values(), key=lambda l: l.level)
 
 
-# ----------------------------------------------------------------------------- design matrices
-def _conv_geometry(node: gs.Node, x_shape, w_shape, y_shape):
-    nd = len(x_shape) - 2
-    k = list(w_shape[2:])
-    s = list(node.attrs.get("strides", [1] * nd))
-    d = list(node.attrs.get("dilations", [1] * nd))
-    pads = list(node.attrs.get("pads", [0] * (2 * nd)))
-    auto = node.attrs.get("auto_pad", "NOTSET")
-    if isinstance(auto, bytes):
-        auto = auto.decode()
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        for i in range(nd):
-            total = max(0, (y_shape[2 + i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - x_shape[2 + i])
-            small, big = total // 2, total - total // 2
-            pads[i], pads[nd + i] = (small, big) if auto == "SAME_UPPER" else (big, small)
-    elif auto == "VALID":
-        pads = [0] * (2 * nd)
-    return k, s, d, pads
-
-
-def _conv_rows(x: np.ndarray, node: gs.Node, w_shape, y: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One sample: x [C, *spatial], y [M, *out spatial] -> patches [P, C, K] and targets [P, M]."""
-    k, s, d, pads = _conv_geometry(node, (1,) + x.shape, w_shape, (1,) + y.shape)
-    nd = len(k)
-    xp = np.pad(x, [(0, 0)] + [(pads[i], pads[nd + i]) for i in range(nd)])
-    out_sp = y.shape[1:]
-    coords = np.unravel_index(pos, out_sp)
-    koffs = np.unravel_index(np.arange(int(np.prod(k))), k)
-    idx = tuple(coords[i][:, None] * s[i] + koffs[i][None, :] * d[i] for i in range(nd))  # [P, K] each
-    patches = xp[(slice(None),) + idx]  # [C, P, K]
-    targets = y.reshape(y.shape[0], -1)[:, pos].T
-    return patches.transpose(1, 0, 2), targets
-
-
 class Refit:
     """Gram accumulators of one layer in the pruned model."""
 
     def __init__(self, layer: Layer, node: gs.Node, rows: int, seed: int):
         self.layer, self.node, self.rows = layer, node, rows
+        self.kind = refit_kind(node)
         self.rng = np.random.default_rng(seed)
         w = node.inputs[1].values
-        self.groups = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
+        self.groups = self.kind.groups(node)
         self.G = [None] * self.groups
         self.B = [None] * self.groups
         self.count = 0
@@ -142,16 +101,7 @@ class Refit:
         """x: pruned-model input of the layer for a batch; y: original output (kept channels)."""
         xs, ys = [], []
         for i in range(x.shape[0]):  # rows of every sample of the batch, then one Gram update
-            if self.layer.op == "Conv":
-                n_pos = int(np.prod(y.shape[2:]))
-                pos = self.rng.choice(n_pos, min(self.rows, n_pos), replace=False)
-                patches, targets = _conv_rows(x[i], self.node, self.w_shape, y[i], pos)
-            else:
-                patches = x[i].reshape(-1, x.shape[-1])[:, :, None]
-                targets = y[i].reshape(-1, y.shape[-1])
-                if len(patches) > self.rows:
-                    pick = self.rng.choice(len(patches), self.rows, replace=False)
-                    patches, targets = patches[pick], targets[pick]
+            patches, targets = self.kind.rows(self.node, x[i], y[i], self.w_shape, self.rows, self.rng)
             xs.append(patches)
             ys.append(targets)
         self._buf.append((np.concatenate(xs), np.concatenate(ys)))
@@ -184,28 +134,9 @@ class Refit:
         self.count += len(X) if j == 0 else 0
 
     # -------------------------------------------------------------- solve and write back
-    def current(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """Current weights as [groups, d, cog] plus bias [groups, cog] and the output scale."""
-        node, op = self.node, self.layer.op
-        w = np.asarray(node.inputs[1].values, np.float64)
-        b = node.inputs[2].values if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant) else None
-        if op == "Conv":
-            m = w.shape[0]
-            cog = m // self.groups
-            W = w.reshape(self.groups, cog, -1).transpose(0, 2, 1)
-            bias = np.zeros(m) if b is None else np.asarray(b, np.float64).reshape(m)
-            return W, bias.reshape(self.groups, cog), 1.0
-        if op == "Gemm":
-            alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
-            W = (w.T if node.attrs.get("transB", 0) else w) * alpha
-            m = W.shape[1]
-            bias = np.zeros(m) if b is None else np.broadcast_to(np.asarray(b, np.float64) * beta, (m,)).copy()
-            return W[None], bias[None], alpha
-        return w[None], np.zeros((1, w.shape[1])), 1.0
-
     def solve(self, lam: float) -> bool:
         self.flush()
-        W0, b0, _ = self.current()
+        W0, b0 = self.kind.matrices(self.node, self.groups)
         if any(G is None for G in self.G):
             return False
         new_W, new_b = np.empty_like(W0), np.empty_like(b0)
@@ -224,47 +155,11 @@ class Refit:
             new_W[j], new_b[j] = sol[:d], sol[d]
         if not (np.all(np.isfinite(new_W)) and np.all(np.isfinite(new_b))):
             return False
-        self._write(new_W, new_b)
+        self.kind.write(self.node, new_W, new_b, self.w_shape)
         return True
-
-    def _write(self, W: np.ndarray, b: np.ndarray) -> None:
-        node, op = self.node, self.layer.op
-        w_old = node.inputs[1]
-        dtype = w_old.values.dtype
-        if op == "Conv":
-            w = W.transpose(0, 2, 1).reshape(self.w_shape)
-        elif op == "Gemm":
-            w = W[0] / float(node.attrs.get("alpha", 1.0))
-            w = w.T if node.attrs.get("transB", 0) else w
-        else:
-            w = W[0]
-        # same tensor names: group ids (anchored on weight names) stay stable across --steps rounds
-        w_old.values = np.ascontiguousarray(w, dtype=dtype)
-        bias = b.reshape(-1)
-        if op == "MatMul":
-            return  # no bias input: the intercept is dropped (a following Add keeps the original one)
-        if op == "Gemm":
-            if len(node.inputs) > 2:
-                bias = bias / float(node.attrs.get("beta", 1.0))
-            else:
-                node.attrs["beta"] = 1.0
-        if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant) and node.inputs[2].values.size == bias.size:
-            node.inputs[2].values = np.ascontiguousarray(bias.reshape(node.inputs[2].values.shape), dtype=dtype)
-        else:
-            c = gs.Constant(f"{node.name}.refit_bias", np.ascontiguousarray(bias, dtype=dtype))
-            if len(node.inputs) > 2:
-                node.inputs[2] = c
-            else:
-                node.inputs.append(c)
 
 
 # ----------------------------------------------------------------------------- driver
-def _rebuild(model: Model, graph: gs.Graph) -> Model:
-    proto = model.to_proto(restore_io=False, graph=graph)
-    return from_proto(proto, input_shapes=model.input_shapes, source=model.source,
-                      io_proto=model.io_proto, notes=list(model.notes))
-
-
 def _masked(a: np.ndarray, mask: np.ndarray | None, axis: int) -> np.ndarray:
     return a if mask is None else np.compress(mask, a, axis=axis)
 
@@ -325,8 +220,8 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
     if mode == "local":
         def local(values):
             for l in layers:
-                x = _masked(values[l.x], l.in_mask, _channel_axis(l.op, values[l.x].ndim))
-                y = _masked(values[l.y], l.out_mask, _channel_axis(l.op, values[l.y].ndim))
+                x = _masked(values[l.x], l.in_mask, refit_kind(nodes[l.name]).channel_axis(values[l.x].ndim))
+                y = _masked(values[l.y], l.out_mask, refit_kind(nodes[l.name]).channel_axis(values[l.y].ndim))
                 refits[l.name].add(x, y)
         if cache is not None:
             for values in cache.values:
@@ -334,7 +229,7 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
         else:
             Tapper(original, sorted({t for l in layers for t in (l.x, l.y)})).stream(data, local)
         done = sum(r.solve(lam) for r in refits.values())
-        current = _rebuild(pruned, graph)
+        current = pruned.with_graph(graph)
     else:
         current = pruned
         for lvl in levels:
@@ -349,84 +244,61 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
                 vx = cur_tap.run(batch)
                 vy = next(cached) if cache is not None else y_tap.run(batch)
                 for l in todo:
-                    y = _masked(vy[l.y], l.out_mask, _channel_axis(l.op, vy[l.y].ndim))
+                    y = _masked(vy[l.y], l.out_mask, refit_kind(nodes[l.name]).channel_axis(vy[l.y].ndim))
                     refits[l.name].add(vx[l.x], y)
             done += sum(refits[l.name].solve(lam) for l in todo)
-            current = _rebuild(pruned, graph)  # refits keep writing into `graph`; sessions read `current`
+            current = pruned.with_graph(graph)  # refits keep writing into `graph`; sessions read `current`
     info.update(layers=int(done), levels=len(levels), time_s=time.perf_counter() - t0)
     log(f"reconstruct: refitted {done} layers ({mode}, {len(levels)} levels) in {info['time_s']:.1f}s")
     return current, info
 
 
-# ----------------------------------------------------------------------------- reconstruction-aware selection
-def selection_scores(model: Model, analysis: Analysis, data: CalibData, groups=None, rows: int = 64,
-                     lam: float = 1e-3) -> dict[str, np.ndarray]:
-    """Criterion "lsq": channel scores such that removing the lowest ones first is a greedy backward
-    elimination of each consumer's inputs under least-squares refit (ThiNet-like): a channel's score is
-    the output energy the refitted consumer loses when it goes (made non-decreasing along the removal
-    order), relative to the consumer's output energy, summed over consumers. Gram matrices of the
-    consumers' inputs in `model` (im2col rows as in reconstruction); downdates of the inverse keep
-    each step O(d^2). Groups without a usable consumer get zeros (ties keep their natural order)."""
-    groups = groups if groups is not None else analysis.prunable_groups
-    jobs = []  # (group, refit, member positions)
-    for i, g in enumerate(groups):
-        for node, x, wm, xm in consumer_inputs(analysis, g):
-            if node.op == "Conv" and (int(node.attrs.get("group", 1)) != 1 or len(analysis.shape(x)) < 3):
-                continue
-            if node.op == "Gemm" and (node.attrs.get("transA", 0) or node.inputs[0] is not x):
-                continue
-            if node.op == "MatMul" and node.inputs[0] is not x:
-                continue
-            lay = Layer(node.name, node.op, x.name, node.outputs[0].name, None, None)
-            jobs.append((g, Refit(lay, node, rows, seed=len(jobs)), np.asarray(xm.positions)))
-    out = {g.id: np.zeros(g.size) for g in groups}
-    if not jobs:
-        return out
-    tap = Tapper(model, sorted({t for _, r, _ in jobs for t in (r.layer.x, r.layer.y)}))
+@dataclass
+class ReconstructResult(PassResult):
+    layers: int = 0  # layers refitted
+    mode: str = ""
+    levels: int = 0
+    samples: int = 0
+    rows_per_sample: int = 0
+    lam: float = 0.0
+
+    def report(self) -> dict:
+        return {"layers": self.layers, "mode": self.mode, "samples": self.samples,
+                "rows_per_sample": self.rows_per_sample, "lambda": self.lam, "levels": self.levels,
+                "time_s": self.time_s}
+
+
+class Reconstruct:
+    """The pass: given the pruned model, refit the layers that read pruned channels so their outputs
+    match `original`'s on `data` (`analysis` and `plan`: what was pruned, on `original`)."""
+
+    name = "reconstruct"
+
+    def __init__(self, original: Model, analysis: Analysis, plan: Plan, data: CalibData, mode: str = "auto",
+                 log=lambda s: None, cache: OriginalValues | None = None, **solver):
+        self.original, self.analysis, self.plan, self.data = original, analysis, plan, data
+        self.mode, self.log, self.cache, self.solver = mode, log, cache, solver
+
+    def __call__(self, pruned: Model) -> tuple[Model, ReconstructResult]:
+        refit, info = reconstruct(self.original, self.analysis, self.plan, pruned, self.data, mode=self.mode,
+                                  log=self.log, cache=self.cache, **self.solver)
+        return refit, ReconstructResult(layers=info["layers"], mode=info["mode"], levels=info.get("levels", 0),
+                                        samples=info["samples"], rows_per_sample=info["rows_per_sample"],
+                                        lam=info["lambda"], time_s=info["time_s"])
+
+
+# ----------------------------------------------------------------------------- Gram matrices for criterion lsq
+def collect_grams(model: Model, data: CalibData, jobs: list, rows: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[X 1]^T [X 1] and [X 1]^T Y of each job's layer (prunec.criteria.lsq.GramJob) in `model` on `data`."""
+    refits = [Refit(Layer(j.node.name, j.x, j.y, None, None), j.node, rows, seed=i) for i, j in enumerate(jobs)]
+    if not refits:
+        return []
+    tap = Tapper(model, sorted({t for j in jobs for t in (j.x, j.y)}))
 
     def add(values):
-        for _, r, _ in jobs:
+        for r in refits:
             r.add(values[r.layer.x], values[r.layer.y])
     tap.stream(data, add)
-    for g, r, pos in jobs:
+    for r in refits:
         r.flush()
-        G, B = r.G[0], r.B[0]
-        d = G.shape[0] - 1
-        cin = r.w_shape[1] if r.layer.op == "Conv" else d
-        K = d // cin
-        A = G.copy()
-        A[np.arange(d), np.arange(d)] += lam * (np.trace(G[:d, :d]) / max(d, 1) + 1e-12)
-        try:
-            M = np.linalg.inv(A)
-        except np.linalg.LinAlgError:
-            continue
-        Z = M @ B
-        energy = max(float(np.sum(B * Z)), 1e-30)
-        blocks = [np.concatenate([np.arange(p * K, (p + 1) * K) for p in pos[c]]) for c in range(g.size)]
-        alive_feat = np.arange(d + 1)  # positions of the alive features in M's index space
-        where = {int(f): i for i, f in enumerate(alive_feat)}
-        alive, score, level = list(range(g.size)), np.zeros(g.size), 0.0
-        while len(alive) > 1:
-            best, best_d, best_idx = None, np.inf, None
-            for c in alive:
-                idx = np.array([where[int(f)] for f in blocks[c]])
-                try:
-                    delta = float(np.sum(Z[idx] * np.linalg.solve(M[np.ix_(idx, idx)], Z[idx])))
-                except np.linalg.LinAlgError:
-                    delta = np.inf
-                if delta < best_d:
-                    best, best_d, best_idx = c, delta, idx
-            keep = np.setdiff1d(np.arange(len(alive_feat)), best_idx)
-            S = np.linalg.solve(M[np.ix_(best_idx, best_idx)], M[best_idx][:, keep])
-            M = M[np.ix_(keep, keep)] - M[keep][:, best_idx] @ S
-            Z = M @ B[alive_feat[keep]]
-            alive_feat = alive_feat[keep]
-            where = {int(f): i for i, f in enumerate(alive_feat)}
-            level = max(level, best_d / energy)
-            score[best] = level
-            alive.remove(best)
-        score[alive[0]] = max(level, 1.0) * 2
-        rank = np.empty(g.size)
-        rank[np.argsort(score, kind="stable")] = np.arange(g.size)
-        out[g.id] = out[g.id] + score + 1e-9 * rank
-    return out
+    return [(r.G[0], r.B[0]) for r in refits]

@@ -6,14 +6,24 @@ sizes, Slice bounds, ...). Activations shrink as a consequence.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from prunec.dependency import Analysis
+from prunec.dependency import Analysis, analyze
 from prunec.errors import PrunecError
-from prunec.graph import Model, from_proto
+from prunec.graph import Model
 from prunec.ops import RULES
 from prunec.plan import Plan, validate
+
+from .base import PassResult
+
+
+@dataclass
+class ShrinkResult(PassResult):
+    groups: int = 0  # groups that lost channels
+    channels_removed: int = 0
 
 
 class Rewriter:
@@ -84,9 +94,24 @@ def shrink(analysis: Analysis, plan: Plan) -> Model:
         rule = RULES.get(node.op)
         if rule is not None and rule.rewrite is not None:
             rule.rewrite(node, rw)
-    proto = model.to_proto(restore_io=False, graph=graph)
     try:
-        return from_proto(proto, input_shapes=model.input_shapes, source=model.source,
-                          io_proto=model.io_proto, notes=list(model.notes))
+        return model.with_graph(graph)
     except PrunecError as exc:
         raise PrunecError(f"the pruned graph is inconsistent ({exc}); nothing written") from None
+
+
+class Shrink:
+    """The pass: remove the channels `plan` names. `analysis` (of the model the pass will be given)
+    saves analysing it again; without it, or for another model, the pass analyses its input."""
+
+    name = "shrink"
+
+    def __init__(self, plan: Plan, analysis: Analysis | None = None, exclude: list[str] | None = None):
+        self.plan, self.analysis, self.exclude = plan, analysis, exclude
+
+    def __call__(self, model: Model) -> tuple[Model, ShrinkResult]:
+        analysis = self.analysis
+        if analysis is None or analysis.model is not model:
+            analysis = analyze(model, exclude=self.exclude)
+        return shrink(analysis, self.plan), ShrinkResult(groups=sum(1 for v in self.plan.groups.values() if v),
+                                                         channels_removed=self.plan.removed_channels)

@@ -2,9 +2,10 @@
 
     import prunec
     model = prunec.load("model.onnx")
-    analysis = prunec.analyze(model)          # coupled channel groups
-    plan = prunec.plan(analysis, ratio=0.5)   # JSON-able: group id -> channels to remove
-    pruned = prunec.prune(analysis, plan)     # physically smaller model
+    analysis = prunec.analyze(model)                  # coupled channel groups
+    scores = prunec.score(analysis, "l2")             # group id -> importance of each channel
+    plan = prunec.make_plan(analysis, scores, 0.5)    # JSON-able: group id -> channels to remove
+    pruned = prunec.prune(analysis, plan)             # physically smaller model
     prunec.verify(model, pruned); prunec.save(pruned, "model.pruned.onnx")
 """
 from __future__ import annotations
@@ -20,14 +21,11 @@ from .verify import verify
 __version__ = "0.1.0"
 
 
-def plan(analysis: Analysis, ratio: float = 0.5, criterion: str = "l2", round_to: int = 8,
-         min_keep: int = 1, global_ranking: bool = False) -> Plan:
-    """Score every prunable group with `criterion` and remove `ratio` of its channels."""
-    from .importance import score_groups
+def score(analysis: Analysis, criterion: str = "l2") -> dict:
+    """Importance of every channel of every prunable group (higher = keep), by a data-free criterion."""
+    from .criteria import score_groups
 
-    scores = score_groups(analysis, criterion)
-    return make_plan(analysis, scores, ratio, round_to=round_to, min_keep=min_keep,
-                     global_ranking=global_ranking, meta={"criterion": criterion})
+    return score_groups(analysis, criterion)
 
 
 def prune(analysis: Analysis, plan: Plan) -> Model:
@@ -42,5 +40,5 @@ def inspect(model: Model) -> dict:
 
 
 __all__ = ["Analysis", "Group", "Model", "Plan", "PrunecError", "PruneOptions", "analyze", "coverage",
-           "format_inspect", "from_proto", "inspect", "inspect_dict", "load", "make_plan", "plan", "prune",
-           "prune_file", "prune_model", "save", "verify"]
+           "format_inspect", "from_proto", "inspect", "inspect_dict", "load", "make_plan", "prune",
+           "prune_file", "prune_model", "save", "score", "verify"]

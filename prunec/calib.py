@@ -10,7 +10,6 @@ big the model or the calibration set is. Statistics are accumulated in float64.
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,8 +510,3 @@ def relative_error(num: list[np.ndarray], den: list[np.ndarray]) -> float:
     parts = [n / np.maximum(d, 1e-30 + 1e-12 * d.max(initial=0)) for n, d in zip(num, den)]
     return float(np.mean(np.concatenate(parts))) if parts else 0.0
 
-
-def timed(fn, *args, **kw):
-    t0 = time.perf_counter()
-    out = fn(*args, **kw)
-    return out, time.perf_counter() - t0

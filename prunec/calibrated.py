@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import importance
+from . import criteria
 from .allocate import Floors, budget_plan, group_sensitivity
 from .calib import CalibData, collect_stats, load_calib, mirrored
 from .dependency import analyze
@@ -27,11 +27,6 @@ LARGE_MODEL_DATA_CRITERION = "output"
 REFIT_PROTECT_KEEP = 0.5
 
 
-def wants_calibrated_flow(opts) -> bool:
-    return (getattr(opts, "calib", None) is not None or getattr(opts, "target_macs", None) is not None
-            or getattr(opts, "steps", 1) > 1 or getattr(opts, "protect", None)) and not opts.plan_in
-
-
 def resolve_criterion(opts, data: CalibData | None, model: Model | None = None) -> str:
     crit = opts.criterion or "auto"
     if crit != "auto":
@@ -43,10 +38,12 @@ def resolve_criterion(opts, data: CalibData | None, model: Model | None = None) 
     return DEFAULT_DATA_CRITERION
 
 
-def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> tuple[Model, Plan, dict]:
-    """Returns the pruned model (not yet verified), the plan of the last round, and report entries."""
-    from prunec.passes import shrink
-    from prunec.passes.reconstruct import output_error, reconstruct
+def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None,
+                     analysis=None) -> tuple[Model, Plan, dict]:
+    """Returns the pruned model (not yet verified), the plan of the last round, and report entries.
+    `analysis`: of `model` with opts.exclude, when the caller has it already."""
+    from prunec.passes import Reconstruct, shrink
+    from prunec.passes.reconstruct import output_error
 
     t0 = time.perf_counter()
     data: CalibData | None = None
@@ -54,7 +51,8 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
     t_load = time.perf_counter() - t0
     criterion = resolve_criterion(opts, data, model)
-    if importance.needs_data(criterion) and data is None:
+    crit = criteria.get(criterion)
+    if crit.needs_data and data is None:
         raise PrunecError(f"criterion {criterion!r} needs calibration data: give --calib FILE.npz or an image folder")
     if opts.steps < 1:
         raise PrunecError("--steps must be at least 1")
@@ -78,19 +76,12 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
     t_stats = t_sens = 0.0
     allocations: list[dict] = []
     for step in range(1, opts.steps + 1):
-        analysis = analyze(current, exclude=opts.exclude)
-        stats = None
-        if criterion in importance.GRAM_CRITERIA:
-            from prunec.passes.reconstruct import selection_scores
-            t = time.perf_counter()
-            scores = selection_scores(current, analysis, fit)
-            t_stats += time.perf_counter() - t
-        else:
-            if data is not None and (importance.needs_data(criterion)):
-                t = time.perf_counter()
-                stats = collect_stats(current, data, importance.stat_keys(analysis, criterion=criterion))
-                t_stats += time.perf_counter() - t
-            scores = importance.score_groups(analysis, criterion, stats=stats)
+        if analysis is None or analysis.model is not current:
+            analysis = analyze(current, exclude=opts.exclude)
+        t = time.perf_counter()
+        evidence = _evidence(crit, current, analysis, data, fit)
+        t_stats += time.perf_counter() - t
+        scores = crit.score_groups(analysis, analysis.prunable_groups, evidence)
         meta = {"criterion": criterion, "step": step, "steps": opts.steps}
         if opts.target_macs is not None:
             keep_share = 1.0 - (1.0 - opts.target_macs) * step / opts.steps
@@ -121,7 +112,8 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         info = {"step": step, "groups_pruned": len(plan.groups), "channels_removed": plan.removed_channels,
                 "macs": graph_macs(pruned.graph, pruned.shapes), "budget": plan.meta.get("budget")}
         if do_recon and plan.groups:
-            refit, rinfo = reconstruct(current, analysis, plan, pruned, fit, mode=opts.recon_mode, log=log)
+            refit, done = Reconstruct(current, analysis, plan, fit, mode=opts.recon_mode, log=log)(pruned)
+            rinfo = done.report()
             before, after = output_error(current, pruned, check), output_error(current, refit, check)
             rinfo.update(output_error_before=before, output_error_after=after, kept=after <= before)
             if after <= before:
@@ -153,6 +145,19 @@ def calibrated_prune(model: Model, opts, round_to: int, log=lambda s: None) -> t
         plan = Plan(plan.groups, dict(plan.meta, note="plan of the last round only; earlier rounds in 'rounds'",
                                       rounds=[p.to_json() for p in plans[:-1]]))
     return current, plan, entries
+
+
+def _evidence(crit, model: Model, analysis, data: CalibData | None, fit: CalibData | None) -> criteria.Evidence:
+    """What the criterion declares it needs, measured on `model`: statistics on all samples, Gram
+    matrices on the fit split."""
+    groups = analysis.prunable_groups
+    if crit.needs == criteria.STATS:
+        return criteria.Evidence(stats=collect_stats(model, data, crit.stat_keys(analysis, groups)))
+    if crit.needs == criteria.GRAM:
+        from prunec.passes.reconstruct import collect_grams
+
+        return criteria.Evidence(grams=collect_grams(model, fit, crit.gram_jobs(analysis, groups), rows=crit.rows))
+    return criteria.Evidence()
 
 
 ALLOCATIONS = ("auto", "probe", "refit")

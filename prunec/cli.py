@@ -45,6 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def prune_parser() -> argparse.ArgumentParser:
+    from . import criteria
+
     p = _Parser(prog="prunec", description=(
         "Prune an ONNX model: group coupled channels, remove the least important, shrink tensors, "
         "verify, and optionally compile and measure with TVM. `prunec inspect MODEL` lists the groups."))
@@ -53,11 +55,8 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["none", "x86", "arm", "cuda"], default="none",
                    help="compile and measure for this target after pruning (default: none, prune only)")
     p.add_argument("-o", "--outdir", default="prunec_out", help="output folder (default prunec_out)")
-    p.add_argument("--criterion", default="auto", help=(
-        "importance criterion: l2, l1, bn, random (data-free); act (mean |activation|), apoz (zero rate), "
-        "output (error each channel adds to the next layers' outputs), output-var (same, mean compensated), "
-        "lsq (greedy elimination under least-squares refit of the consumers): "
-        "need --calib (default with --calib: lsq, or output when model MACs x samples > 2e10; l2 without)"))
+    p.add_argument("--criterion", default="auto", choices=["auto", *criteria.CRITERIA], metavar="C",
+                   help=criteria.cli_help())
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels of all groups together instead of the same ratio per group")
     p.add_argument("--round-to", type=_positive_int, default=None,

@@ -133,9 +133,6 @@ class Analysis:
     # ------------------------------------------------------------------ the walk
     def _run(self) -> None:
         g = self.graph
-        for i, node in enumerate(g.nodes):
-            if not node.name:
-                node.name = f"{node.op}_{i}"
         for t in g.inputs:
             for i, n in enumerate(self.shape(t)):
                 self.layouts[(t.name, i)] = self.spaces.new(n, blocked="graph input")
@@ -262,4 +259,8 @@ class Analysis:
 
 
 def analyze(model: Model, exclude: list[str] | None = None) -> Analysis:
+    """Groups of `model` (never modified). Loading names every node; a graph edited by hand with
+    unnamed nodes is analysed as a named copy (analysis.model), since groups refer to node names."""
+    if any(not n.name for n in model.graph.nodes):
+        model = model.copy()
     return Analysis(model, exclude)

@@ -6,9 +6,10 @@ every tensor has a static shape.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ from .errors import PrunecError
 
 MIN_OPSET, MAX_OPSET = 11, 21
 STANDARD_DOMAINS = ("", "ai.onnx")
+# Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
+# and read back on load, so what one pass notes about the model survives a save/load round trip.
+ANNOTATION_PREFIX = "prunec."
 
 
 @dataclass
@@ -37,14 +41,26 @@ class Model:
     notes: list[str] = field(default_factory=list)
     ir_version: int = 8
     opset_imports: list[tuple[str, int]] = field(default_factory=list)
+    # Facts passes record about the model (e.g. a sparsity layout): JSON values by key, carried by
+    # every rebuild and saved as metadata_props "prunec.<key>".
+    annotations: dict[str, object] = field(default_factory=dict)
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         return self.shapes.get(name)
 
     def copy(self) -> "Model":
-        proto = self.to_proto(restore_io=False)
-        return from_proto(proto, input_shapes=self.input_shapes, source=self.source,
-                          io_proto=self.io_proto, notes=list(self.notes))
+        return self.with_graph(self.graph)
+
+    def with_graph(self, graph: gs.Graph) -> "Model":
+        """A new, re-normalized model from an edited graph (shapes inferred again), keeping this
+        model's interface, notes and annotations. How every rewriting pass ends."""
+        proto = self.to_proto(restore_io=False, graph=graph)
+        return from_proto(proto, input_shapes=self.input_shapes, source=self.source, io_proto=self.io_proto,
+                          notes=list(self.notes), annotations=dict(self.annotations))
+
+    def with_annotations(self, **values) -> "Model":
+        """The same model (graph shared, not copied) with annotations added or replaced."""
+        return replace(self, annotations={**self.annotations, **values})
 
     def to_proto(self, restore_io: bool = True, graph: gs.Graph | None = None) -> onnx.ModelProto:
         graph = (graph or self.graph).copy()
@@ -57,6 +73,7 @@ class Model:
         del proto.graph.value_info[:]
         if restore_io:
             _restore_io(proto, self.io_proto)
+        _write_annotations(proto, self.annotations)
         return proto
 
 
@@ -93,10 +110,12 @@ def load(path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = No
 
 def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
                source: str = "<memory>", io_proto: dict | None = None,
-               notes: list[str] | None = None) -> Model:
+               notes: list[str] | None = None, annotations: dict | None = None) -> Model:
     """Normalize an in-memory ModelProto (the caller's proto is not modified)."""
     proto = _copy_proto(proto)
     notes = list(notes or [])
+    if annotations is None:
+        annotations = _read_annotations(proto, source)
     proto = _upgrade_old_opset(proto, source, notes)
     opset = _check_opset(proto, source)
     _check_domains(proto, source)
@@ -113,13 +132,14 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
         io_proto = {v.name: _copy_vi(v) for v in list(proto.graph.input) + list(proto.graph.output)}
     resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes)
     shapes = _infer_shapes(proto, resolved, source)
+    _name_nodes(proto)
     graph = gs.import_onnx(proto)
     for name, tensor in graph.tensors().items():
         if name in shapes and isinstance(tensor, gs.Variable):
             tensor.shape = list(shapes[name])
     return Model(graph=graph, shapes=shapes, input_shapes=resolved, opset=opset, source=source,
                  io_proto=io_proto, notes=notes, ir_version=proto.ir_version,
-                 opset_imports=[(o.domain, o.version) for o in proto.opset_import])
+                 opset_imports=[(o.domain, o.version) for o in proto.opset_import], annotations=annotations)
 
 
 def save(model: Model, path: str | os.PathLike) -> Path:
@@ -151,6 +171,35 @@ def _copy_proto(proto: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     return out
+
+
+def _name_nodes(proto: onnx.ModelProto) -> None:
+    """Every node gets a name (op type and index) so groups, plans and refits can refer to it."""
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+
+
+def _read_annotations(proto: onnx.ModelProto, source: str) -> dict[str, object]:
+    out = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith(ANNOTATION_PREFIX):
+            try:
+                out[prop.key[len(ANNOTATION_PREFIX):]] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                raise PrunecError(f"{source}: metadata {prop.key!r} is not JSON; prunec writes its "
+                                  f"'{ANNOTATION_PREFIX}*' entries as JSON (remove or fix it)") from None
+    return out
+
+
+def _write_annotations(proto: onnx.ModelProto, annotations: dict[str, object]) -> None:
+    kept = [p for p in proto.metadata_props if not p.key.startswith(ANNOTATION_PREFIX)]
+    if len(kept) == len(proto.metadata_props) and not annotations:
+        return
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in sorted(annotations.items()):
+        proto.metadata_props.add(key=ANNOTATION_PREFIX + key, value=json.dumps(value, sort_keys=True))
 
 
 def _copy_vi(v: onnx.ValueInfoProto) -> onnx.ValueInfoProto:

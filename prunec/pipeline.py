@@ -1,91 +1,38 @@
-"""The main job: load -> analyze -> score -> plan -> shrink -> verify -> write (-> compile)."""
+"""The main job: load -> passes (fold BatchNorm, prune, ...) -> verify -> write (-> compile)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import importance
-from .dependency import analyze
 from .errors import PrunecError
 from .graph import Model, load, save
 from .macs import graph_macs, graph_params
-from .plan import Plan, make_plan
+from .options import PruneOptions  # noqa: F401  (callers import it from here)
+from .plan import Plan
 from .report import coverage, groups_summary
 from .verify import verify
 
-# Channel multiples that suit each target's vector width / matrix units.
-DEFAULT_ROUND_TO = {"none": 8, "x86": 16, "arm": 8, "cuda": 8}
 
+def pipeline_passes(opts: PruneOptions, log=lambda s: None) -> list:
+    """The passes a run applies, in order."""
+    from prunec.passes import FoldBatchNorm, Prune
 
-@dataclass
-class PruneOptions:
-    ratio: float = 0.5
-    criterion: str = "auto"  # auto: l2 without calibration data, a data criterion with it
-    round_to: int | None = None
-    min_keep: int = 1
-    global_ranking: bool = False
-    exclude: list[str] = field(default_factory=list)
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)
-    fold_bn: bool = False
-    plan_in: str | None = None
-    plan_out: str | None = None
-    target: str = "none"
-    # calibration and accuracy recovery (prunec/calibrated.py)
-    calib: object = None  # .npz path, image folder, dict of arrays, iterable of input dicts, CalibData
-    preprocess: str | None = None  # for image folders, e.g. "size=320,mean=0,std=255,layout=NCHW,rgb"
-    calib_samples: int | None = 512
-    calib_mirror: int | None = None  # also use every sample mirrored along this input axis (3: NCHW width)
-    target_macs: float | None = None  # share of the original MACs to keep (0.5 = 2x fewer)
-    protect: bool | None = None  # floors for stem/head/tiny groups; default: on with target_macs
-    protect_keep: float | None = None  # stem/head floor share; default 0.5 with a refit allocation, else 0.75
-    reconstruct: bool | None = None  # default: on when calibration data is given
-    recon_mode: str = "auto"
-    steps: int = 1
-    sensitivity_samples: int = 16
-    allocation: str = "auto"  # --target-macs: probe (sensitivity curves), refit (search with refits), auto
-
-
-def _round_to(opts: PruneOptions) -> int:
-    return opts.round_to if opts.round_to is not None else DEFAULT_ROUND_TO.get(opts.target, 8)
-
-
-def build_plan(analysis, opts: PruneOptions) -> Plan:
-    if opts.plan_in:
-        return Plan.load(opts.plan_in)
-    criterion = "l2" if opts.criterion == "auto" else opts.criterion
-    scores = importance.score_groups(analysis, criterion)
-    return make_plan(analysis, scores, opts.ratio, round_to=_round_to(opts), min_keep=opts.min_keep,
-                     global_ranking=opts.global_ranking, meta={"criterion": criterion})
+    passes = [FoldBatchNorm()] if opts.fold_bn else []
+    passes.append(Prune(opts, log))
+    return passes
 
 
 def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[Model, dict, Plan]:
     """Prune an in-memory model; returns the verified pruned model and the report (no files)."""
-    from prunec.passes import fold_batchnorm, shrink
+    from prunec.passes import PruneResult, run_passes
 
     t0 = time.perf_counter()
     if not 0.0 <= opts.ratio < 1.0:
         raise PrunecError(f"--ratio {opts.ratio}: must be in [0, 1)")
-    notes = []
-    if opts.fold_bn:
-        model, n = fold_batchnorm(model)
-        notes.append(f"folded {n} BatchNormalization nodes into convolutions")
-    t_load = time.perf_counter()
-    analysis = analyze(model, exclude=opts.exclude)
-    t_analyze = time.perf_counter()
-    from .calibrated import calibrated_prune, wants_calibrated_flow
-
-    if wants_calibrated_flow(opts):  # calibration data, a MACs budget or several rounds
-        pruned, plan, extra = calibrated_prune(model, opts, _round_to(opts), log)
-        t_plan = time.perf_counter()
-    else:
-        plan = build_plan(analysis, opts)
-        t_plan = time.perf_counter()
-        pruned = shrink(analysis, plan)
-        extra = {"criterion": plan.meta.get("criterion", opts.criterion),
-                 "calibration": {"used": False, "note": "no calibration data: data-free criterion, no reconstruction"}}
-    t_shrink = time.perf_counter()
-    criterion = extra.pop("criterion")
+    pruned, results = run_passes(model, pipeline_passes(opts, log))
+    pruning = next(r for r in results if isinstance(r, PruneResult))
+    analysis, plan = pruning.analysis, pruning.plan
+    t_passes = time.perf_counter()
     checks = verify(model, pruned)
     t_verify = time.perf_counter()
     summary = groups_summary(analysis)
@@ -94,7 +41,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "input": model.source,
         "input_shapes": model.input_shapes,
         "ratio": opts.ratio,
-        "criterion": f"plan {opts.plan_in}" if opts.plan_in else criterion,
+        "criterion": f"plan {opts.plan_in}" if opts.plan_in else pruning.criterion,
         "round_to": plan.meta.get("round_to"),
         "params": {"before": graph_params(model.graph), "after": graph_params(pruned.graph)},
         "macs": {"before": graph_macs(model.graph, model.shapes), "after": graph_macs(pruned.graph, pruned.shapes)},
@@ -111,10 +58,9 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "coverage": coverage(analysis),
         "unsupported_ops": analysis.unsupported,
         "verify": checks,
-        "notes": model.notes + notes,
-        **extra,
-        "timing_s": {"analyze": t_analyze - t_load, "plan": t_plan - t_analyze,
-                     "shrink": t_shrink - t_plan, "verify": t_verify - t_shrink, "total": t_verify - t0},
+        "notes": model.notes + [n for r in results for n in r.notes],
+        **pruning.entries,
+        "timing_s": {**pruning.timing, "verify": t_verify - t_passes, "total": t_verify - t0},
     }
     return pruned, report, plan
 

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from .dependency import Analysis
+from .layers import kind_of
 from .macs import node_macs
-
-CONV_LIKE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _prunable_leaves_by_tensor(analysis: Analysis) -> dict[str, bool]:
@@ -18,12 +17,12 @@ def _prunable_leaves_by_tensor(analysis: Analysis) -> dict[str, bool]:
 
 
 def coverage(analysis: Analysis) -> dict:
-    """Share of Conv/Gemm/MatMul weights, and of MACs, that some prunable group can shrink."""
+    """Share of the weighted layers' weights (prunec.layers), and of MACs, that some prunable group can shrink."""
     shrinkable = _prunable_leaves_by_tensor(analysis)
     shapes = analysis.model.shapes
     n_weights = n_weights_ok = macs = macs_ok = 0
     for node in analysis.graph.nodes:
-        if node.op not in CONV_LIKE:
+        if kind_of(node) is None:
             continue
         m = node_macs(node, shapes)
         touched = any(shrinkable.get(t.name) for t in list(node.inputs) + list(node.outputs))

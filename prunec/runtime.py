@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .errors import PrunecError
 
 
 def session(proto: onnx.ModelProto, threads: int | None = None):
@@ -52,9 +51,3 @@ def run_model(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: lis
     sess = session(proto, threads)
     return sess.run(outputs, feeds)
 
-
-def check_runs(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str) -> list[np.ndarray]:
-    try:
-        return run_model(proto, feeds)
-    except Exception as exc:
-        raise PrunecError(f"ONNX Runtime cannot run {what}: {str(exc).splitlines()[0][:300]}") from None

@@ -17,6 +17,7 @@ import numpy as np
 from .calib import CalibData, Tapper, channel_sq, relative_error
 from .dependency import Analysis
 from .graph import Model
+from .layers import refit_kind
 from .plan import Plan, rounding_multiple
 
 # auto: refit search when (estimated prune+refit evaluations) x (calibration samples) x (model MACs)
@@ -42,7 +43,7 @@ class RefitMeasure:
         self.evaluations, self.seconds = 0, 0.0
         from prunec.passes.reconstruct import OriginalValues
 
-        tensors = [t.name for n in analysis.graph.nodes if n.op in ("Conv", "Gemm", "MatMul")
+        tensors = [t.name for n in analysis.graph.nodes if refit_kind(n) is not None
                    for t in (n.inputs[0], n.outputs[0])]
         self.cache = (OriginalValues(model, fit, tensors)
                       if OriginalValues.nbytes(model, fit, tensors) <= CACHE_BYTES else None)

@@ -6,7 +6,6 @@ scales and shifts), then prune exactly those channels: outputs must stay identic
 from __future__ import annotations
 
 import numpy as np
-import onnx_graphsurgeon as gs
 
 import prunec
 from prunec.plan import Plan, keep_count
@@ -63,3 +62,13 @@ def check_exact(proto, ratio=0.5, seed=0, rtol=1e-5):
         worst = max(worst, float(np.max(np.abs(a - b)) / scale))
     assert worst <= rtol, f"outputs changed by {worst:.3g} (relative) after removing zeroed channels"
     return len(plan.groups), worst
+
+
+def assert_verified(report: dict, model) -> None:
+    """What verify measured: the pruned model ran on ONNX Runtime, every output has the original
+    model's shape, and its values on the random input are finite."""
+    v = report["verify"]
+    assert v["checker"] == "passed"
+    assert v["outputs"] == {o.name: list(model.shapes[o.name]) for o in model.graph.outputs}
+    diffs = v["output_difference_random_input"]
+    assert diffs and all(np.isfinite(d["max_abs"]) for d in diffs.values()), diffs

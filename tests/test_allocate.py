@@ -12,6 +12,7 @@ from prunec.errors import PrunecError
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.search import choose
 from tests.calib_helpers import calib_arrays, small_cnn
+from tests.exactness import assert_verified
 
 
 def twin_model() -> onnx.ModelProto:
@@ -62,7 +63,7 @@ def test_refit_search_finds_what_reconstruction_repairs(twins):
         _, report, plan = prune_model(model, opts)
         assert report["allocation"]["method"] == how and report["allocation"]["time_s"] > 0
         assert report["macs"]["after"] <= 0.65 * report["macs"]["before"]
-        assert report["verify"]["ok"]
+        assert_verified(report, model)
         runs[how] = (_kept(plan, model), report["calibration"]["output_error"])
     # the probe sees the cost of zeroing the copies and halves b; the search halves a, which refits exactly
     assert runs["probe"][0] == {"a.w[0]": 16, "b.w[0]": 8}
@@ -124,7 +125,7 @@ def test_allocation_errors(twins):
 
 def test_cached_targets_give_the_same_refit():
     """reconstruct with the original's tensors computed once equals reconstruct that reruns them."""
-    from prunec import importance
+    from prunec import criteria
     from prunec.passes import shrink
     from prunec.passes.reconstruct import OriginalValues, reconstruct
     from prunec.plan import make_plan
@@ -132,7 +133,7 @@ def test_cached_targets_give_the_same_refit():
     model = prunec.from_proto(small_cnn())
     data = load_calib(calib_arrays(48), model)
     analysis = prunec.analyze(model)
-    plan = make_plan(analysis, importance.score_groups(analysis, "l2"), 0.5, round_to=1)
+    plan = make_plan(analysis, criteria.score_groups(analysis, "l2"), 0.5, round_to=1)
     pruned = shrink(analysis, plan)
     tensors = [t.name for n in analysis.graph.nodes if n.op in ("Conv", "Gemm") for t in (n.inputs[0], n.outputs[0])]
     cache = OriginalValues(model, data, tensors)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 import prunec
-from prunec import importance
+from prunec import criteria
 from prunec.calib import (ChannelStats, Preprocess, Tapper, collect_stats, decode_png, load_calib,
                           read_image)
 from prunec.cli import main
@@ -24,7 +24,7 @@ def model():
 def test_streaming_stats_equal_full_batch(model):
     data = load_calib(calib_arrays(37), model)
     analysis = prunec.analyze(model)
-    keys = importance.stat_keys(analysis)
+    keys = criteria.get("act").stat_keys(analysis, analysis.prunable_groups)
     assert keys
     tapper = Tapper(model, sorted({t for t, _ in keys}))
     assert tapper.batched

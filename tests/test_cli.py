@@ -1,7 +1,6 @@
 """The CLI contract: outputs and report.json; bad input gives one clear line and changes nothing."""
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +10,11 @@ import onnx
 import pytest
 from onnx import helper
 
+import prunec
+
 from models.variants import save_with_external_data
 from models.zoo import build
+from tests.exactness import assert_verified
 
 PRUNEC = [sys.executable, "-m", "prunec.cli"]
 
@@ -43,7 +45,7 @@ def test_prune_writes_model_and_report(resnet, tmp_path):
     assert report["macs"]["before"] / report["macs"]["after"] >= 2
     assert report["groups"]["pruned"] > 0 and report["groups"]["total"] >= report["groups"]["pruned"]
     assert all(g["reasons"] for g in report["groups"]["skipped"])
-    assert report["verify"]["ok"] and report["verify"]["checker"] == "passed"
+    assert_verified(report, prunec.load(resnet))
     onnx.checker.check_model(onnx.load(out), full_check=True)
     assert digest(resnet) == before
 

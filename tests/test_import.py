@@ -1,6 +1,5 @@
 """Import and normalize: Constant-node weights, external data, symbolic dims, opsets, BN folding."""
 import numpy as np
-import onnx
 import pytest
 
 import prunec
@@ -8,6 +7,7 @@ from models.variants import save_with_external_data, weights_as_constant_nodes, 
 from models.zoo import build
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.runtime import random_inputs, run_model
+from tests.exactness import assert_verified
 
 
 def _groups(proto):
@@ -50,7 +50,7 @@ def test_opsets(opset):
     model = prunec.from_proto(proto)
     assert model.opset == opset
     _, report, _ = prune_model(model, PruneOptions(ratio=0.5))
-    assert report["verify"]["ok"]
+    assert_verified(report, model)
 
 
 def test_old_opset_is_upgraded_or_refused_clearly():
@@ -71,15 +71,17 @@ def test_split_with_opset_13_input_and_opset_11_attribute():
     for opset in (11, 18):
         converted = build("yolov8", opset=opset)
         assert any(n.op_type == "Split" for n in converted.graph.node)
-        _, report, _ = prune_model(prunec.from_proto(converted), PruneOptions(ratio=0.5))
-        assert report["verify"]["ok"]
+        model = prunec.from_proto(converted)
+        _, report, _ = prune_model(model, PruneOptions(ratio=0.5))
+        assert_verified(report, model)
 
 
 def test_fold_bn_is_exact():
-    from prunec.passes import fold_batchnorm
+    from prunec.passes import FoldBatchNorm
 
     model = prunec.from_proto(build("resnet18"))
-    folded, n = fold_batchnorm(model)
+    folded, result = FoldBatchNorm()(model)
+    n = result.folded
     assert n == sum(1 for node in model.graph.nodes if node.op == "BatchNormalization") > 0
     assert not any(node.op == "BatchNormalization" for node in folded.graph.nodes)
     p0, p1 = model.to_proto(), folded.to_proto()

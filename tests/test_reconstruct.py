@@ -4,7 +4,8 @@ import pytest
 
 import prunec
 from models.zoo import build
-from prunec import importance
+from prunec import criteria
+from prunec.criteria import Evidence
 from prunec.allocate import Floors, budget_plan, group_sensitivity, protected_groups
 from prunec.calib import collect_stats, load_calib
 from prunec.macs import graph_macs
@@ -13,6 +14,7 @@ from prunec.passes.reconstruct import find_layers, output_error, reconstruct
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.plan import make_plan
 from tests.calib_helpers import calib_arrays, small_cnn
+from tests.exactness import assert_verified
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def setup():
 @pytest.mark.parametrize("mode", ["sequential", "local"])
 def test_reconstruction_reduces_output_error(setup, mode):
     model, data, analysis = setup
-    plan = make_plan(analysis, importance.score_groups(analysis, "l2"), 0.5, round_to=1)
+    plan = make_plan(analysis, criteria.score_groups(analysis, "l2"), 0.5, round_to=1)
     pruned = shrink(analysis, plan)
     layers = {l.name: l for l in find_layers(analysis, plan)}
     assert {"c2", "c3", "c4", "fc"} <= set(layers)  # conv, grouped conv and Gemm consumers
@@ -43,7 +45,7 @@ def test_reconstruction_on_unbatched_resnet():
     rng = np.random.default_rng(0)
     data = load_calib({name: rng.standard_normal([24] + shape[1:]).astype(np.float32)}, model)
     analysis = prunec.analyze(model)
-    plan = make_plan(analysis, importance.score_groups(analysis, "l2"), 0.5)
+    plan = make_plan(analysis, criteria.score_groups(analysis, "l2"), 0.5)
     pruned = shrink(analysis, plan)
     refit, info = reconstruct(model, analysis, plan, pruned, data, mode="local")
     assert info["layers"] > 10
@@ -72,8 +74,8 @@ def test_lossless_when_channels_are_redundant(setup):
 @pytest.mark.parametrize("criterion", ["act", "apoz", "output", "output-var"])
 def test_data_criteria_score_every_group(setup, criterion):
     model, data, analysis = setup
-    stats = collect_stats(model, data, importance.stat_keys(analysis))
-    scores = importance.score_groups(analysis, criterion, stats=stats)
+    stats = collect_stats(model, data, criteria.get("act").stat_keys(analysis, analysis.prunable_groups))
+    scores = criteria.score_groups(analysis, criterion, evidence=Evidence(stats=stats))
     assert set(scores) == {g.id for g in analysis.prunable_groups}
     for g in analysis.prunable_groups:
         assert scores[g.id].shape == (g.size,) and np.all(np.isfinite(scores[g.id]))
@@ -91,15 +93,15 @@ def test_output_criterion_finds_dead_channels(setup):
     t2["c1.w"].values, t2["c1.b"].values = w, b
     m2 = prunec.from_proto(m2.to_proto())
     a2 = prunec.analyze(m2)
-    stats = collect_stats(m2, data, importance.stat_keys(a2))
-    s = importance.score_groups(a2, "output", stats=stats)["c1.w[0]"]
+    stats = collect_stats(m2, data, criteria.get("act").stat_keys(a2, a2.prunable_groups))
+    s = criteria.score_groups(a2, "output", evidence=Evidence(stats=stats))["c1.w[0]"]
     assert set(np.argsort(s)[:2]) == {3, 11}
 
 
 def test_target_macs_budget_and_floors(setup):
     model, data, analysis = setup
-    stats = collect_stats(model, data, importance.stat_keys(analysis))
-    scores = importance.score_groups(analysis, "output", stats=stats)
+    stats = collect_stats(model, data, criteria.get("act").stat_keys(analysis, analysis.prunable_groups))
+    scores = criteria.score_groups(analysis, "output", evidence=Evidence(stats=stats))
     sens = group_sensitivity(model, analysis, data, scores, samples=16)
     assert set(sens) == set(scores) and all(e >= 0 and n > 0 for v in sens.values() for n, e in v)
     protected = protected_groups(analysis)
@@ -127,7 +129,7 @@ def test_prune_model_with_steps_and_target(setup):
                                                           protect=False))
     for r in (r1, r2):
         assert r["macs"]["after"] <= 0.5 * r["macs"]["before"] + 1
-        assert r["verify"]["ok"]
+        assert_verified(r, model)
     assert len(r2["steps"]) == 2
     for step in r2["steps"]:
         rec = step["reconstruct"]
@@ -150,7 +152,7 @@ def test_protect_with_ratio_keeps_stem_and_head(setup):
     assert protected
     for gid in protected:
         assert len(plan.groups.get(gid, [])) <= 0.25 * analysis.group(gid).size
-    assert r["verify"]["ok"]
+    assert_verified(r, model)
 
 
 def test_committed_fashion_mnist_model_prunes_to_half_the_macs():
@@ -166,7 +168,7 @@ def test_committed_fashion_mnist_model_prunes_to_half_the_macs():
 
 def test_lsq_criterion_removes_redundant_channels_first(setup):
     """Greedy elimination under least-squares refit: duplicated channels cost nothing once refitted."""
-    from prunec.passes.reconstruct import selection_scores
+    from prunec.passes.reconstruct import collect_grams
 
     model, data, analysis = setup
     tensors = model.graph.tensors()
@@ -177,7 +179,9 @@ def test_lsq_criterion_removes_redundant_channels_first(setup):
     dt["c1.w"].values, dt["c1.b"].values = w, b
     dup = prunec.from_proto(dup.to_proto())
     a = prunec.analyze(dup)
-    scores = selection_scores(dup, a, data)
+    lsq = criteria.get("lsq")
+    grams = collect_grams(dup, data, lsq.gram_jobs(a, a.prunable_groups), rows=lsq.rows)
+    scores = criteria.score_groups(a, "lsq", evidence=Evidence(grams=grams))
     assert set(scores) == {g.id for g in a.prunable_groups}
     s = scores["c1.w[0]"]
     first = np.argsort(s, kind="stable")[:8]

@@ -1,0 +1,46 @@
+"""What a pruning run is asked to do (the CLI builds it from its flags; the Python API takes it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Channel multiples that suit each target's vector width / matrix units.
+DEFAULT_ROUND_TO = {"none": 8, "x86": 16, "arm": 8, "cuda": 8}
+
+
+@dataclass
+class PruneOptions:
+    ratio: float = 0.5
+    criterion: str = "auto"  # auto: l2 without calibration data, a data criterion with it
+    round_to: int | None = None
+    min_keep: int = 1
+    global_ranking: bool = False
+    exclude: list[str] = field(default_factory=list)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    fold_bn: bool = False
+    plan_in: str | None = None
+    plan_out: str | None = None
+    target: str = "none"
+    # calibration and accuracy recovery (prunec/calibrated.py)
+    calib: object = None  # .npz path, image folder, dict of arrays, iterable of input dicts, CalibData
+    preprocess: str | None = None  # for image folders, e.g. "size=320,mean=0,std=255,layout=NCHW,rgb"
+    calib_samples: int | None = 512
+    calib_mirror: int | None = None  # also use every sample mirrored along this input axis (3: NCHW width)
+    target_macs: float | None = None  # share of the original MACs to keep (0.5 = 2x fewer)
+    protect: bool | None = None  # floors for stem/head/tiny groups; default: on with target_macs
+    protect_keep: float | None = None  # stem/head floor share; default 0.5 with a refit allocation, else 0.75
+    reconstruct: bool | None = None  # default: on when calibration data is given
+    recon_mode: str = "auto"
+    steps: int = 1
+    sensitivity_samples: int = 16
+    allocation: str = "auto"  # --target-macs: probe (sensitivity curves), refit (search with refits), auto
+
+    @property
+    def rounding(self) -> int:
+        """--round-to, or the target's default multiple."""
+        return self.round_to if self.round_to is not None else DEFAULT_ROUND_TO.get(self.target, 8)
+
+    @property
+    def calibrated(self) -> bool:
+        """Calibration data, a MACs budget, several rounds or floors: the calibrated flow (not with a plan)."""
+        return (self.calib is not None or self.target_macs is not None or self.steps > 1
+                or bool(self.protect)) and not self.plan_in

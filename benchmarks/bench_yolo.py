@@ -21,7 +21,8 @@ import numpy as np
 
 import prunec
 from models.fetch_nudenet import nudenet_yolov8n_path
-from prunec.calib import CalibData, collect_stats, resize_bilinear
+from prunec.recovery.data import CalibData, resize_bilinear
+from prunec.recovery.statistics import collect_stats
 from prunec import criteria
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.runtime import session

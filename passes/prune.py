@@ -1,5 +1,10 @@
-"""The pruning pass: analyse, score, plan, shrink (with calibration data: rounds of scores, budget
-allocation, shrink and refit, prunec/calibrated.py)."""
+"""The pruning pass: analyse, score, plan, shrink.
+
+Data-free (a criterion on weights, or a plan file): one plan, one shrink. With calibration data, a
+MACs budget or several rounds (--steps K), each round runs the recovery flow (prunec/recovery):
+scores from data -> plan (ratio, or a MACs budget spread by measured cost) -> shrink -> reconstruct
+(kept only if it lowers the output error on held-out samples, so it never makes a round worse).
+"""
 from __future__ import annotations
 
 import time
@@ -7,11 +12,20 @@ from dataclasses import dataclass, field
 
 from prunec import criteria
 from prunec.dependency import Analysis, analyze
+from prunec.errors import PrunecError
 from prunec.graph import Model
+from prunec.macs import graph_macs
 from prunec.options import PruneOptions
 from prunec.plan import Plan, make_plan
+from prunec.recovery.allocation import (Floors, allocation_method, apply_floors, budget_plan,
+                                        floors_for)
+from prunec.recovery.data import CalibData, fit_and_check, load_calib
+from prunec.recovery.scores import evidence, resolve_criterion
+from prunec.recovery.sensitivity import RefitMeasure, group_sensitivity
+from prunec.recovery.stream import output_error
 
 from .base import PassResult
+from .reconstruct import Reconstruct
 from .shrink import shrink
 
 
@@ -49,9 +63,7 @@ class Prune:
         analysis = analyze(model, exclude=opts.exclude)
         t_analyze = time.perf_counter()
         if opts.calibrated:
-            from prunec.calibrated import calibrated_prune
-
-            pruned, plan, entries = calibrated_prune(model, opts, opts.rounding, self.log, analysis=analysis)
+            pruned, plan, entries = _Calibrated(model, opts, self.log).run(analysis)
             t_plan = t_shrink = time.perf_counter()
         else:
             plan = build_plan(analysis, opts)
@@ -65,3 +77,118 @@ class Prune:
         return pruned, PruneResult(plan=plan, analysis=analysis, criterion=criterion, entries=entries,
                                    timing={"analyze": t_analyze - t0, "plan": t_plan - t_analyze,
                                            "shrink": t_shrink - t_plan})
+
+
+class _Calibrated:
+    """The rounds of a calibrated run (one per --steps), on the data the options name."""
+
+    def __init__(self, model: Model, opts: PruneOptions, log):
+        self.model, self.opts, self.log = model, opts, log
+        t0 = time.perf_counter()
+        self.data: CalibData | None = None
+        if opts.calib is not None:
+            self.data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
+        self.t_load = time.perf_counter() - t0
+        self.criterion = resolve_criterion(opts.criterion, self.data, model)
+        self.crit = criteria.get(self.criterion)
+        if self.crit.needs_data and self.data is None:
+            raise PrunecError(f"criterion {self.criterion!r} needs calibration data: give --calib FILE.npz or an image folder")
+        if opts.steps < 1:
+            raise PrunecError("--steps must be at least 1")
+        self.do_recon = opts.reconstruct if opts.reconstruct is not None else self.data is not None
+        if self.do_recon and self.data is None:
+            raise PrunecError("--reconstruct needs calibration data (--calib)")
+        if opts.calib_mirror is not None and self.data is None:
+            raise PrunecError("--calib-mirror needs calibration data (--calib)")
+        self.fit = self.check = None
+        if self.data is not None:
+            self.data, self.fit, self.check = fit_and_check(self.data, opts.calib_mirror)
+        self.base_macs = graph_macs(model.graph, model.shapes)
+        self.protect = opts.protect if opts.protect is not None else opts.target_macs is not None
+        self.floors = Floors(min_keep=opts.min_keep, protect=self.protect)
+        self.t_stats = self.t_sens = 0.0
+        self.allocations: list[dict] = []
+
+    def run(self, analysis: Analysis | None = None) -> tuple[Model, Plan, dict]:
+        """The pruned model (not yet verified), the plan of the last round, and report entries.
+        `analysis`: of the model, when the caller has it already."""
+        opts = self.opts
+        current, plans, rounds = self.model, [], []
+        for step in range(1, opts.steps + 1):
+            if analysis is None or analysis.model is not current:
+                analysis = analyze(current, exclude=opts.exclude)
+            plan = self._plan(current, analysis, step)
+            pruned = shrink(analysis, plan)
+            info = {"step": step, "groups_pruned": len(plan.groups), "channels_removed": plan.removed_channels,
+                    "macs": graph_macs(pruned.graph, pruned.shapes), "budget": plan.meta.get("budget")}
+            if self.do_recon and plan.groups:
+                pruned, info["reconstruct"] = self._refit(current, analysis, plan, pruned, step)
+            rounds.append(info)
+            plans.append(plan)
+            current = pruned
+        entries = {"criterion": self.criterion, "calibration": self._calibration_entry(current),
+                   "target_macs": opts.target_macs, "steps": rounds}
+        if self.allocations:  # how the MACs budget was spread, per round
+            allocs = self.allocations
+            entries["allocation"] = dict(allocs[-1], time_s=sum(a["time_s"] for a in allocs),
+                                         **({"rounds": allocs} if len(allocs) > 1 else {}))
+        plan = plans[-1]
+        if len(plans) > 1:
+            plan = Plan(plan.groups, dict(plan.meta, note="plan of the last round only; earlier rounds in 'rounds'",
+                                          rounds=[p.to_json() for p in plans[:-1]]))
+        return current, plan, entries
+
+    def _plan(self, current: Model, analysis: Analysis, step: int) -> Plan:
+        opts, data, round_to = self.opts, self.data, self.opts.rounding
+        t = time.perf_counter()
+        measured = evidence(self.crit, current, analysis, data, self.fit)
+        self.t_stats += time.perf_counter() - t
+        scores = self.crit.score_groups(analysis, analysis.prunable_groups, measured)
+        meta = {"criterion": self.criterion, "step": step, "steps": opts.steps}
+        if opts.target_macs is not None:
+            keep_share = 1.0 - (1.0 - opts.target_macs) * step / opts.steps
+            t = time.perf_counter()
+            method, why = allocation_method(opts, analysis, scores, keep_share, round_to, data, self.do_recon, current)
+            sens = measure = None
+            if method == "refit":
+                measure = RefitMeasure(current, analysis, self.fit, self.check, shrink, mode=opts.recon_mode)
+            elif data is not None:
+                sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
+            plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
+                               floors=floors_for(self.floors, method, opts), meta=meta,
+                               base_macs=self.base_macs, measure=measure)
+            alloc = {"method": method, "why": why, "time_s": time.perf_counter() - t}
+            if measure is not None:
+                alloc["evaluations"] = measure.evaluations
+            self.allocations.append(alloc)
+            self.t_sens += alloc["time_s"]
+        else:
+            last = step == opts.steps
+            ratio = 1.0 - (1.0 - opts.ratio) ** (1.0 / opts.steps)
+            plan = make_plan(analysis, scores, ratio, round_to=round_to if last else 1,
+                             min_keep=opts.min_keep, global_ranking=opts.global_ranking, meta=meta)
+            if self.protect:
+                apply_floors(plan, analysis, scores, self.floors, round_to if last else 1)
+        if plan.meta.get("budget", "met") != "met":
+            self.log(f"--target-macs {opts.target_macs}: {plan.meta['budget']}")
+        return plan
+
+    def _refit(self, current: Model, analysis: Analysis, plan: Plan, pruned: Model, step: int) -> tuple[Model, dict]:
+        """Reconstruct, kept only if it lowers the held-out output error."""
+        refit, done = Reconstruct(current, analysis, plan, self.fit, mode=self.opts.recon_mode, log=self.log)(pruned)
+        rinfo = done.report()
+        before, after = output_error(current, pruned, self.check), output_error(current, refit, self.check)
+        rinfo.update(output_error_before=before, output_error_after=after, kept=after <= before)
+        if after <= before:
+            return refit, rinfo
+        self.log(f"reconstruct: step {step} did not lower the held-out error ({after:.4g} > {before:.4g}); not kept")
+        return pruned, rinfo
+
+    def _calibration_entry(self, result: Model) -> dict:
+        data = self.data
+        if data is None:
+            return {"used": False, "note": f"no calibration data: data-free criterion {self.criterion!r}"
+                                           + (", no reconstruction" if not self.do_recon else "")}
+        return {"source": data.source, "samples": len(data), "fit_samples": len(self.fit),
+                "check_samples": len(self.check), "load_s": self.t_load, "stats_s": self.t_stats,
+                "sensitivity_s": self.t_sens, "output_error": output_error(self.model, result, self.check)}

@@ -15,7 +15,7 @@ from prunec.dependency import Analysis, analyze
 from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.ops import RULES
-from prunec.plan import Plan, validate
+from prunec.plan import Plan, removal_map
 
 from .base import PassResult
 
@@ -67,10 +67,6 @@ class Rewriter:
         node.inputs[index] = gs.Constant(f"{old.name}__pruned{self._fresh}", np.asarray(values, dtype=dtype))
 
 
-def removal_map(analysis: Analysis, plan: Plan) -> dict:
-    validate(plan, analysis)
-    by_id = {g.id: g for g in analysis.groups}
-    return {by_id[gid].space: np.asarray(sorted(idx), dtype=np.int64) for gid, idx in plan.groups.items() if idx}
 
 
 def shrink(analysis: Analysis, plan: Plan) -> Model:

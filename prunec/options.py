@@ -20,7 +20,7 @@ class PruneOptions:
     plan_in: str | None = None
     plan_out: str | None = None
     target: str = "none"
-    # calibration and accuracy recovery (prunec/calibrated.py)
+    # calibration and accuracy recovery (prunec/recovery, run by passes/prune.py)
     calib: object = None  # .npz path, image folder, dict of arrays, iterable of input dicts, CalibData
     preprocess: str | None = None  # for image folders, e.g. "size=320,mean=0,std=255,layout=NCHW,rgb"
     calib_samples: int | None = 512

@@ -116,3 +116,10 @@ def _global_ratios(groups: list[Group], scores: dict[str, np.ndarray], ratio: fl
         s = scores[g.id] / (scores[g.id].mean() or 1.0)
         out[g.id] = min(float(np.mean(s < threshold)), 0.9)  # never wipe a group out entirely
     return out
+
+
+def removal_map(analysis: Analysis, plan: Plan) -> dict:
+    """The plan (validated) as the analysis's removed positions: group space -> sorted channel indices."""
+    validate(plan, analysis)
+    by_id = {g.id: g for g in analysis.groups}
+    return {by_id[gid].space: np.asarray(sorted(idx), dtype=np.int64) for gid, idx in plan.groups.items() if idx}

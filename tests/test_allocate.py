@@ -5,12 +5,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import prunec
-from prunec.allocate import protected_groups
-from prunec.calib import load_calib
-from prunec.calibrated import REFIT_PROTECT_KEEP
 from prunec.errors import PrunecError
 from prunec.pipeline import PruneOptions, prune_model
-from prunec.search import choose
+from prunec.recovery.allocation import REFIT_PROTECT_KEEP, choose, protected_groups
+from prunec.recovery.data import load_calib
 from tests.calib_helpers import calib_arrays, small_cnn
 from tests.exactness import assert_verified
 
@@ -127,7 +125,8 @@ def test_cached_targets_give_the_same_refit():
     """reconstruct with the original's tensors computed once equals reconstruct that reruns them."""
     from prunec import criteria
     from prunec.passes import shrink
-    from prunec.passes.reconstruct import OriginalValues, reconstruct
+    from prunec.recovery.refit import reconstruct
+    from prunec.recovery.stream import OriginalValues
     from prunec.plan import make_plan
 
     model = prunec.from_proto(small_cnn())
@@ -148,13 +147,13 @@ def test_cached_targets_give_the_same_refit():
 
 
 def test_default_data_criterion_is_lsq_for_small_models_output_for_large(monkeypatch):
-    import prunec.search
+    import prunec.recovery.scores
 
     model = prunec.from_proto(small_cnn())
     calib = calib_arrays(40)
     _, report, _ = prune_model(model, PruneOptions(ratio=0.3, calib=calib, round_to=1))
     assert report["criterion"] == "lsq"
-    monkeypatch.setattr(prunec.search, "SMALL_MODEL_WORK", 1.0)  # as if the model were big
+    monkeypatch.setattr(prunec.recovery.scores, "SMALL_MODEL_WORK", 1.0)  # as if the model were big
     _, report, _ = prune_model(model, PruneOptions(ratio=0.3, calib=calib, round_to=1))
     assert report["criterion"] == "output"
     _, report, _ = prune_model(model, PruneOptions(ratio=0.3, round_to=1))

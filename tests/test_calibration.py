@@ -8,8 +8,9 @@ import pytest
 
 import prunec
 from prunec import criteria
-from prunec.calib import (ChannelStats, Preprocess, Tapper, collect_stats, decode_png, load_calib,
-                          read_image)
+from prunec.recovery.data import Preprocess, decode_png, load_calib, read_image
+from prunec.recovery.statistics import ChannelStats, collect_stats
+from prunec.recovery.stream import Tapper
 from prunec.cli import main
 from prunec.errors import PrunecError
 from prunec.pipeline import PruneOptions, prune_model
@@ -184,7 +185,7 @@ def test_preprocess_parse_errors():
 
 
 def test_calib_mirror_doubles_each_split(model, tmp_path, capsys):
-    from prunec.calib import mirrored
+    from prunec.recovery.data import mirrored
 
     arrays = calib_arrays(40)
     data = load_calib(arrays, model)

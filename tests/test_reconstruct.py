@@ -6,13 +6,16 @@ import prunec
 from models.zoo import build
 from prunec import criteria
 from prunec.criteria import Evidence
-from prunec.allocate import Floors, budget_plan, group_sensitivity, protected_groups
-from prunec.calib import collect_stats, load_calib
 from prunec.macs import graph_macs
 from prunec.passes import shrink
-from prunec.passes.reconstruct import find_layers, output_error, reconstruct
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.plan import make_plan
+from prunec.recovery.allocation import Floors, budget_plan, protected_groups
+from prunec.recovery.data import load_calib
+from prunec.recovery.refit import find_layers, reconstruct
+from prunec.recovery.sensitivity import group_sensitivity
+from prunec.recovery.statistics import collect_stats
+from prunec.recovery.stream import output_error
 from tests.calib_helpers import calib_arrays, small_cnn
 from tests.exactness import assert_verified
 
@@ -168,7 +171,7 @@ def test_committed_fashion_mnist_model_prunes_to_half_the_macs():
 
 def test_lsq_criterion_removes_redundant_channels_first(setup):
     """Greedy elimination under least-squares refit: duplicated channels cost nothing once refitted."""
-    from prunec.passes.reconstruct import collect_grams
+    from prunec.recovery.statistics import collect_grams
 
     model, data, analysis = setup
     tensors = model.graph.tensors()

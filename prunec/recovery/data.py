@@ -1,11 +1,9 @@
-"""Calibration data: a few hundred unlabeled inputs, and streaming passes over them with ONNX Runtime.
+"""Calibration data: a few hundred unlabeled inputs, validated against the model's inputs.
 
 Sources: an .npz file (one array per model input, first axis = samples), a folder of images with a
 preprocessing spec, or (Python API) any iterable of {input name: array} dicts.
 
-A pass exposes chosen intermediate tensors as extra graph outputs and runs the model batch by batch;
-each batch's tensors go to a callback and are dropped, so memory is bounded by one batch however
-big the model or the calibration set is. Statistics are accumulated in float64.
+The first step of recovery (prunec/recovery/__init__.py): everything after it reads CalibData.
 """
 from __future__ import annotations
 
@@ -13,18 +11,15 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
-import onnx
 
-from .errors import PrunecError
-from .graph import Model
-from .runtime import graph_inputs, input_dtype
+from prunec.errors import PrunecError
+from prunec.graph import Model
+from prunec.runtime import graph_inputs, input_dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".npy", ".tif", ".tiff", ".webp")
-# A batch's exposed activations stay below this (bytes); batch size is chosen from it.
-BATCH_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- the data
@@ -383,130 +378,26 @@ def mirrored(data: CalibData, axis: int) -> CalibData:
     return CalibData(out, f"{data.source} + mirrored (axis {axis})", list(data.notes))
 
 
-# --------------------------------------------------------------------------- streaming passes
-def batch_capable(model: Model) -> bool:
-    """Can the model take several samples at once? Only if every input's exported batch dim is symbolic."""
-    for name in model.input_shapes:
-        vi = model.io_proto.get(name)
-        if vi is None:
-            return False
-        dims = vi.type.tensor_type.shape.dim
-        if not dims or dims[0].HasField("dim_value"):
-            return False
-    return True
+def fit_and_check(data: CalibData, mirror: int | None = None) -> tuple[CalibData, CalibData, CalibData]:
+    """(all samples, fit split, check split): fit on most samples, check on the rest (all of them when
+    there are too few to spare). With `mirror`, each split is followed by its mirror images (a held-out
+    sample's mirror image is held out too)."""
+    fit, check = _split(data)
+    if mirror is None:
+        return data, fit, check
+    if fit is check:  # too few samples to hold any out
+        data = mirrored(data, mirror)
+        return data, data, data
+    fit, check = mirrored(fit, mirror), mirrored(check, mirror)
+    return CalibData({k: np.concatenate([fit.arrays[k], check.arrays[k]]) for k in fit.arrays}, fit.source), fit, check
 
 
-class Tapper:
-    """One ONNX Runtime session that returns the graph outputs plus the chosen intermediate tensors."""
-
-    def __init__(self, model: Model, taps: list[str], threads: int | None = None,
-                 weights_as_inputs: list[str] | None = None):
-        from .runtime import session
-
-        # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples.
-        proto = model.to_proto(restore_io=batch_capable(model))
-        existing = [o.name for o in proto.graph.output]
-        self.outputs = list(existing)
-        for name in taps:
-            if name not in existing:
-                proto.graph.output.append(onnx.ValueInfoProto(name=name))
-                self.outputs.append(name)
-        # Weights listed as inputs can be replaced per run (sensitivity probes) with one session.
-        for name in weights_as_inputs or []:
-            init = next(t for t in proto.graph.initializer if t.name == name)
-            proto.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
-        self.n_graph_outputs = len(existing)
-        self.batched = batch_capable(model)
-        self.session = session(proto, threads)
-        sizes = {n: int(np.prod(s)) * 4 for n, s in model.shapes.items()}
-        analysed_batch = next(iter(model.input_shapes.values()))[0] if model.input_shapes else 1
-        per_sample = sum(sizes.get(n, 0) for n in self.outputs) / max(1, analysed_batch)
-        self.batch = int(max(1, min(64, BATCH_BYTES // max(per_sample, 1)))) if self.batched else 1
-
-    def run(self, feeds: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        feeds = dict(feeds, **(extra or {}))
-        values = self.session.run(self.outputs, feeds)
-        return dict(zip(self.outputs, values))
-
-    def stream(self, data: CalibData, fn: Callable[[dict], None], limit: int | None = None,
-               extra: dict[str, np.ndarray] | None = None) -> None:
-        for batch in data.batches(self.batch, limit):
-            if self.batched:
-                fn(self.run(batch, extra))
-            else:
-                for i in range(len(next(iter(batch.values())))):
-                    fn(self.run({k: v[i:i + 1] for k, v in batch.items()}, extra))
-
-
-@dataclass
-class ChannelStats:
-    """Streaming per-channel moments of one (tensor, axis)."""
-
-    count: int = 0
-    sum: np.ndarray | None = None
-    sumsq: np.ndarray | None = None
-    abssum: np.ndarray | None = None
-    zeros: np.ndarray | None = None
-
-    def update(self, a: np.ndarray, axis: int) -> None:
-        a = np.asarray(a)
-        axes = tuple(i for i in range(a.ndim) if i != axis % a.ndim)  # reduce in place: no transposed copy
-        f64 = np.float64
-        parts = (a.sum(axes, dtype=f64), np.square(a).sum(axes, dtype=f64), np.abs(a).sum(axes, dtype=f64),
-                 np.count_nonzero(a == 0, axis=axes).astype(f64))
-        if self.sum is None:
-            self.sum, self.sumsq, self.abssum, self.zeros = parts
-        else:
-            self.sum += parts[0]
-            self.sumsq += parts[1]
-            self.abssum += parts[2]
-            self.zeros += parts[3]
-        self.count += a.size // a.shape[axis]
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.sum / max(self.count, 1)
-
-    @property
-    def mean_abs(self) -> np.ndarray:
-        return self.abssum / max(self.count, 1)
-
-    @property
-    def mean_sq(self) -> np.ndarray:
-        return self.sumsq / max(self.count, 1)
-
-    @property
-    def var(self) -> np.ndarray:
-        return np.maximum(self.mean_sq - self.mean ** 2, 0.0)
-
-    @property
-    def zero_rate(self) -> np.ndarray:
-        return self.zeros / max(self.count, 1)
-
-
-def collect_stats(model: Model, data: CalibData, keys: list[tuple[str, int]], limit: int | None = None,
-                  threads: int | None = None) -> dict[tuple[str, int], ChannelStats]:
-    """Per-channel statistics of each (activation tensor, axis) over the calibration samples."""
-    stats = {k: ChannelStats() for k in keys}
-    tapper = Tapper(model, sorted({t for t, _ in keys}), threads)
-
-    def update(values: dict) -> None:
-        for (t, axis), s in stats.items():
-            s.update(values[t], axis)
-
-    tapper.stream(data, update, limit)
-    return stats
-
-
-def channel_sq(a: np.ndarray) -> np.ndarray:
-    """Sum of squares of an output (one value per output tensor)."""
-    return np.array([np.sum(np.square(np.asarray(a, np.float64)))])
-
-
-def relative_error(num: list[np.ndarray], den: list[np.ndarray]) -> float:
-    """Mean over outputs of ||y - y_ref||^2 / ||y_ref||^2.
-    (Normalizing per axis-1 entry was tried, to weigh YOLO's probabilities like its pixel boxes, but
-    near-zero scores of rare classes then dominate with noise and rejected good reconstructions.)"""
-    parts = [n / np.maximum(d, 1e-30 + 1e-12 * d.max(initial=0)) for n, d in zip(num, den)]
-    return float(np.mean(np.concatenate(parts))) if parts else 0.0
-
+def _split(data: CalibData) -> tuple[CalibData, CalibData]:
+    """Fit on most samples, check on the rest (all of them when there are too few to spare)."""
+    n = len(data)
+    if n < 32:
+        return data, data
+    n_check = min(64, n // 5)
+    fit = CalibData({k: v[:n - n_check] for k, v in data.arrays.items()}, data.source)
+    check = CalibData({k: v[n - n_check:] for k, v in data.arrays.items()}, data.source)
+    return fit, check

@@ -4,23 +4,31 @@
 
 Groups lose blocks of channels (the rounding multiple) greedily, cheapest first: a block's cost is
 the increase of the group's estimated output error per MAC it saves. The error curve of a group is
-*measured* on calibration data (end-to-end output error with 25%, 50%, 75% of its least important
+*measured* on calibration data (sensitivity.py: end-to-end output error with 25%, 50%, 75% of its least important
 channels dropped), interpolated and made convex; without data, the share of its importance scores.
 The MACs model stops the greedy at the budget. Floors (stem, heads, tiny groups, --min-channels) always hold.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .dependency import Analysis, Group
-from .errors import PrunecError
-from .macs import node_macs
-from .plan import Plan, keep_count, rounding_multiple
+from prunec.dependency import Analysis, Group
+from prunec.errors import PrunecError
+from prunec.macs import graph_macs, node_macs
+from prunec.plan import Plan, rounding_multiple
+
+
+# auto: refit search when (estimated prune+refit evaluations) x (calibration samples) x (model MACs)
+# stays below this; ~1 minute on 2 cores for the Fashion-MNIST CNN (9 MMACs, 256 samples, ~40 evaluations)
+REFIT_WORK_LIMIT = 2e11
+REFIT_MAX_EVALS = 120
+REFIT_PROTECT_KEEP = 0.5  # stem/head floor when a refit search measures the stem's cost
+ALLOCATIONS = ("auto", "probe", "refit")
 
 
 # ----------------------------------------------------------------------------- protection
@@ -146,52 +154,7 @@ class MacsModel:
         return np.maximum(out, 1.0)
 
 
-# ----------------------------------------------------------------------------- sensitivity
-def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndarray],
-                      probes: tuple[float, ...] = (0.25, 0.5, 0.75), samples: int = 16,
-                      log=lambda s: None) -> dict[str, list[tuple[int, float]]]:
-    """For each group: [(channels removed, end-to-end relative output error)] when that group alone
-    loses its least important channels at each probe share, on calibration samples.
-    One ORT session: the consumers' weights are graph inputs, fed zeroed columns per probe."""
-    from .calib import Tapper, channel_sq, relative_error
-
-    tensors = analysis.graph.tensors()
-    groups = [g for g in analysis.prunable_groups if g.id in scores]
-    in_members = {g.id: [m for m in g.members if m.role == "in" and isinstance(tensors.get(m.tensor), gs.Constant)]
-                  for g in groups}
-    weights = sorted({m.tensor for ms in in_members.values() for m in ms})
-    tapper = Tapper(model, [], weights_as_inputs=weights)
-    data = data.subset(samples)
-    ref: list[list[np.ndarray]] = []
-    tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
-    energy = [sum(channel_sq(r[j]) for r in ref) for j in range(len(tapper.outputs))]
-    base = {name: tensors[name].values for name in weights}
-    out = {}
-    for g in groups:
-        order = np.argsort(scores[g.id], kind="stable")
-        curve = []
-        for n in sorted({g.size - keep_count(g.size, p, 1, 1) for p in probes} - {0}):
-            extra = dict(base)
-            for m in in_members[g.id]:
-                w = np.array(extra[m.tensor])
-                index = [slice(None)] * w.ndim
-                index[m.axis] = m.positions[order[:n]].ravel()
-                w[tuple(index)] = 0
-                extra[m.tensor] = w
-            err = [np.zeros_like(e) for e in energy]
-            it = iter(ref)
-
-            def compare(values, err=err, it=it):
-                r = next(it)
-                for j, o in enumerate(tapper.outputs):
-                    err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j])
-
-            tapper.stream(data, compare, extra=extra)
-            curve.append((int(n), relative_error(err, energy)))
-        out[g.id] = curve
-    return out
-
-
+# ----------------------------------------------------------------------------- cost curves
 def loss_curve(g: Group, score: np.ndarray, sensitivity) -> np.ndarray:
     """Estimated output error after removing the n least important channels, n = 0..size, with
     non-decreasing increments (convex), from the measured points or (data-free) the score shares."""
@@ -221,7 +184,7 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
     """Remove channels until the model keeps at most `target_macs` of `base_macs` (default: its own MACs).
 
     The error of a candidate plan is the sum of the groups' sensitivity curves, or with `measure`
-    (prunec.search: prune, refit and compare on held-out data) that function's value, memoized."""
+    (sensitivity.RefitMeasure: prune, refit and compare on held-out data) that function's value, memoized."""
     if not 0.0 < target_macs <= 1.0:
         raise PrunecError(f"--target-macs {target_macs}: must be in (0, 1] (the share of MACs to keep)")
     floors = floors or Floors()
@@ -293,7 +256,7 @@ def _greedy(groups: list[Group], mm: MacsModel, budget: float, mults: list[int],
     # so at every point of the path also consider finishing with the one block that meets the budget
     # with the least error, and keep the cheapest way found.
     state, current = np.zeros(len(groups)), mm.total
-    best, best_loss, reachable = None, np.inf, True
+    best, best_loss = None, np.inf
     while True:
         if current <= budget:
             if cost(state) < best_loss:
@@ -329,3 +292,68 @@ def _greedy(groups: list[Group], mm: MacsModel, budget: float, mults: list[int],
         if back:
             best, changed = min(back, key=lambda b: (b[0], b[1]))[2], True
     return best, True
+
+
+# ----------------------------------------------------------------------------- which allocation, floors
+def estimated_evaluations(analysis: Analysis, scores: dict, target_macs: float, round_to: int) -> int:
+    """Prune+refit evaluations of the greedy: one per group per removed block. MACs go about with the
+    square of the kept share (layers lose input and output channels), so ~1 - sqrt(F) of the blocks go."""
+    groups = [g for g in analysis.prunable_groups if g.id in scores]
+    blocks = sum(g.size // rounding_multiple(g, round_to) for g in groups)
+    return len(groups) * (max(1, math.ceil(blocks * (1.0 - math.sqrt(target_macs)))) + 1)
+
+
+def choose(allocation: str, analysis: Analysis, scores: dict, target_macs: float, round_to: int,
+           samples: int, macs: float) -> tuple[str, str]:
+    """'probe' or 'refit' for --allocation auto (by estimated cost), and why."""
+    if allocation != "auto":
+        return allocation, "asked"
+    evals = estimated_evaluations(analysis, scores, target_macs, round_to)
+    work = evals * samples * macs
+    if evals <= REFIT_MAX_EVALS and work <= REFIT_WORK_LIMIT:
+        return "refit", f"~{evals} prune+refit evaluations, {work:.2g} MAC-samples <= {REFIT_WORK_LIMIT:.2g}"
+    return "probe", f"~{evals} prune+refit evaluations, {work:.2g} MAC-samples: too costly for a refit search"
+
+
+def allocation_method(opts, analysis, scores, keep_share, round_to, data, do_recon, model) -> tuple[str, str]:
+    """--allocation: probe (sensitivity curves, cheap), refit (search on pruned+refitted models), auto."""
+    asked = getattr(opts, "allocation", "auto") or "auto"
+    if asked not in ALLOCATIONS:
+        raise PrunecError(f"--allocation {asked!r}: choose one of {', '.join(ALLOCATIONS)}")
+    if asked == "refit" and (data is None or not do_recon):
+        raise PrunecError("--allocation refit needs calibration data (--calib) and reconstruction")
+    if data is None:
+        return "probe", "no calibration data: importance shares"
+    if not do_recon:
+        return "probe", "no reconstruction"
+    return choose(asked, analysis, scores, keep_share, round_to, len(data), graph_macs(model.graph, model.shapes))
+
+
+def floors_for(floors: Floors, method: str, opts) -> Floors:
+    """Stem/head floor: a refit search measures what pruning the stem costs after reconstruction, so the
+    floor only guards against noise there (50%); probe curves and importance shares misjudge the stem
+    (measured without refit), so they keep 75%. PruneOptions.protect_keep overrides both."""
+    keep = getattr(opts, "protect_keep", None)
+    if keep is not None and not 0.0 <= keep <= 1.0:
+        raise PrunecError(f"protect_keep {keep}: must be in [0, 1] (the share of a stem/head group kept)")
+    if keep is None:
+        keep = REFIT_PROTECT_KEEP if method == "refit" else floors.protect_keep
+    return replace(floors, protect_keep=keep)
+
+
+def apply_floors(plan: Plan, analysis, scores, floors: Floors, round_to: int) -> None:
+    """--protect with --ratio: stem/head groups and tiny groups lose no more than the floors allow."""
+    protected = protected_groups(analysis)
+    by_id = {g.id: g for g in analysis.groups}
+    for gid in list(plan.groups):
+        g = by_id[gid]
+        keep = floors.keep_floor(g, protected)
+        m = rounding_multiple(g, round_to)
+        keep = min(g.size, -(-keep // m) * m)
+        n = min(len(plan.groups[gid]), g.size - keep)
+        order = np.argsort(scores[gid], kind="stable")
+        if n <= 0:
+            del plan.groups[gid]
+        else:
+            plan.groups[gid] = sorted(int(i) for i in order[:n])
+    plan.meta["protected"] = protected

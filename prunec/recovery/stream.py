@@ -1,0 +1,116 @@
+"""Streaming a model over calibration data with ONNX Runtime.
+
+A Tapper exposes chosen intermediate tensors as extra graph outputs and runs the model batch by
+batch; each batch's tensors go to a callback and are dropped, so memory is bounded by one batch
+however big the model or the calibration set is.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from prunec.graph import Model
+from prunec.runtime import session
+
+from .data import CalibData
+
+# A batch's exposed activations stay below this (bytes); batch size is chosen from it.
+BATCH_BYTES = 256 * 2**20
+
+
+def batch_capable(model: Model) -> bool:
+    """Can the model take several samples at once? Only if every input's exported batch dim is symbolic."""
+    for name in model.input_shapes:
+        vi = model.io_proto.get(name)
+        if vi is None:
+            return False
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or dims[0].HasField("dim_value"):
+            return False
+    return True
+
+
+class Tapper:
+    """One ONNX Runtime session that returns the graph outputs plus the chosen intermediate tensors."""
+
+    def __init__(self, model: Model, taps: list[str], threads: int | None = None,
+                 weights_as_inputs: list[str] | None = None):
+        # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples.
+        proto = model.to_proto(restore_io=batch_capable(model))
+        existing = [o.name for o in proto.graph.output]
+        self.outputs = list(existing)
+        for name in taps:
+            if name not in existing:
+                proto.graph.output.append(onnx.ValueInfoProto(name=name))
+                self.outputs.append(name)
+        # Weights listed as inputs can be replaced per run (sensitivity probes) with one session.
+        for name in weights_as_inputs or []:
+            init = next(t for t in proto.graph.initializer if t.name == name)
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(name, init.data_type, list(init.dims)))
+        self.n_graph_outputs = len(existing)
+        self.batched = batch_capable(model)
+        self.session = session(proto, threads)
+        sizes = {n: int(np.prod(s)) * 4 for n, s in model.shapes.items()}
+        analysed_batch = next(iter(model.input_shapes.values()))[0] if model.input_shapes else 1
+        per_sample = sum(sizes.get(n, 0) for n in self.outputs) / max(1, analysed_batch)
+        self.batch = int(max(1, min(64, BATCH_BYTES // max(per_sample, 1)))) if self.batched else 1
+
+    def run(self, feeds: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        feeds = dict(feeds, **(extra or {}))
+        values = self.session.run(self.outputs, feeds)
+        return dict(zip(self.outputs, values))
+
+    def stream(self, data: CalibData, fn: Callable[[dict], None], limit: int | None = None,
+               extra: dict[str, np.ndarray] | None = None) -> None:
+        for batch in data.batches(self.batch, limit):
+            if self.batched:
+                fn(self.run(batch, extra))
+            else:
+                for i in range(len(next(iter(batch.values())))):
+                    fn(self.run({k: v[i:i + 1] for k, v in batch.items()}, extra))
+
+
+def channel_sq(a: np.ndarray) -> np.ndarray:
+    """Sum of squares of an output (one value per output tensor)."""
+    return np.array([np.sum(np.square(np.asarray(a, np.float64)))])
+
+
+def relative_error(num: list[np.ndarray], den: list[np.ndarray]) -> float:
+    """Mean over outputs of ||y - y_ref||^2 / ||y_ref||^2.
+    (Normalizing per axis-1 entry was tried, to weigh YOLO's probabilities like its pixel boxes, but
+    near-zero scores of rare classes then dominate with noise and rejected good reconstructions.)"""
+    parts = [n / np.maximum(d, 1e-30 + 1e-12 * d.max(initial=0)) for n, d in zip(num, den)]
+    return float(np.mean(np.concatenate(parts))) if parts else 0.0
+
+
+def output_error(reference: Model, model: Model, data: CalibData) -> float:
+    """Relative squared output error on the calibration samples, averaged over outputs and their
+    axis-1 entries (see relative_error)."""
+    ta, tb = Tapper(reference, []), Tapper(model, [])
+    num, den = None, None
+    size = min(ta.batch, tb.batch) if ta.batched and tb.batched else 1
+    for batch in data.batches(size):
+        ra, rb = ta.run(batch), tb.run(batch)
+        outs = ta.outputs[:ta.n_graph_outputs]
+        n = [channel_sq(np.asarray(ra[o], np.float64) - np.asarray(rb[o], np.float64)) for o in outs]
+        d = [channel_sq(ra[o]) for o in outs]
+        num = n if num is None else [x + y for x, y in zip(num, n)]
+        den = d if den is None else [x + y for x, y in zip(den, d)]
+    return relative_error(num, den)
+
+
+class OriginalValues:
+    """The original model's tensors on the calibration data, batch by batch, kept in memory: a search
+    that refits many candidate plans (prunec.recovery.sensitivity) reuses the same targets instead of rerunning them."""
+
+    def __init__(self, original: Model, data: CalibData, tensors: list[str]):
+        tap = Tapper(original, sorted(set(tensors)))
+        self.data, self.size = data, tap.batch if tap.batched else 1
+        self.values = [tap.run(b) for b in data.batches(self.size)]
+
+    @staticmethod
+    def nbytes(original: Model, data: CalibData, tensors: list[str]) -> int:
+        per_sample = sum(int(np.prod(original.shapes[t][1:])) for t in set(tensors) if t in original.shapes)
+        return 4 * per_sample * len(data)

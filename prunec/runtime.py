@@ -28,6 +28,17 @@ def input_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
     return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
 
 
+def random_array(shape, dtype, rng: np.random.Generator) -> np.ndarray:
+    """A test input: standard normal floats, 0/1 booleans, integers in [0, 4) (small enough to be a
+    valid index or count for most integer inputs)."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(dtype)
+    return rng.integers(0, 4, shape).astype(dtype)
+
+
 def random_inputs(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     feeds = {}
@@ -36,13 +47,7 @@ def random_inputs(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], se
         if shape is None:
             dims = vi.type.tensor_type.shape.dim
             shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims]
-        dtype = input_dtype(vi)
-        if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[vi.name] = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            feeds[vi.name] = rng.integers(0, 4, shape).astype(dtype)
+        feeds[vi.name] = random_array(shape, input_dtype(vi), rng)
     return feeds
 
 

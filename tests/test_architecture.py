@@ -126,3 +126,30 @@ def test_registries_feed_the_cli():
     for name, crit in criteria.CRITERIA.items():
         assert name in action.help and crit.help in action.help
     assert set(KINDS) == {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def test_a_new_criterion_is_one_registered_class(tmp_path):
+    """What adding a criterion takes: a class and its registration; the CLI and the pipeline follow."""
+    import numpy as np
+
+    import prunec
+    from models.zoo import build
+    from prunec import criteria
+    from prunec.cli import prune_parser
+    from prunec.pipeline import PruneOptions, prune_model
+
+    @criteria.register
+    class Reversed(criteria.Criterion):  # keeps the last channels: the opposite of natural order
+        name, help = "test-reversed", "keeps the last channels"
+
+        def score(self, analysis, group, evidence):
+            return np.arange(group.size, dtype=np.float64)
+
+    try:
+        assert "test-reversed" in next(a for a in prune_parser()._actions if a.dest == "criterion").choices
+        model = prunec.from_proto(build("resnet18"))
+        _, report, plan = prune_model(model, PruneOptions(ratio=0.5, criterion="test-reversed", round_to=1))
+        assert report["criterion"] == "test-reversed"
+        assert all(idx == list(range(len(idx))) for idx in plan.groups.values())  # lowest scores go first
+    finally:
+        del criteria.CRITERIA["test-reversed"]

@@ -86,7 +86,6 @@ class GramAccumulator:
         self.groups = self.kind.groups(node)
         self.G = [None] * self.groups
         self.B = [None] * self.groups
-        self.count = 0
         self.w_shape = w.shape
         self._buf: list = []
         self._buffered = 0
@@ -125,7 +124,6 @@ class GramAccumulator:
         else:
             self.G[j] += G
             self.B[j] += B
-        self.count += len(X) if j == 0 else 0
 
 
 def collect_grams(model: Model, data: CalibData, jobs: list, rows: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:

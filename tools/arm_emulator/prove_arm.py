@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from prunec.backend.rpc import measure_over_rpc
     from prunec.errors import PrunecError
+    from prunec.runtime import random_array
 
     use_emulator = not (args.rpc or args.tracker)
     if use_emulator:
@@ -107,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     model = onnx.load(args.model)
     inputs_spec = _model_inputs(model, _parse_shapes(args.input_shape))
     rng = np.random.default_rng(args.seed)
-    feeds = {}
-    for name, (shape, dtype) in inputs_spec.items():
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+    feeds = {name: random_array(shape, dtype, rng) for name, (shape, dtype) in inputs_spec.items()}
     shapes = {n: s for n, (s, _) in inputs_spec.items()}
 
     work_ctx = tempfile.TemporaryDirectory(prefix="prove-arm-") if not args.keep else None

@@ -32,6 +32,13 @@ def sources():
         yield "yolov8n (nudenet, real)", lambda: prunec.load(path, {"images": [1, 3, 320, 320]})
     except Exception as exc:  # offline
         print(f"(yolov8n skipped: {exc})")
+    try:
+        from models.fetch_ddddocr import ddddocr_path
+
+        path = ddddocr_path("common.onnx")
+        yield "ddddocr common (LSTM, real)", lambda: prunec.load(path, {"input1": [1, 1, 64, 256]})
+    except Exception as exc:  # offline
+        print(f"(ddddocr skipped: {exc})")
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     for path in sorted(light.glob("light_*.onnx")):
         if "vgg19" in path.name:

@@ -10,6 +10,7 @@ from .conv1d import conv1d_audio
 from .flatten_gemm import flatten_gemm
 from .groupnorm import groupnorm_net, groupnorm_net_instancenorm
 from .mobilenet import mobilenetv2, mobilenetv3
+from .recurrent import crnn_unrolled, rnn_audio
 from .resnet import resnet18, resnet18_opset11, resnet50, resnet50_full, resnet_scaled
 from .unet import unet
 from .vit import vit
@@ -29,6 +30,8 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "conv1d_audio": conv1d_audio,
     "flatten_gemm": flatten_gemm,
     "resnet18_opset11": resnet18_opset11,
+    "rnn_audio": rnn_audio,
+    "crnn_unrolled": crnn_unrolled,
 }
 
 # Keys too big for quick tests and ``build all`` defaults.

@@ -33,7 +33,7 @@ def rule(*op_types: str, rewrite: Callable | None = None):
 def _load_all() -> None:
     # Importing the modules registers their rules.
     from . import (  # noqa: F401
-        conv, elementwise, normalization, pooling, reshape, concat_split, linear, misc,
+        conv, elementwise, normalization, pooling, reshape, concat_split, linear, misc, recurrent, shapes,
     )
 
 

@@ -17,7 +17,7 @@ def softmax(node, ctx):
     passthrough(node, ctx)
 
 
-@rule("Shape", "Size", "ConstantOfShape", "Range", "Constant", "RandomNormalLike", "RandomUniformLike",
+@rule("Shape", "Size", "Range", "Constant", "RandomNormalLike", "RandomUniformLike",
       "EyeLike")
 def shape_query(node, ctx):
     # Outputs are shape values or fresh tensors; the input's values are not read.

@@ -7,10 +7,8 @@ axis is split (D -> heads x head_dim, C -> groups x C/G) and merging when axes a
 """
 from __future__ import annotations
 
-import onnx_graphsurgeon as gs
-
 from . import rule
-from .common import int_list
+from .shapes import bind, rewrite_constants, trace_input
 
 
 def _reshape_like(node, ctx):
@@ -27,59 +25,33 @@ def flatten(node, ctx):
     _reshape_like(node, ctx)
 
 
-def _shape_pieces(node, ctx):
-    """The target-shape values and, for each, whether it can be rewritten.
-
-    A constant shape is rewritable; so is a Concat of small constants (dynamic-batch exports);
-    values computed at run time are not.
-    """
-    t = node.inputs[1]
-    if isinstance(t, gs.Constant):
-        return int_list(t.values), None
-    if t.inputs and t.inputs[0].op == "Concat" and int(t.inputs[0].attrs.get("axis", 0)) == 0:
-        values, consts = [], []
-        for piece in t.inputs[0].inputs:
-            if isinstance(piece, gs.Constant):
-                vals = int_list(piece.values)
-                values += vals
-                consts += [True] * len(vals)
-            else:
-                n = ctx.shape(piece)[0] if piece.name in ctx.model.shapes else 1
-                values += [None] * n
-                consts += [False] * n
-        return values, consts
-    return None, None
-
-
 def _rewrite_reshape(node, rw):
-    values, consts = _shape_pieces(node, rw)
+    elems = trace_input(node, 1, rw)
+    if elems is None:
+        return
     new_shape = rw.new_shape(node.outputs[0])
-    if values is None:
-        return
-    new = [v if v in (0, -1) or v is None else n for v, n in zip(values, new_shape)]
-    if new == values:
-        return
-    if consts is None:
-        rw.set_const_input(node, 1, new)
-        return
-    concat = node.inputs[1].inputs[0]
-    k = 0
-    for idx, piece in enumerate(list(concat.inputs)):
-        n = len(int_list(piece.values)) if isinstance(piece, gs.Constant) else (
-            rw.shape(piece)[0] if piece.name in rw.model.shapes else 1)
-        if isinstance(piece, gs.Constant) and new[k:k + n] != values[k:k + n]:
-            rw.set_const_input(concat, idx, new[k:k + n])
-        k += n
+    new = [e.value if e is not None and e.value in (0, -1) else n for e, n in zip(elems, new_shape)]
+    rewrite_constants(rw, elems, new)
 
 
 @rule("Reshape", rewrite=_rewrite_reshape)
 def reshape(node, ctx):
+    """Target shapes are constants (rewritten), or computed from tensor shapes at run time: an
+    element that reads the axis it sizes follows pruning by itself (ops/shapes.py)."""
     _reshape_like(node, ctx)
-    values, consts = _shape_pieces(node, ctx)
     y = node.outputs[0]
-    for i in range(ctx.rank(y)):
-        fixed = values is None or (consts is not None and not consts[i] and ctx.shape(y)[i] > 1)
-        if fixed and ctx.shape(y)[i] > 1:
+    out_shape = ctx.shape(y)
+    elems = trace_input(node, 1, ctx)
+    if elems is not None and len(elems) != len(out_shape):
+        elems = None
+    for i, n in enumerate(out_shape):
+        if n <= 1:
+            continue
+        e = elems[i] if elems is not None else None
+        if e is not None and e.value is not None:
+            if e.value not in (0, -1) and e.slot is None:
+                ctx.block(ctx.axis(y, i), f"{ctx.where()} target shape is a computed constant")
+        elif not bind(ctx, e, ctx.axis(y, i), n):
             ctx.block(ctx.axis(y, i), f"{ctx.where()} target shape is computed at run time")
 
 

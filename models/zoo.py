@@ -10,6 +10,7 @@ from .conv1d import conv1d_audio
 from .flatten_gemm import flatten_gemm
 from .groupnorm import groupnorm_net, groupnorm_net_instancenorm
 from .mobilenet import mobilenetv2, mobilenetv3
+from .quantized import dynamic_quant_cnn, qdq_resnet
 from .recurrent import crnn_unrolled, rnn_audio
 from .resnet import resnet18, resnet18_opset11, resnet50, resnet50_full, resnet_scaled
 from .unet import unet
@@ -32,6 +33,8 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "resnet18_opset11": resnet18_opset11,
     "rnn_audio": rnn_audio,
     "crnn_unrolled": crnn_unrolled,
+    "qdq_resnet": qdq_resnet,
+    "dynamic_quant_cnn": dynamic_quant_cnn,
 }
 
 # Keys too big for quick tests and ``build all`` defaults.

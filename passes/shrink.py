@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 from prunec.dependency import Analysis, analyze
 from prunec.errors import PrunecError
 from prunec.graph import Model
-from prunec.ops import RULES
+from prunec.ops import rule_for
 from prunec.plan import Plan, removal_map
 
 from .base import PassResult
@@ -87,7 +87,7 @@ def shrink(analysis: Analysis, plan: Plan) -> Model:
     for name, values in sliced.items():
         tensors[name].values = values
     for node in graph.nodes:
-        rule = RULES.get(node.op)
+        rule = rule_for(node)
         if rule is not None and rule.rewrite is not None:
             rule.rewrite(node, rw)
     try:

@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 from .channels import Space, SpaceTable
 from .graph import Model
 from .macs import node_macs
-from .ops import RULES
+from .ops import rule_for
 
 # Roles of constant axes: what a weight slice means for importance and for the exactness property.
 WEIGHT_ROLES = ("out", "in", "norm")
@@ -65,6 +65,8 @@ class Analysis:
         self.roles: dict[tuple[str, int], tuple[str, str]] = {}
         self.node_state: dict[str, dict] = {}
         self.unsupported: dict[str, int] = {}
+        # tensor -> the constant it is computed from axis for axis (DequantizeLinear of a weight)
+        self.weight_views: dict[str, str] = {}
         self.exclude = set(exclude or [])
         self._node: gs.Node | None = None
         self._run()
@@ -98,8 +100,12 @@ class Analysis:
                 self.layouts[key] = self.spaces.new(size)
             else:
                 self.layouts[key] = self.spaces.new(size, blocked=f"axis {i} of {t.name!r} is not tracked by any rule")
-        if role and isinstance(t, gs.Constant) and key not in self.roles:
-            self.roles[key] = (role, self._node.name if self._node else "")
+        if role and key not in self.roles:
+            node = self._node.name if self._node else ""
+            if isinstance(t, gs.Constant):
+                self.roles[key] = (role, node)
+            elif t.name in self.weight_views:  # a dequantized weight: the stored integers get the role
+                self.roles.setdefault((self.weight_views[t.name], i), (role, node))
         return self.layouts[key]
 
     def set_axis(self, t: gs.Tensor, i: int, space: Space) -> None:
@@ -155,7 +161,7 @@ class Analysis:
         self.groups = self._collect_groups()
 
     def _analyze(self, node: gs.Node) -> None:
-        rule = RULES.get(node.op) if node.domain in (None, "", "ai.onnx") else None
+        rule = rule_for(node)
         tensors = [t for t in list(node.inputs) + list(node.outputs) if t.name and t.name in self.model.shapes
                    or isinstance(t, gs.Constant)]
         if rule is None:

@@ -313,7 +313,8 @@ def _initializers_out_of_inputs(proto: onnx.ModelProto) -> int:
 
 
 FOLDABLE_SKIP = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                 "Bernoulli", "If", "Loop", "Scan")
+                 "Bernoulli", "If", "Loop", "Scan",
+                 "DequantizeLinear", "QuantizeLinear")  # quantized weights stay stored as integers
 
 
 def _fold_constant_nodes(proto: onnx.ModelProto) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import prunec
+from prunec.ops.quantize import quant_params
 from prunec.plan import Plan, keep_count
 from prunec.runtime import random_inputs, run_model
 
@@ -37,7 +38,10 @@ def zero_channels(model, analysis, plan) -> "prunec.Model":
             values = np.array(t.values)
             index = [slice(None)] * values.ndim
             index[m.axis] = m.positions[idx].ravel()
-            values[tuple(index)] = 0
+            params = quant_params(graph, t) if np.issubdtype(values.dtype, np.integer) else None
+            # a quantized weight's zero is its zero point
+            zero = np.broadcast_to(params[1], values.shape).astype(values.dtype) if params else 0
+            values[tuple(index)] = zero[tuple(index)] if params else 0
             t.values = values
     proto = model.to_proto(restore_io=False, graph=graph)
     return prunec.from_proto(proto, input_shapes=model.input_shapes)

@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 
+from ..ops.quantize import real_values
 from . import Criterion, normalized_sum, register
 
 
@@ -15,7 +16,7 @@ def member_norms(analysis, group, roles: tuple[str, ...], power: float) -> list[
     for m in group.members:
         if m.role not in roles:
             continue
-        w = np.asarray(tensors[m.tensor].values, dtype=np.float64)
+        w = np.asarray(real_values(analysis.graph, tensors[m.tensor]), dtype=np.float64)  # int8: dequantized
         flat = np.moveaxis(w, m.axis, 0).reshape(w.shape[m.axis], -1)
         per_pos = np.sum(np.abs(flat) ** power, axis=1)  # one value per axis position
         out.append(per_pos[m.positions].sum(axis=1))  # gather each channel's positions

@@ -30,10 +30,18 @@ def rule(*op_types: str, rewrite: Callable | None = None):
     return register
 
 
+STANDARD = (None, "", "ai.onnx")
+
+
+def rule_for(node) -> Rule | None:
+    """The rule of a node: standard ops by name, others (com.microsoft) as `domain.op`."""
+    return RULES.get(node.op if node.domain in STANDARD else f"{node.domain}.{node.op}")
+
+
 def _load_all() -> None:
     # Importing the modules registers their rules.
     from . import (  # noqa: F401
-        conv, elementwise, normalization, pooling, reshape, concat_split, linear, misc, recurrent, shapes,
+        conv, elementwise, normalization, pooling, reshape, concat_split, linear, misc, recurrent, shapes, quantize,
     )
 
 

@@ -10,8 +10,8 @@ from . import rule
 from .common import input_at
 
 
-def _bias(node, ctx, space):
-    b = input_at(node, 2)
+def _bias(node, ctx, space, index=2):
+    b = input_at(node, index)
     if b is not None:
         ctx.unify(ctx.axis(b, 0, "bias"), space)
 
@@ -23,7 +23,12 @@ def _rewrite_group(node, rw):
 
 
 def conv(node, ctx):
-    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    conv_spaces(node, ctx, node.inputs[0], node.inputs[1], node.outputs[0], bias_index=2)
+
+
+def conv_spaces(node, ctx, x, w, y, bias_index=None):
+    """Conv's channel relations for any operand positions (ConvInteger, QLinearConv reuse them);
+    returns the output channel space."""
     g = int(node.attrs.get("group", 1))
     ctx.set_axis(y, 0, ctx.axis(x, 0))
     w_out, w_in = ctx.axis(w, 0, "out"), ctx.axis(w, 1, "in")
@@ -35,7 +40,9 @@ def conv(node, ctx):
         ctx.unify(ctx.axis(x, 1), ctx.spaces.product([groups, w_in]))
         ctx.unify(w_out, ctx.spaces.product([groups, ctx.new(ctx.shape(w)[0] // g)]))
     ctx.set_axis(y, 1, w_out)
-    _bias(node, ctx, w_out)
+    if bias_index is not None:
+        _bias(node, ctx, w_out, bias_index)
+    return w_out
 
 
 def conv_transpose(node, ctx):

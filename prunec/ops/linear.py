@@ -28,7 +28,11 @@ def gemm(node, ctx):
 
 @rule("MatMul")
 def matmul(node, ctx):
-    a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    matmul_spaces(ctx, node.inputs[0], node.inputs[1], node.outputs[0])
+
+
+def matmul_spaces(ctx, a, b, y):
+    """MatMul's channel relations for any operand positions (MatMulInteger, QLinearMatMul)."""
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
     ctx.unify(ctx.axis(a, -1, "in"), ctx.axis(b, -2 if rb >= 2 else 0, "in"))
     if rb >= 2:

@@ -27,9 +27,25 @@ def _rewrite_hidden(node, rw):
 
 @rule("LSTM", "GRU", "RNN", rewrite=_rewrite_hidden)
 def recurrent(node, ctx):
+    recurrent_spaces(node, ctx, GATES[node.op])
+
+
+@rule("com.microsoft.DynamicQuantizeLSTM", rewrite=_rewrite_hidden)
+def dynamic_quantize_lstm(node, ctx):
+    """ONNX Runtime's int8 LSTM: W [dirs, I, 4H] and R [dirs, H, 4H] (transposed), with one scale
+    and zero point per direction (inputs 8-11)."""
+    dirs = recurrent_spaces(node, ctx, 4, transposed=True)
+    for i in range(8, 12):
+        t = input_at(node, i)
+        if t is not None and ctx.rank(t) == 1:
+            ctx.unify(ctx.axis(t, 0), dirs)
+
+
+def recurrent_spaces(node, ctx, gates, transposed=False):
+    """The channel relations of a recurrent op; returns the direction space."""
     x, w, r = node.inputs[0], node.inputs[1], node.inputs[2]
-    gates = GATES[node.op]
-    hidden_size = int(node.attrs.get("hidden_size", ctx.shape(r)[-1]))
+    gate_ax, in_ax = (2, 1) if transposed else (1, 2)
+    hidden_size = int(node.attrs.get("hidden_size", ctx.shape(r)[in_ax]))
     batch_major = int(node.attrs.get("layout", 0)) == 1
     seq_ax, batch_ax = (1, 0) if batch_major else (0, 1)
     where = ctx.where()
@@ -46,9 +62,9 @@ def recurrent(node, ctx):
     # weights: directions and gate-stacked hidden units
     for t in (w, r):
         ctx.unify(ctx.axis(t, 0), dirs)
-        gated(t, 1, gates, "out")
-    ctx.unify(ctx.axis(x, 2), ctx.axis(w, 2, "in"))  # the features before the op
-    ctx.unify(ctx.axis(r, 2, "in"), hidden)
+        gated(t, gate_ax, gates, "out")
+    ctx.unify(ctx.axis(x, 2), ctx.axis(w, in_ax, "in"))  # the features before the op
+    ctx.unify(ctx.axis(r, in_ax, "in"), hidden)
     b = input_at(node, 3)
     if b is not None:
         ctx.unify(ctx.axis(b, 0), dirs)
@@ -57,11 +73,12 @@ def recurrent(node, ctx):
     if seq_lens is not None:
         ctx.unify(ctx.axis(seq_lens, 0), ctx.axis(x, batch_ax))
     # initial states [dirs, batch, H] (layout 1: [batch, dirs, H]); constants are zeroed like biases
-    states = [input_at(node, 5)] + ([input_at(node, 6)] if node.op == "LSTM" else [])
+    lstm = node.op.endswith("LSTM")
+    states = [input_at(node, 5)] + ([input_at(node, 6)] if lstm else [])
     for s in states:
         if s is not None:
             _state_axes(ctx, s, batch_major, dirs, ctx.axis(x, batch_ax), hidden, "shift")
-    p = input_at(node, 7) if node.op == "LSTM" else None
+    p = input_at(node, 7) if lstm else None
     if p is not None:
         ctx.unify(ctx.axis(p, 0), dirs)
         gated(p, 1, 3, "const")
@@ -76,6 +93,7 @@ def recurrent(node, ctx):
     for t in outs[1:]:
         if t.name and t.name in ctx.model.shapes:
             _state_axes(ctx, t, batch_major, dirs, ctx.axis(x, batch_ax), hidden, None)
+    return dirs
 
 
 def _state_axes(ctx, t, batch_major, dirs, batch, hidden, role):

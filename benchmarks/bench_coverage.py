@@ -35,8 +35,9 @@ def sources():
     try:
         from models.fetch_ddddocr import ddddocr_path
 
-        path = ddddocr_path("common.onnx")
-        yield "ddddocr common (LSTM, real)", lambda: prunec.load(path, {"input1": [1, 1, 64, 256]})
+        for f, label in (("common.onnx", "LSTM"), ("common_old.onnx", "int8 dynamic")):
+            path = ddddocr_path(f)
+            yield f"ddddocr {f[:-5]} ({label}, real)", lambda path=path: prunec.load(path, {"input1": [1, 1, 64, 256]})
     except Exception as exc:  # offline
         print(f"(ddddocr skipped: {exc})")
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

@@ -43,3 +43,21 @@ def test_prunes_by_half_and_runs_at_any_width(ocr_path, tmp_path):
         x = np.random.default_rng(width).random([1, 1, 64, width], dtype=np.float32)
         a, b = run_model(original, {"input1": x})[0], run_model(pruned, {"input1": x})[0]
         assert a.shape == b.shape and a.shape[1:] == (1, 8210)
+
+
+def test_dynamically_quantized_recognizer_prunes():
+    """common_old.onnx: DynamicQuantizeLinear -> ConvInteger, a com.microsoft DynamicQuantizeLSTM
+    with per-direction int8 weights, MatMulInteger head."""
+    try:
+        path = ddddocr_path("common_old.onnx")
+    except Exception as exc:
+        pytest.skip(f"ddddocr could not be fetched: {exc}")
+    model = prunec.load(path, {"input1": [1, 1, 64, 256]})
+    info = prunec.inspect(model)
+    assert info["coverage"]["macs_share"] >= 0.95
+    from prunec.pipeline import PruneOptions, prune_model
+
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5))
+    assert report["verify"]["ok"] and report["macs"]["before"] / report["macs"]["after"] >= 2
+    lstm = next(n for n in pruned.graph.nodes if n.op == "DynamicQuantizeLSTM")
+    assert lstm.attrs["hidden_size"] == 256 and lstm.inputs[1].values.dtype == np.int8

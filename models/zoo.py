@@ -10,9 +10,11 @@ from .conv1d import conv1d_audio
 from .flatten_gemm import flatten_gemm
 from .groupnorm import groupnorm_net, groupnorm_net_instancenorm
 from .mobilenet import mobilenetv2, mobilenetv3
+from .pixel_shuffle import pixel_shuffle_sr
 from .quantized import dynamic_quant_cnn, qdq_resnet
 from .recurrent import crnn_unrolled, rnn_audio
 from .resnet import resnet18, resnet18_opset11, resnet50, resnet50_full, resnet_scaled
+from .shufflenet import shufflenetv2
 from .unet import unet
 from .vit import vit
 from .yolov8 import yolov8
@@ -35,6 +37,9 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "crnn_unrolled": crnn_unrolled,
     "qdq_resnet": qdq_resnet,
     "dynamic_quant_cnn": dynamic_quant_cnn,
+    "shufflenetv2": shufflenetv2,
+    "pixel_shuffle_sr": pixel_shuffle_sr,
+    "pixel_shuffle_sr_dcr": lambda **kw: pixel_shuffle_sr(mode="DCR", **kw),
 }
 
 # Keys too big for quick tests and ``build all`` defaults.

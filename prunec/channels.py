@@ -167,6 +167,25 @@ class SpaceTable:
                     return False
                 continue
             big, small, big_rest = (x, y, xs) if x.size > y.size else (y, x, ys)
+            if big.kind == PRODUCT and refine == self._split_leaf:
+                # a concat cut through a product (Split after a channel shuffle): cut its outer factor
+                parts = self._distribute(big, small.size)
+                if parts is None:
+                    return False
+                big_rest[:0] = parts
+                (ys if big is x else xs).insert(0, small)
+                continue
+            if big.kind == CONCAT and refine == self._factor_leaf:
+                # concat meets factors (Concat then a shuffle's Reshape): take as many factors as
+                # make up the concat and align the two as concat vs product
+                small_rest = ys if big is x else xs
+                group, size = [small], small.size
+                while size < big.size and small_rest:
+                    group.append(self.find(small_rest.pop(0)))
+                    size *= group[-1].size
+                if size != big.size or not self.unify(big, self.product(group), where):
+                    return False
+                continue
             if big.kind is not LEAF:
                 return False
             pieces = refine(big, small.size)
@@ -174,6 +193,23 @@ class SpaceTable:
                 return False
             big_rest.insert(0, pieces[1])
         return not xs and not ys
+
+    def _distribute(self, s: Space, first: int) -> list[Space] | None:
+        """product(outer, rest...) as consecutive pieces product(piece of outer, rest...), the first
+        piece `first` long: possible when `first` is a whole number of `rest` blocks. The pieces
+        share the inner factors, so channel k of `rest` stays one channel in every piece."""
+        factors = self._factors(s)
+        outer, rest = self.find(factors[0]), factors[1:]
+        inner = prod(f.size for f in rest)
+        if not rest or first % inner:
+            return None
+        if outer.kind is LEAF:
+            parts = list(self._split_leaf(outer, first // inner))
+        elif outer.kind == CONCAT:
+            parts = self._concat_parts(outer)
+        else:
+            return None
+        return [self.product([p] + rest) for p in parts]
 
     def _conflict(self, a: Space, b: Space, reason: str) -> None:
         self.block(a, reason)

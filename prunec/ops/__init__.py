@@ -41,7 +41,7 @@ def rule_for(node) -> Rule | None:
 def _load_all() -> None:
     # Importing the modules registers their rules.
     from . import (  # noqa: F401
-        conv, elementwise, normalization, pooling, reshape, concat_split, linear, misc, recurrent, shapes, quantize, control_flow,
+        conv, elementwise, normalization, pooling, reshape, concat_split, linear, misc, recurrent, shapes, quantize, control_flow, depth_space,
     )
 
 

@@ -51,3 +51,33 @@ def matmul_spaces(ctx, a, b, y):
             ctx.unify(spaces[0], s)
         if spaces:
             ctx.set_axis(y, i, spaces[0])
+
+
+@rule("Einsum")
+def einsum(node, ctx):
+    """Explicit equations over letters ("bij,bjk->bik", "bhqd,bhkd->bhqk", "nchw,oc->nohw"): a letter
+    in the output and inputs is one space (outputs of a constant operand: "out"); a letter summed
+    over in several inputs is contracted (constant operand: "in"); one summed in a single input, an
+    ellipsis or an implicit output are not followed."""
+    eq = node.attrs["equation"]
+    eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    xs = [t for t in node.inputs]
+    y = node.outputs[0]
+    if not arrow or "." in eq or len(terms) != len(xs) or any(len(t) != ctx.rank(x) for t, x in zip(terms, xs)):
+        for t in xs:
+            ctx.block_tensor(t, f"{ctx.where()} equation {eq!r} is not followed")
+        return
+    for letter in dict.fromkeys("".join(terms)):
+        uses = [(x, t.index(letter)) for t, x in zip(terms, xs) if letter in t]
+        role = "out" if letter in out else "in"
+        spaces = [ctx.axis(x, i, role) for x, i in uses]
+        if letter not in out and len(uses) == 1:
+            if ctx.shape(uses[0][0])[uses[0][1]] > 1:
+                ctx.block(spaces[0], f"summed over by {ctx.where()}")
+            continue
+        for s in spaces[1:]:
+            ctx.unify(spaces[0], s)
+        if letter in out:
+            ctx.set_axis(y, out.index(letter), spaces[0])

@@ -70,7 +70,17 @@ def group_norm(node, ctx):
     passthrough(node, ctx)
 
 
-@rule("LpNormalization", "LRN")
+@rule("LRN")
+def local_response_norm(node, ctx):
+    """Each channel is divided by the energy of its `size` neighbours: after pruning the
+    neighbours differ, so like LayerNorm the result is approximate (recorded, not blocked)."""
+    x = node.inputs[0]
+    if ctx.shape(x)[1] > 1:
+        ctx.spaces.mark_inexact(ctx.axis(x, 1), f"{ctx.where()} normalizes each channel by its neighbours")
+    passthrough(node, ctx)
+
+
+@rule("LpNormalization")
 def cross_channel_norm(node, ctx):
     x = node.inputs[0]
     axis = int(node.attrs.get("axis", -1)) if node.op == "LpNormalization" else 1

@@ -10,7 +10,7 @@ import pytest
 from models import reference, variants, zoo
 from models.common import count_params, input_shape
 
-SMALL = [k for k in zoo.BUILDERS if k not in zoo.LARGE]
+SMALL = [k for k in zoo.BUILDERS if k not in zoo.LARGE | zoo.BEYOND_REFERENCE]
 
 
 def _session(m: onnx.ModelProto | str) -> ort.InferenceSession:
@@ -56,6 +56,13 @@ def test_builds_checks_and_runs(built, name):
     # float32 weights only; small enough for fast tests
     assert all(t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64) for t in m.graph.initializer)
     assert count_params(m) * 4 < 8 * 2**20
+
+
+@pytest.mark.parametrize("name", sorted(zoo.BEYOND_REFERENCE))
+def test_models_beyond_the_reference_evaluator_build_check_run_and_repeat(name):
+    m = zoo.build(name)
+    _check_runs(m)
+    assert zoo.build(name).SerializeToString() == m.SerializeToString()
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv3", "yolov8", "vit", "groupnorm_net"])

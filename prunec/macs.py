@@ -16,7 +16,8 @@ def _shape(t: gs.Tensor, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] 
 
 
 def node_macs(node: gs.Node, shapes: dict[str, tuple[int, ...]]) -> int:
-    """MACs of a weighted layer (prunec.layers: Conv, ConvTranspose, Gemm, MatMul); 0 for everything else."""
+    """MACs of a weighted layer (prunec.layers: Conv, ConvTranspose, Gemm, MatMul, recurrent and
+    quantized ops); 0 for everything else."""
     kind = kind_of(node)
     if kind is None:
         return 0
@@ -30,9 +31,10 @@ def graph_macs(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> int:
 
 
 def graph_params(graph: gs.Graph) -> int:
-    """Elements of floating-point constants (weights), counted once each."""
+    """Elements of weights (floating-point and 8-bit quantized constants), counted once each."""
     total = 0
     for t in graph.tensors().values():
-        if isinstance(t, gs.Constant) and np.issubdtype(np.dtype(t.dtype), np.floating):
+        if isinstance(t, gs.Constant) and (np.issubdtype(np.dtype(t.dtype), np.floating)
+                                           or np.dtype(t.dtype) in (np.int8, np.uint8)):
             total += int(prod(t.shape))
     return total

@@ -22,15 +22,19 @@ def coverage(analysis: Analysis) -> dict:
     shapes = analysis.model.shapes
     n_weights = n_weights_ok = macs = macs_ok = 0
     for node in analysis.graph.nodes:
-        if kind_of(node) is None:
+        kind = kind_of(node)
+        if kind is None:
             continue
         m = node_macs(node, shapes)
         touched = any(shrinkable.get(t.name) for t in list(node.inputs) + list(node.outputs))
         macs += m
         macs_ok += m if touched else 0
-        weights = [t for t in node.inputs[1:2] if analysis.const(t) is not None]
+        w = kind.weight_input
+        # a dequantized weight (QDQ) counts as the stored integers it is read from
+        weights = [analysis.weight_views.get(t.name, t.name) for t in node.inputs[w:w + 1]
+                   if analysis.const(t) is not None or t.name in analysis.weight_views]
         n_weights += len(weights)
-        n_weights_ok += sum(1 for w in weights if shrinkable.get(w.name))
+        n_weights_ok += sum(1 for name in weights if shrinkable.get(name))
     return {
         "weight_tensors": n_weights, "weight_tensors_prunable": n_weights_ok,
         "weight_share": n_weights_ok / n_weights if n_weights else 0.0,

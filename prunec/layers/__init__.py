@@ -19,6 +19,7 @@ Shape = tuple[int, ...]
 class LayerKind:
     op: str = ""
     refit: bool = False  # reconstruction and the data criteria that read consumers handle it
+    weight_input: int = 1  # the input holding the weight (QLinearConv: 3)
 
     def macs(self, node: gs.Node, ins: list[Shape | None], outs: list[Shape | None]) -> int:
         """Multiply-accumulates of one run, from the static shapes of its inputs and outputs."""
@@ -113,7 +114,7 @@ def const_bias(node: gs.Node) -> np.ndarray | None:
 
 def _load_all() -> None:
     # Importing the modules registers their kinds.
-    from . import conv, linear  # noqa: F401
+    from . import conv, linear, quantized, recurrent  # noqa: F401
 
 
 _load_all()

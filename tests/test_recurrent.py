@@ -36,7 +36,8 @@ def test_lstm_hidden_group_spans_gates_directions_and_states():
 def test_pruned_recurrent_ops_have_consistent_hidden_sizes():
     model = prunec.from_proto(rnn_audio())
     analysis = prunec.analyze(model)
-    pruned = prunec.prune(analysis, prunec.plan(analysis, ratio=0.5, round_to=1))
+    plan = prunec.make_plan(analysis, prunec.score(analysis, "l2"), 0.5, round_to=1)
+    pruned = prunec.prune(analysis, plan)
     prunec.verify(model, pruned)
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}
     for node in pruned.graph.nodes:

@@ -125,7 +125,8 @@ def test_registries_feed_the_cli():
     assert list(action.choices) == ["auto", *criteria.CRITERIA]
     for name, crit in criteria.CRITERIA.items():
         assert name in action.help and crit.help in action.help
-    assert set(KINDS) == {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    assert set(KINDS) == {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM",
+                          "ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul"}
 
 
 def test_a_new_criterion_is_one_registered_class(tmp_path):

@@ -10,32 +10,72 @@
 """
 from __future__ import annotations
 
-from .dependency import Analysis, Group, analyze
-from .errors import PrunecError
-from .graph import Model, from_proto, load, save
-from .plan import Plan, make_plan
-from .pipeline import PruneOptions, prune_file, prune_model
-from .report import coverage, format_inspect, inspect_dict
-from .verify import verify
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .dependency import Analysis
+    from .graph import Model
+    from .plan import Plan
+
+# Names are imported on first use: `prunec` on the command line starts with `import prunec.cli`,
+# which must not pull in numpy, onnx and ONNX Runtime (seconds) before it can handle Ctrl-C.
+_LAZY = {
+    "Analysis": "dependency", "Group": "dependency", "analyze": "dependency",
+    "PrunecError": "errors",
+    "Model": "graph", "from_proto": "graph", "load": "graph", "save": "graph",
+    "Plan": "plan", "make_plan": "plan",
+    "PruneOptions": "pipeline", "prune_file": "pipeline", "prune_model": "pipeline",
+    "coverage": "report", "format_inspect": "report", "inspect_dict": "report",
+    "verify": "verify",
+}
+
+
+class _Package(types.ModuleType):
+    """`prunec.verify` is a function; importing the submodule of the same name (which happens on
+    first use now) must not replace it."""
+
+    def __setattr__(self, name, value):
+        if name == "verify" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prunec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
 
-def score(analysis: Analysis, criterion: str = "l2") -> dict:
+def score(analysis: "Analysis", criterion: str = "l2") -> dict:
     """Importance of every channel of every prunable group (higher = keep), by a data-free criterion."""
     from .criteria import score_groups
 
     return score_groups(analysis, criterion)
 
 
-def prune(analysis: Analysis, plan: Plan) -> Model:
+def prune(analysis: "Analysis", plan: "Plan") -> "Model":
     """Apply a plan: returns a new, smaller model (not yet verified)."""
     from prunec.passes import shrink
 
     return shrink(analysis, plan)
 
 
-def inspect(model: Model) -> dict:
+def inspect(model: "Model") -> dict:
+    from .dependency import analyze
+    from .report import inspect_dict
+
     return inspect_dict(analyze(model))
 
 

@@ -216,31 +216,40 @@ class SpaceTable:
         self.block(b, reason)
 
     # ------------------------------------------------------------------ index maps
-    def positions(self, s: Space) -> dict[Space, np.ndarray]:
-        """For each leaf in s: an int array [leaf.size, reps] of the axis positions of each channel."""
+    def positions(self, s: Space, only: set[Space] | None = None) -> dict[Space, np.ndarray]:
+        """For each leaf in s (or each leaf of `only` in s): an int array [leaf.size, reps] of the
+        axis positions of each channel. Restricting to `only` keeps spatial and batch leaves, which
+        are no channels, from being materialized position by position (an axis can be 1e9 long)."""
         s = self.find(s)
+        if only is not None and not self._contains(s, only):
+            return {}
         if s.kind is LEAF:
             return {s: np.arange(s.size, dtype=np.int64)[:, None]}
         out: dict[Space, list[np.ndarray]] = {}
         if s.kind == CONCAT:
             offset = 0
             for c in s.children:
-                for leaf, pos in self.positions(c).items():
+                for leaf, pos in self.positions(c, only).items():
                     out.setdefault(leaf, []).append(pos + offset)
                 offset += c.size
         else:
             sizes = [c.size for c in s.children]
             strides = [prod(sizes[i + 1:]) for i in range(len(sizes))]
             for i, c in enumerate(s.children):
+                if only is not None and not self._contains(c, only):
+                    continue
                 # offsets contributed by every combination of the other factors
                 base = np.zeros(1, dtype=np.int64)
                 for j, (n, st) in enumerate(zip(sizes, strides)):
                     if j != i:
                         base = (base[:, None] + np.arange(n, dtype=np.int64)[None, :] * st).ravel()
-                for leaf, pos in self.positions(c).items():
+                for leaf, pos in self.positions(c, only).items():
                     full = pos[:, :, None] * strides[i] + base[None, None, :]
                     out.setdefault(leaf, []).append(full.reshape(pos.shape[0], -1))
         return {leaf: np.concatenate(p, axis=1) if len(p) > 1 else p[0] for leaf, p in out.items()}
+
+    def _contains(self, s: Space, only: set[Space]) -> bool:
+        return any(self.find(leaf) in only for leaf in self.leaves(s))
 
     def kept_size(self, s: Space, removed: dict[Space, np.ndarray]) -> int:
         s = self.find(s)
@@ -255,9 +264,8 @@ class SpaceTable:
         if not leaves:
             return None
         mask = np.ones(self.find(s).size, dtype=bool)
-        for leaf, pos in self.positions(s).items():
-            if leaf in leaves:
-                mask[pos[removed[leaf]].ravel()] = False
+        for leaf, pos in self.positions(s, only=leaves).items():
+            mask[pos[removed[leaf]].ravel()] = False
         return mask
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import PrunecError
+from .errors import PrunecError, one_line
 
 
 def _checked(convert, ok, what: str):
@@ -116,12 +118,37 @@ def inspect_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"prunec: error: {message}", file=sys.stderr)
+    print(f"prunec: error: {one_line(message, 2000)}", file=sys.stderr)
     return code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that the same cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # First thing, before the heavy imports (numpy, onnx, ONNX Runtime take seconds): SIGTERM ends
+    # the run like Ctrl-C, with its cleanup and one line.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        for sig, handler in previous.items():  # main() called from Python: leave the caller's handlers
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str]) -> int:
     try:
         if argv and argv[0] == "inspect":
             return _inspect(inspect_parser().parse_args(argv[1:]))
@@ -130,12 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         return _prune(prune_parser().parse_args(argv))
     except PrunecError as exc:
         return _fail(str(exc))
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        return _fail(f"terminated ({name}); nothing was written", 128 + exc.signum)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted (Ctrl-C); nothing was written", 130)
+    except BrokenPipeError:
+        # `prunec inspect m.onnx | head`: the reader left; say nothing more, like any Unix tool.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except MemoryError:
+        return _fail("out of memory; give smaller --input-shape sizes or fewer --calib-samples")
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("PRUNEC_DEBUG"):
             raise
-        return _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        return _fail(f"internal error: {type(exc).__name__}: {one_line(exc)} "
                      "(set PRUNEC_DEBUG=1 for a traceback)", 3)
 
 
@@ -152,7 +189,7 @@ def _inspect(args) -> int:
 
 def _prune(args) -> int:
     from .graph import parse_input_shapes
-    from .pipeline import PruneOptions, prune_file, write_report
+    from .pipeline import PruneOptions, prune_file
 
     opts = PruneOptions(
         ratio=args.ratio, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
@@ -164,20 +201,24 @@ def _prune(args) -> int:
         allocation=args.allocation)
     quiet = getattr(args, "quiet", False)
     log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
-    outdir = Path(args.outdir)
-    report = prune_file(args.model, outdir, opts, log)
-    if args.target != "none":
+
+    def compile_and_measure(report: dict, pruned: Path, stage: Path) -> None:
+        """Runs before anything is published: artifacts go to the run's stage folder."""
         from . import backend
 
-        result = backend.run(args, Path(args.model), Path(report["output"]), report["input_shapes"], outdir, log)
+        result = backend.run(args, Path(args.model), pruned, report["input_shapes"], stage, log)
         macs_ratio = report["macs"]["before"] / max(report["macs"]["after"], 1)
         result["macs_ratio"] = macs_ratio
         if result.get("speedup"):
             result["efficiency"] = result["speedup"] / macs_ratio
         report.setdefault("targets", {})[args.target] = result
-        write_report(report, outdir)
+
+    report = prune_file(args.model, Path(args.outdir), opts, log,
+                        finish=compile_and_measure if args.target != "none" else None)
     if args.json:
-        print(json.dumps(report, indent=1, default=float))
+        from .pipeline import _json_safe
+
+        print(json.dumps(_json_safe(report), indent=1, default=float))
     else:
         print(_summary(report))
     return 0

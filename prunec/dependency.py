@@ -11,6 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .channels import Space, SpaceTable
+from .errors import PrunecError
 from .graph import Model
 from .macs import node_macs
 from .ops import rule_for
@@ -139,6 +140,11 @@ class Analysis:
     # ------------------------------------------------------------------ the walk
     def _run(self) -> None:
         g = self.graph
+        unknown = sorted(self.exclude - {n.name for n in g.nodes})
+        if unknown:
+            names = [n.name for n in g.nodes]
+            raise PrunecError(f"--exclude {', '.join(unknown)}: no node of that name in the model (its nodes: "
+                              + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") + ")")
         for t in g.inputs:
             for i, n in enumerate(self.shape(t)):
                 self.layouts[(t.name, i)] = self.spaces.new(n, blocked="graph input")
@@ -202,26 +208,28 @@ class Analysis:
 
     # ------------------------------------------------------------------ results
     def _collect_groups(self) -> list[Group]:
-        find = self.spaces.find
-        by_leaf: dict[Space, list[Member]] = {}
+        find, leaves = self.spaces.find, self.spaces.leaves
+        by_leaf: dict[Space, list[tuple[str, int, Space, str, str]]] = {}
         order: list[Space] = []
         tensors = self.graph.tensors()
         for (name, axis), space in self.layouts.items():
             default = ("const", "") if isinstance(tensors.get(name), gs.Constant) else ("act", "")
             role, node = self.roles.get((name, axis), default)
-            for leaf, pos in self.spaces.positions(space).items():
-                leaf = find(leaf)
+            for leaf in dict.fromkeys(find(lf) for lf in leaves(space)):
                 if leaf not in by_leaf:
                     by_leaf[leaf] = []
                     order.append(leaf)
-                by_leaf[leaf].append(Member(name, axis, pos, role, node))
+                by_leaf[leaf].append((name, axis, space, role, node))
         readers, macs_of = self._readers()
         groups: list[Group] = []
         for leaf in order:
-            members = by_leaf[leaf]
+            entries = by_leaf[leaf]
+            if (not any(role in WEIGHT_ROLES for *_, role, _n in entries) or leaf.size <= 1
+                    or (leaf.blocked and NOT_CHANNELS in leaf.blocked[0])):
+                continue  # spatial, token and size-1 axes are no pruning groups: no positions built
+            members = [Member(name, axis, self.spaces.positions(space, only={leaf})[leaf], role, node)
+                       for name, axis, space, role, node in entries]
             weights = [m for m in members if m.role in WEIGHT_ROLES]
-            if not weights or leaf.size <= 1 or (leaf.blocked and NOT_CHANNELS in leaf.blocked[0]):
-                continue  # spatial, token and size-1 axes are no pruning groups
             groups.append(Group(self._group_id(leaf, weights), leaf.size, members, list(leaf.blocked),
                                 list(leaf.inexact), 0, leaf))
         for g in groups:

@@ -6,9 +6,9 @@ every tensor has a static shape.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,13 +17,19 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import external_data_helper, numpy_helper
 
-from .errors import PrunecError
+from .errors import PrunecError, one_line
 
 MIN_OPSET, MAX_OPSET = 11, 21
 STANDARD_DOMAINS = ("", "ai.onnx")
 # Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
 # and read back on load, so what one pass notes about the model survives a save/load round trip.
 ANNOTATION_PREFIX = "prunec."
+# No tensor may declare more elements than this (2^28: 1 GiB of float32). Checked on the declared
+# and inferred shapes before anything is allocated: a 444-byte model can declare an input
+# [1, 4, 1e9], and verifying it would need 16 GB.
+MAX_TENSOR_ELEMENTS = 2**28
+# Data types older ONNX Runtimes read; a model using only these needs no IR version above 10.
+CLASSIC_DTYPES = frozenset(range(1, 17))  # FLOAT .. BFLOAT16
 
 
 @dataclass
@@ -44,6 +50,7 @@ class Model:
     # Facts passes record about the model (e.g. a sparsity layout): JSON values by key, carried by
     # every rebuild and saved as metadata_props "prunec.<key>".
     annotations: dict[str, object] = field(default_factory=dict)
+    external_files: list[str] = field(default_factory=list)  # external data read at load (never outputs)
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         return self.shapes.get(name)
@@ -96,16 +103,27 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
 def load(path: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None) -> Model:
     """Read an ONNX file from disk (external data included) and normalize it."""
     path = Path(path)
+    if path.is_dir():
+        raise PrunecError(f"{path}: is a folder, not an ONNX model file")
     if not path.is_file():
         raise PrunecError(f"{path}: no such file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise PrunecError(f"{path}: cannot read it ({exc.strerror or one_line(exc)})") from None
+    try:
+        proto = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf raises several types on garbage
-        raise PrunecError(f"{path}: not a valid ONNX model ({type(exc).__name__})") from None
+        raise PrunecError(f"{path}: not a valid ONNX model (cannot parse it as ONNX protobuf: "
+                          f"{one_line(exc, 200)})") from None
+    del data
     if len(proto.graph.node) == 0:
         raise PrunecError(f"{path}: not a valid ONNX model (the graph has no nodes)")
-    _load_external_data(proto, path.parent)
-    return from_proto(proto, input_shapes=input_shapes, source=str(path))
+    files = _load_external_data(proto, path.parent)
+    model = from_proto(proto, input_shapes=input_shapes, source=str(path))
+    model.external_files = files
+    return model
 
 
 def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None = None,
@@ -117,8 +135,13 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     if annotations is None:
         annotations = _read_annotations(proto, source)
     proto = _upgrade_old_opset(proto, source, notes)
+    proto = _lower_new_opset(proto, source, notes)
     opset = _check_opset(proto, source)
     _check_domains(proto, source)
+    _check_initializers(proto, source)
+    _lower_ir_version(proto, source, notes)
+    if io_proto is None:  # a model from outside, not one prunec rebuilt from a checked one
+        _check_valid(proto, source)
     n_inputs = _initializers_out_of_inputs(proto)
     if n_inputs:
         notes.append(f"{n_inputs} initializers listed as graph inputs (IR < 4 style) treated as constants")
@@ -131,6 +154,8 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     if io_proto is None:
         io_proto = {v.name: _copy_vi(v) for v in list(proto.graph.input) + list(proto.graph.output)}
     resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes)
+    for name, shape in resolved.items():
+        _check_size(shape, f"input {name!r}", source)
     shapes = _infer_shapes(proto, resolved, source)
     _name_nodes(proto)
     graph = gs.import_onnx(proto)
@@ -151,14 +176,17 @@ def save(model: Model, path: str | os.PathLike) -> Path:
 
 
 def save_proto(proto: onnx.ModelProto, path: Path) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    # A temporary name beside the target, created with the umask's permissions (mkstemp's 0600
+    # would hide the model from a server running as another user), renamed when complete.
+    tmp = path.parent / f".{path.name}.prunec-tmp-{os.getpid()}"
     try:
+        open(tmp, "xb").close()
         if proto.ByteSize() > 1_900_000_000:  # protobuf's 2 GB limit: weights go beside the model
-            onnx.save(proto, tmp, save_as_external_data=True, location=path.name + ".data")
+            onnx.save(proto, str(tmp), save_as_external_data=True, location=path.name + ".data")
         else:
-            onnx.save(proto, tmp)
+            onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -234,9 +262,29 @@ def _upgrade_old_opset(proto: onnx.ModelProto, source: str, notes: list[str]) ->
         converted = onnx.version_converter.convert_version(proto, MIN_OPSET)
     except Exception as exc:
         raise PrunecError(f"{source}: opset {opset} is older than {MIN_OPSET} and onnx's version converter "
-                          f"cannot upgrade it ({str(exc).splitlines()[0][:200]})") from None
+                          f"cannot upgrade it ({one_line(exc)})") from None
     converted.ir_version = max(converted.ir_version, 6)
     notes.append(f"opset {opset} upgraded to {MIN_OPSET} with onnx.version_converter")
+    return converted
+
+
+def _lower_new_opset(proto: onnx.ModelProto, source: str, notes: list[str]) -> onnx.ModelProto:
+    """Opsets newer than prunec's rules know (MAX_OPSET) are converted down with onnx's version
+    converter, or refused with the reason when it cannot."""
+    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
+    if opset is None or opset <= MAX_OPSET:
+        return proto
+    if opset > onnx.defs.onnx_opset_version():
+        raise PrunecError(f"{source}: opset {opset} is newer than this onnx package knows "
+                          f"({onnx.defs.onnx_opset_version()}); prunec supports opsets {MIN_OPSET}-{MAX_OPSET}")
+    try:
+        converted = onnx.version_converter.convert_version(proto, MAX_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise PrunecError(f"{source}: opset {opset} is newer than {MAX_OPSET}, the newest prunec supports, "
+                          f"and onnx's version converter cannot lower it ({one_line(exc, 300)}); export "
+                          f"with opset {MAX_OPSET} or lower") from None
+    notes.append(f"opset {opset} lowered to {MAX_OPSET} with onnx.version_converter")
     return converted
 
 
@@ -270,9 +318,10 @@ def _external_tensors(proto: onnx.ModelProto):
     yield from external_data_helper._get_all_tensors(proto)
 
 
-def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
-    """Read external data only from inside the model's folder."""
+def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> list[str]:
+    """Read external data only from inside the model's folder; returns the files read."""
     base = base_dir.resolve()
+    files: list[str] = []
     for tensor in _external_tensors(proto):
         if not external_data_helper.uses_external_data(tensor):
             continue
@@ -287,17 +336,154 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> None:
                               "escapes the model's folder; refused")
         if not target.is_file():
             raise PrunecError(f"external data of tensor {tensor.name!r}: file {location!r} is missing")
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
+        offset = _external_int(info, "offset", tensor.name) or 0
+        length = _external_int(info, "length", tensor.name)
         size = target.stat().st_size
-        if offset > size or (length is not None and offset + int(length) > size):
-            raise PrunecError(f"external data of tensor {tensor.name!r}: {location!r} is truncated")
-        with open(target, "rb") as f:
-            f.seek(offset)
-            data = f.read(int(length)) if length is not None else f.read()
+        if offset > size or (length is not None and offset + length > size):
+            raise PrunecError(f"external data of tensor {tensor.name!r}: {location!r} is truncated "
+                              f"({size} bytes; offset {offset}, length {length})")
+        want = _tensor_bytes(tensor)
+        got = length if length is not None else size - offset
+        if want is not None and got != want:
+            raise PrunecError(f"external data of tensor {tensor.name!r}: {location!r} holds {got} bytes from "
+                              f"offset {offset}; its dims {list(tensor.dims)} need {want}")
+        try:
+            with open(target, "rb") as f:
+                f.seek(offset)
+                data = f.read(length) if length is not None else f.read()
+        except OSError as exc:
+            raise PrunecError(f"external data of tensor {tensor.name!r}: cannot read {location!r} "
+                              f"({exc.strerror or one_line(exc)})") from None
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
+        if str(target) not in files:
+            files.append(str(target))
+    return files
+
+
+def _external_int(info: dict, key: str, tensor: str) -> int | None:
+    """A non-negative integer field of external-data metadata, or None when absent."""
+    if key not in info or info[key] == "":
+        return None
+    try:
+        value = int(info[key])
+    except ValueError:
+        raise PrunecError(f"external data of tensor {tensor!r}: {key} {info[key]!r} is not an integer") from None
+    if value < 0:
+        raise PrunecError(f"external data of tensor {tensor!r}: {key} {value} is negative")
+    return value
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes the tensor's raw data must hold, for fixed-size numeric types (None otherwise)."""
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:
+        return None
+    if tensor.data_type not in CLASSIC_DTYPES or tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    return int(np.prod(tensor.dims, dtype=object)) * itemsize
+
+
+def _check_size(shape, what: str, source: str) -> None:
+    n = int(np.prod([int(d) for d in shape], dtype=object)) if len(shape) else 1
+    if n > MAX_TENSOR_ELEMENTS:
+        raise PrunecError(f"{source}: {what} has shape {list(shape)}, {n:.3g} elements: more than prunec's "
+                          f"limit of {MAX_TENSOR_ELEMENTS:,} per tensor; give realistic sizes "
+                          "(--input-shape NAME=d0,d1,...)")
+
+
+def _check_initializers(proto: onnx.ModelProto, source: str) -> None:
+    """Every weight's data must match its declared dims, and no weight may be absurdly large."""
+    for t in proto.graph.initializer:
+        if any(d < 0 for d in t.dims):
+            raise PrunecError(f"{source}: weight {t.name!r} has negative dims {list(t.dims)}")
+        _check_size(t.dims, f"weight {t.name!r}", source)
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # the caller did not load it (onnx.load_model with load_external_data=False)
+        try:
+            numpy_helper.to_array(t)  # a view of the raw bytes: no copy for the common types
+        except Exception as exc:
+            raise PrunecError(f"{source}: weight {t.name!r} (dims {list(t.dims)}) has data that does not "
+                              f"match its dims or type ({one_line(exc, 200)})") from None
+
+
+def _check_valid(proto: onnx.ModelProto, source: str) -> None:
+    """The input must pass onnx.checker, or every later failure would be blamed on pruning."""
+    if proto.ByteSize() > 1_900_000_000:
+        return  # the checker cannot take protos over protobuf's 2 GB; verify checks the output
+    # Exporters often leave a graph output's shape out; onnx.checker requires the field, prunec
+    # infers it: an empty one (removed again below) stands in for the check.
+    shapeless = [vi for vi in list(proto.graph.input) + list(proto.graph.output)
+                 if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    for vi in shapeless:
+        vi.type.tensor_type.shape.SetInParent()
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise PrunecError(f"{source}: the input model is invalid (onnx.checker: {one_line(exc)}); "
+                          "fix the exporter's output first") from None
+    finally:
+        for vi in shapeless:
+            vi.type.tensor_type.ClearField("shape")
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_max_ir_version() -> int:
+    """The newest IR version this ONNX Runtime loads (it only says so in an error message)."""
+    import re
+
+    import onnxruntime as ort
+
+    g = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe",
+                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    m.ir_version = onnx.IR_VERSION
+    try:
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return onnx.IR_VERSION
+    except Exception as exc:
+        found = re.search(r"max supported IR version: (\d+)", str(exc))
+        return int(found.group(1)) if found else 10
+
+
+def _dtypes_used(proto: onnx.ModelProto) -> set[int]:
+    types = {t.data_type for t in proto.graph.initializer}
+    for vi in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
+        if vi.type.HasField("tensor_type"):
+            types.add(vi.type.tensor_type.elem_type)
+    for node in proto.graph.node:
+        for a in node.attribute:
+            if a.name == "to" and a.type == onnx.AttributeProto.INT:
+                types.add(a.i)
+            elif a.type == onnx.AttributeProto.TENSOR:
+                types.add(a.t.data_type)
+    types.discard(0)
+    return types
+
+
+def _lower_ir_version(proto: onnx.ModelProto, source: str, notes: list[str]) -> None:
+    """onnx writes IR 14 by default, newer than ONNX Runtime reads. A model whose opsets and data
+    types need nothing newer than the runtime's IR version gets that version instead."""
+    if proto.ir_version > onnx.IR_VERSION:
+        raise PrunecError(f"{source}: IR version {proto.ir_version} is newer than this onnx package knows "
+                          f"({onnx.IR_VERSION}); export the model with an older IR version")
+    if proto.ir_version <= 10:
+        return
+    top = runtime_max_ir_version()
+    if proto.ir_version <= top:
+        return
+    needs = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    if _dtypes_used(proto) <= CLASSIC_DTYPES and needs <= top and not proto.functions:
+        notes.append(f"IR version {proto.ir_version} lowered to {top} (what ONNX Runtime reads; "
+                     "the model uses nothing newer)")
+        proto.ir_version = top
+    else:
+        raise PrunecError(f"{source}: IR version {proto.ir_version} is newer than ONNX Runtime reads "
+                          f"({top}) and the model uses data types or functions that need it; "
+                          "export it with an older IR version")
 
 
 def _initializers_out_of_inputs(proto: onnx.ModelProto) -> int:
@@ -331,6 +517,9 @@ def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
                 or not all(i in consts for i in inputs) or any(o in graph_outputs for o in node.output)):
             keep.append(node)
             continue
+        if not _fold_size_ok(node, consts, list(proto.opset_import)):
+            keep.append(node)  # an output too big (or of unknown size) to compute: shape inference decides
+            continue
         try:
             values = _evaluate(node, consts, ReferenceEvaluator, list(proto.opset_import))
         except Exception:  # an op the reference evaluator can't run: leave it in the graph
@@ -350,6 +539,30 @@ def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
         for t in unused:
             proto.graph.initializer.remove(t)
     return folded
+
+
+# Ops whose output is never larger than their inputs together: no size check needed before folding.
+SIZE_KEEPING = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Neg",
+                "Abs", "Sqrt", "Reciprocal", "Relu", "Sigmoid", "Shape", "Slice", "Concat")
+
+
+def _fold_size_ok(node: onnx.NodeProto, consts: dict, opsets) -> bool:
+    """A node folded at load is evaluated in memory: first infer its output sizes from its constant
+    inputs (ConstantOfShape([100000, 100000]) would allocate 40 GB)."""
+    if node.op_type in SIZE_KEEPING:
+        return True
+    g = onnx.helper.make_graph([node], "size", [], [onnx.ValueInfoProto(name=o) for o in node.output if o],
+                               initializer=[consts[i] for i in dict.fromkeys(node.input) if i])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            onnx.helper.make_model(g, opset_imports=opsets), strict_mode=True, data_prop=True)
+    except Exception:
+        return False
+    for vi in inferred.graph.output:
+        s = _static(vi)
+        if s is None or int(np.prod(s, dtype=object)) > MAX_TENSOR_ELEMENTS:
+            return False
+    return True
 
 
 def _evaluate(node: onnx.NodeProto, consts: dict, evaluator_cls, opsets) -> list:
@@ -451,17 +664,24 @@ def _static(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:
 
 def _infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], source: str) -> dict[str, tuple[int, ...]]:
     """ONNX shape inference first; ONNX Runtime fills whatever it leaves symbolic."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:
-        raise PrunecError(f"{source}: shape inference failed: {str(exc).splitlines()[0]}") from None
+    # First without data propagation: it computes the values of shape tensors, and materialized the
+    # 10^10 values of a Range(0, 1e10) in a 500-byte model. Sizes are checked before it runs, and it
+    # is skipped while a Range's length is still unknown (ONNX Runtime fills those shapes, bounded).
     shapes: dict[str, tuple[int, ...]] = {}
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
-    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        s = _static(vi)
-        if s is not None:
-            shapes[vi.name] = s
+    for data_prop in (False, True):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, data_prop=data_prop)
+        except Exception as exc:
+            raise PrunecError(f"{source}: shape inference failed: {one_line(exc)}") from None
+        for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+            s = _static(vi)
+            if s is not None:
+                _check_size(s, f"tensor {vi.name!r}", source)
+                shapes[vi.name] = s
+        if any(o not in shapes for n in proto.graph.node if n.op_type == "Range" for o in n.output if o):
+            break
     missing = [o for n in proto.graph.node for o in n.output if o and o not in shapes]
     if missing:
         shapes.update(_shapes_from_runtime(proto, input_shapes, missing, source))
@@ -483,5 +703,5 @@ def _shapes_from_runtime(proto: onnx.ModelProto, input_shapes, names: list[str],
         raise
     except Exception as exc:
         raise PrunecError(f"{source}: ONNX Runtime cannot run the model to find its shapes: "
-                          f"{str(exc).splitlines()[0][:300]}") from None
+                          f"{one_line(exc)}") from None
     return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, values)}

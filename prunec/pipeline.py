@@ -1,13 +1,17 @@
 """The main job: load -> passes (fold BatchNorm, prune, ...) -> verify -> write (-> compile)."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .errors import PrunecError
 from .graph import Model, load, save
 from .macs import graph_macs, graph_params
 from .options import PruneOptions  # noqa: F401  (callers import it from here)
+from .outputs import RunOutputs, write_new
 from .plan import Plan
 from .report import coverage, groups_summary
 from .verify import verify
@@ -29,6 +33,8 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     t0 = time.perf_counter()
     if not 0.0 <= opts.ratio < 1.0:
         raise PrunecError(f"--ratio {opts.ratio}: must be in [0, 1)")
+    if opts.reconstruct and opts.calib is None:
+        raise PrunecError("--reconstruct needs calibration data (--calib FILE.npz or an image folder)")
     pruned, results = run_passes(model, pipeline_passes(opts, log))
     pruning = next(r for r in results if isinstance(r, PruneResult))
     analysis, plan = pruning.analysis, pruning.plan
@@ -40,7 +46,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     report = {
         "input": model.source,
         "input_shapes": model.input_shapes,
-        "ratio": opts.ratio,
+        "ratio": None if opts.plan_in else opts.ratio,  # a plan says what is removed, not a ratio
         "criterion": f"plan {opts.plan_in}" if opts.plan_in else pruning.criterion,
         "round_to": plan.meta.get("round_to"),
         "params": {"before": graph_params(model.graph), "after": graph_params(pruned.graph)},
@@ -65,33 +71,78 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     return pruned, report, plan
 
 
-def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=print) -> dict:
-    """Prune a model file; writes OUTDIR/<stem>.pruned.onnx and OUTDIR/report.json."""
+def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=print, finish=None) -> dict:
+    """Prune a model file; writes OUTDIR/<stem>.pruned.onnx and OUTDIR/report.json (and the plan).
+
+    Nothing is written until everything succeeded: outputs are staged in a hidden folder inside
+    OUTDIR and published together; on any failure (Ctrl-C and SIGTERM included) they are removed.
+    `finish(report, pruned_path, stage_dir)` runs before publishing (the CLI compiles there; what
+    it writes under stage_dir/<target> is published as OUTDIR/<target>)."""
     path, outdir = Path(path), Path(outdir)
-    model = load(path, opts.input_shapes)
-    pruned, report, plan = prune_model(model, opts, log)
-    out_path = outdir / f"{path.stem}.pruned.onnx"
-    if out_path.resolve() == path.resolve():
-        raise PrunecError(f"output {out_path} would overwrite the input; choose another -o")
-    save(pruned, out_path)
-    report["output"] = str(out_path)
+    outs = RunOutputs(outdir, {"model": path, "plan": opts.plan_in,
+                               "calibration": opts.calib if isinstance(opts.calib, (str, Path)) else None})
+    outs.add("model", outdir / f"{path.stem}.pruned.onnx")
+    outs.add("report", outdir / "report.json")
     if opts.plan_out:
-        plan.save(opts.plan_out)
-        report["plan"] = str(opts.plan_out)
-    write_report(report, outdir)
+        outs.add("plan", opts.plan_out)
+    if finish is not None and opts.target not in (None, "none"):
+        outs.add("artifacts", outdir / opts.target)
+    outs.check()
+    model = load(path, opts.input_shapes)
+    for i, f in enumerate(getattr(model, "external_files", [])):
+        outs.inputs[f"external data {i}"] = Path(f)
+    outs.check()
+    outs.open_stage()
+    try:
+        pruned, report, plan = prune_model(model, opts, log)
+        staged_model = outs.staged("model")
+        save(pruned, staged_model)
+        if staged_model.with_name(staged_model.name + ".data").exists():
+            outs.add("model data", outs.finals["model"].with_name(outs.finals["model"].name + ".data"))
+        report["output"] = str(outs.finals["model"])
+        if opts.plan_out:
+            plan.save(outs.staged("plan"))
+            report["plan"] = str(outs.finals["plan"])
+        if finish is not None:
+            finish(report, staged_model, outs.stage)
+            report = _relocate(report, str(outs.stage), str(outdir))
+        write_report(report, outs.staged("report").parent)
+        outs.publish()
+    except BaseException:
+        outs.discard()
+        raise
     return report
+
+
+def _relocate(obj, staged: str, final: str):
+    """Paths inside the stage folder, as they will be once published."""
+    if isinstance(obj, str):
+        return final + obj[len(staged):] if obj.startswith(staged) else obj
+    if isinstance(obj, dict):
+        return {k: _relocate(v, staged, final) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_relocate(v, staged, final) for v in obj)
+    return obj
+
+
+def _json_safe(obj):
+    """Strict JSON has no NaN or Infinity: such numbers become null."""
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def write_report(report: dict, outdir: Path) -> Path:
     import json
-    import os
-    import tempfile
 
+    outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     path = outdir / "report.json"
-    fd, tmp = tempfile.mkstemp(prefix=".report.", dir=outdir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=1, default=float)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(_json_safe(report), indent=1, default=float, allow_nan=False) + "\n"
+    write_new(path, text)
     return path

@@ -30,22 +30,39 @@ class Plan:
     def from_json(cls, data: dict) -> "Plan":
         if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
             raise PrunecError("plan: expected a JSON object with a 'groups' object")
+        version = data.get("version", PLAN_VERSION)
+        if type(version) is not int or version != PLAN_VERSION:
+            raise PrunecError(f"plan: version {version!r} is not one this prunec reads ({PLAN_VERSION})")
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise PrunecError(f"plan: 'meta' must be an object, not {type(meta).__name__}")
         groups = {}
         for k, v in data["groups"].items():
-            if not isinstance(v, list) or not all(isinstance(i, int) for i in v):
-                raise PrunecError(f"plan: group {k!r}: expected a list of channel indices")
+            # bool is an int to Python, but `true` is no channel index
+            if not isinstance(v, list) or not all(type(i) is int for i in v):
+                raise PrunecError(f"plan: group {k!r}: expected a list of integer channel indices")
             groups[k] = v
-        return cls(groups, dict(data.get("meta", {})))
+        return cls(groups, dict(meta))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        from .outputs import write_new
+
+        write_new(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
         try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PrunecError(f"plan {path}: cannot read it ({exc})") from None
+            text = Path(path).read_bytes().decode("utf-8")
+            data = json.loads(text)
+        except OSError as exc:
+            raise PrunecError(f"plan {path}: cannot read it ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise PrunecError(f"plan {path}: not UTF-8 text; a plan is JSON") from None
+        except json.JSONDecodeError as exc:
+            raise PrunecError(f"plan {path}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise PrunecError(f"plan {path}: JSON nested too deeply to be a plan") from None
+        return cls.from_json(data)
 
     @property
     def removed_channels(self) -> int:

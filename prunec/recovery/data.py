@@ -7,8 +7,6 @@ The first step of recovery (prunec/recovery/__init__.py): everything after it re
 """
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +16,8 @@ import numpy as np
 from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.runtime import graph_inputs, input_dtype
+
+from .files import check_budget, decode_png, decode_pnm, read_image, read_npz, to_rgb  # noqa: F401
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".npy", ".tif", ".tiff", ".webp")
 
@@ -69,6 +69,12 @@ def _validate(arrays: dict[str, np.ndarray], model: Model, source: str) -> dict[
             raise PrunecError(f"calibration data {source}: input {name!r} has non-numeric dtype {a.dtype}")
         if np.issubdtype(dtype, np.integer) and a.dtype.kind == "f":
             raise PrunecError(f"calibration data {source}: input {name!r} is float but the model expects {dtype}")
+        if a.dtype.kind == "f" and len(a):
+            finite = np.isfinite(a).reshape(len(a), -1).all(axis=1)
+            if not finite.all():
+                raise PrunecError(f"calibration data {source}: input {name!r} has NaN or infinite values in "
+                                  f"{int((~finite).sum())} of {len(a)} samples (first: sample "
+                                  f"{int(np.argmin(finite))}); remove or fix them")
         out[name] = np.ascontiguousarray(a, dtype=dtype)
     if not count:
         raise PrunecError(f"calibration data {source}: no samples")
@@ -82,12 +88,9 @@ def from_arrays(arrays: dict[str, np.ndarray], model: Model, max_samples: int | 
 
 
 def from_npz(path: str | Path, model: Model, max_samples: int | None = None) -> CalibData:
+    """Only the samples used are read, after every member's header was checked (recovery/files.py)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k][:max_samples] if max_samples else z[k] for k in z.files}
-    except (OSError, ValueError, zlib.error) as exc:
-        raise PrunecError(f"calibration file {path}: cannot read it as .npz ({str(exc).splitlines()[0]})") from None
+    arrays = read_npz(path, _model_inputs(model), max_samples)
     return CalibData(_validate(arrays, model, str(path)), str(path))
 
 
@@ -206,117 +209,6 @@ def _letterbox(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 [H, W, 3] RGB. Pillow when installed; else built-in PNG/PPM/PGM/.npy readers."""
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        a = np.load(path, allow_pickle=False)
-        return _to_rgb(a)
-    try:
-        from PIL import Image
-    except ImportError:
-        Image = None
-    if Image is not None:
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except Exception as exc:
-            raise PrunecError(f"image {path}: cannot decode it ({exc})") from None
-    data = path.read_bytes()
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return _to_rgb(decode_png(data, str(path)))
-    if data[:2] in (b"P5", b"P6"):
-        return _to_rgb(decode_pnm(data, str(path)))
-    raise PrunecError(f"image {path}: only PNG, PPM/PGM and .npy can be read without Pillow "
-                      "(pip install pillow for JPEG and others), or pass an .npz with --calib")
-
-
-def _to_rgb(a: np.ndarray) -> np.ndarray:
-    if a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8) if a.max(initial=0) > 1 else (np.clip(a, 0, 1) * 255).astype(np.uint8)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return a[..., :3]
-
-
-def decode_pnm(data: bytes, name: str) -> np.ndarray:
-    tokens, pos = [], 2
-    while len(tokens) < 3:
-        while data[pos:pos + 1].isspace():
-            pos += 1
-        if data[pos:pos + 1] == b"#":
-            pos = data.index(b"\n", pos) + 1
-            continue
-        start = pos
-        while not data[pos:pos + 1].isspace():
-            pos += 1
-        tokens.append(int(data[start:pos]))
-    w, h, maxval = tokens
-    channels = 3 if data[:2] == b"P6" else 1
-    dtype = np.uint8 if maxval < 256 else np.dtype(">u2")
-    a = np.frombuffer(data, dtype, count=w * h * channels, offset=pos + 1).reshape(h, w, channels)
-    return (a.astype(np.float32) * (255.0 / maxval)).astype(np.uint8) if maxval != 255 else a
-
-
-def decode_png(data: bytes, name: str) -> np.ndarray:
-    """8/16-bit non-interlaced PNG (grey, RGB, palette, with or without alpha) -> uint8 [H, W, C]."""
-    pos, idat, palette = 8, [], None
-    while pos < len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if ctype == b"IHDR":
-            w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
-        elif ctype == b"PLTE":
-            palette = np.frombuffer(chunk, np.uint8).reshape(-1, 3)
-        elif ctype == b"IDAT":
-            idat.append(chunk)
-        elif ctype == b"IEND":
-            break
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color)
-    if channels is None or interlace or depth not in (8, 16):
-        raise PrunecError(f"image {name}: PNG variant (colour {color}, depth {depth}, interlace {interlace}) "
-                          "needs Pillow (pip install pillow)")
-    bpp = channels * depth // 8
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, 1 + w * bpp)
-    out = np.zeros((h, w * bpp), np.uint8)
-    prev = np.zeros(w * bpp, np.int32)
-    for y in range(h):  # undo the per-row filters
-        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
-        if f == 0:
-            cur = line
-        elif f == 2:
-            cur = (line + prev) & 255
-        elif f in (1, 3, 4):
-            cur = np.zeros_like(line)
-            for x in range(w * bpp):  # depends on the left neighbour: sequential
-                a = cur[x - bpp] if x >= bpp else 0
-                c = prev[x - bpp] if x >= bpp else 0
-                if f == 1:
-                    pred = a
-                elif f == 3:
-                    pred = (a + prev[x]) >> 1
-                else:
-                    p = a + prev[x] - c
-                    pa, pb, pc = abs(p - a), abs(p - prev[x]), abs(p - c)
-                    pred = a if pa <= pb and pa <= pc else (prev[x] if pb <= pc else c)
-                cur[x] = (line[x] + pred) & 255
-        else:
-            raise PrunecError(f"image {name}: corrupt PNG (filter {f})")
-        out[y] = cur
-        prev = cur
-    a = out.reshape(h, w, channels * depth // 8)
-    if depth == 16:
-        a = a.reshape(h, w, channels, 2)[..., 0]
-    else:
-        a = a.reshape(h, w, channels)
-    if color == 3:
-        a = palette[a[..., 0]]
-    return a[..., :3] if channels in (3, 4) else a[..., :1]
-
-
 def from_images(folder: str | Path, model: Model, preprocess: Preprocess | str | None = None,
                 max_samples: int | None = None) -> CalibData:
     folder = Path(folder)
@@ -341,7 +233,11 @@ def from_images(folder: str | Path, model: Model, preprocess: Preprocess | str |
     if not files:
         raise PrunecError(f"--calib {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     files = files[:max_samples] if max_samples else files
-    samples = np.stack([pre.apply(read_image(f), hw, channels) for f in files]).astype(dtype)
+    shape = (channels, *hw) if pre.layout == "NCHW" else (*hw, channels)
+    check_budget(len(files), int(np.prod(shape)) * max(np.dtype(dtype).itemsize, 4), str(folder))
+    samples = np.empty((len(files), *shape), dtype)  # filled one decoded image at a time
+    for i, f in enumerate(files):
+        samples[i] = pre.apply(read_image(f), hw, channels)
     return CalibData(_validate({name: samples}, model, str(folder)), str(folder))
 
 

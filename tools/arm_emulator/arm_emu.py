@@ -89,6 +89,15 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def record_group(pgid: int) -> None:
+    """Note a process group we started in $PRUNEC_PIDFILE, so that whoever ran us (.ci/run) can
+    stop exactly these if we are killed before our own cleanup runs (stop_recorded.sh)."""
+    path = os.environ.get("PRUNEC_PIDFILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{pgid}\n")
+
+
 class _Background:
     """A process in its own process group with its output in a log file; a context manager."""
 
@@ -104,6 +113,7 @@ class _Background:
             start_new_session=True,
         )
         log.close()
+        record_group(self.proc.pid)
         return self
 
     def log_tail(self, n: int = 20) -> str:

@@ -13,7 +13,8 @@
 # stop them by process group (kill -TERM -- -PGID), or the child keeps the port open.
 #
 # /proc, /sys and /dev are mounted into the root in a private mount namespace (unshare), so
-# nothing stays mounted after the server exits; without unshare they are mounted directly.
+# nothing stays mounted after the server exits; without unshare they are mounted directly and
+# unmounted again when this script exits (SIGTERM, SIGINT, or the server ending).
 # Emulated timings are not performance figures.
 set -euo pipefail
 
@@ -47,19 +48,42 @@ if [ -n "$TRACKER" ]; then
   ARGS+=(--tracker "$TRACKER" --key "$KEY")
 fi
 
-# Inside the new mount namespace: mount what the runtime may read, then become the server.
-INNER='
-set -e
-ROOT="$1"; shift
-mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-mountpoint -q "$ROOT/sys" || mount -t sysfs sysfs "$ROOT/sys" 2>/dev/null || mount --rbind /sys "$ROOT/sys" 2>/dev/null || true
-[ -c "$ROOT/dev/null" ] && [ -c "$ROOT/dev/urandom" ] || mountpoint -q "$ROOT/dev" || mount --rbind /dev "$ROOT/dev"
-exec chroot "$ROOT" /usr/bin/env -i PATH=/opt/tvm-venv/bin:/usr/bin:/bin HOME=/root TMPDIR=/tmp \
-  PYTHONUNBUFFERED=1 "$@"
+# The server's uploads and build files go to a folder of its own inside the root, named after this
+# script's PID (= its process group when started with setsid, as arm_emu does): removed on exit, and
+# by stop_recorded.sh when the script itself was killed.
+WORK="/tmp/prunec-rpc-$$"
+mkdir -p "$ROOT$WORK"
+MOUNTED=()
+CHILD=""
+cleanup() {
+  trap - EXIT INT TERM HUP
+  if [ -n "$CHILD" ]; then kill -TERM "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; fi
+  local i
+  for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTED[$i]}" 2>/dev/null || true; done
+  rm -rf --one-file-system "${ROOT:?}$WORK"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 130' INT
+
+# Mount what the runtime may read (inside a private mount namespace these vanish with it).
+MOUNTS='
+mnt() { mountpoint -q "$2" && return 0; mount "${@:3}" "$1" "$2" 2>/dev/null && echo "$2"; }
+mnt proc "$ROOT/proc" -t proc || exit 1
+mnt sysfs "$ROOT/sys" -t sysfs || mnt /sys "$ROOT/sys" --rbind || true
+if ! { [ -c "$ROOT/dev/null" ] && [ -c "$ROOT/dev/urandom" ]; }; then mnt /dev "$ROOT/dev" --rbind || exit 1; fi
 '
+RUN='exec chroot "$ROOT" /usr/bin/env -i PATH=/opt/tvm-venv/bin:/usr/bin:/bin HOME=/root TMPDIR="$WORK" \
+  PYTHONUNBUFFERED=1 "$@"'
 CMD=("$VENV_PY" -m tvm.exec.rpc_server "${ARGS[@]}")
 if unshare --mount --propagation private true 2>/dev/null; then
-  exec unshare --mount --propagation private bash -c "$INNER" inner "$ROOT" "${CMD[@]}"
+  unshare --mount --propagation private bash -c "set -e; ROOT=\"\$1\"; WORK=\"\$2\"; shift 2; { $MOUNTS} >/dev/null; $RUN" \
+    inner "$ROOT" "$WORK" "${CMD[@]}" &
 else
-  exec bash -c "$INNER" inner "$ROOT" "${CMD[@]}"
+  # No mount namespace: mount in the host's and unmount what was mounted here on exit.
+  while read -r m; do [ -n "$m" ] && MOUNTED+=("$m"); done < <(ROOT="$ROOT" bash -c "$MOUNTS")
+  bash -c "ROOT=\"\$1\"; WORK=\"\$2\"; shift 2; $RUN" inner "$ROOT" "$WORK" "${CMD[@]}" &
 fi
+CHILD=$!
+wait "$CHILD"

@@ -209,7 +209,7 @@ def _prune(args) -> int:
         result = backend.run(args, Path(args.model), pruned, report["input_shapes"], stage, log)
         macs_ratio = report["macs"]["before"] / max(report["macs"]["after"], 1)
         result["macs_ratio"] = macs_ratio
-        if result.get("speedup"):
+        if result.get("speedup") and macs_ratio > 0:  # a model without MACs has no efficiency
             result["efficiency"] = result["speedup"] / macs_ratio
         report.setdefault("targets", {})[args.target] = result
 

@@ -98,6 +98,10 @@ class RunOutputs:
         if self.outdir.exists() and not self.outdir.is_dir():
             raise PrunecError(f"-o {self.outdir}: exists and is not a folder")
         for role, p in self.finals.items():
+            if role == "artifacts":  # a folder of compiled libraries: an earlier run's is replaced file by file
+                if p.exists() and not p.is_dir():
+                    raise PrunecError(f"the {role} folder {p} exists and is a file; remove it or choose another -o")
+                continue
             if p.is_dir():
                 raise PrunecError(f"the {role} output {p} exists and is a folder; remove it or choose another path")
             parent = p.parent

@@ -879,3 +879,17 @@ def test_closed_pipe_is_no_internal_error(tmp_path):
     rc, err = _wait(proc)
     assert "internal error" not in err and "Traceback" not in err and "Exception ignored" not in err, err
     assert rc == 128 + signal.SIGPIPE
+
+
+def test_compiled_artifacts_are_published_with_the_model(tmp_path, capsys):
+    """--target: the libraries are compiled into the run's stage folder and published with the
+    model and the report; the report names their final paths."""
+    pytest.importorskip("tvm")
+    p = write_model(tmp_path, relu_model([1, 3, 8, 8]))
+    (tmp_path / "out" / "x86").mkdir(parents=True)  # an earlier run's artifact folder is replaced, not refused
+    assert main([str(p), "-o", str(tmp_path / "out"), "--target", "x86", "--repeat", "1", "--rounds", "1"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    paths = [v for m in report["targets"]["x86"]["models"].values() for k, v in m.items() if k in ("artifact", "io")]
+    assert len(paths) == 4 and all(Path(v).is_file() and "/out/x86/" in v for v in paths), paths
+    assert ".prunec-run-" not in json.dumps(report)
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["m.pruned.onnx", "report.json", "x86"]

@@ -6,7 +6,6 @@ every tensor has a static shape.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -18,18 +17,13 @@ import onnx_graphsurgeon as gs
 from onnx import external_data_helper, numpy_helper
 
 from .errors import PrunecError, one_line
+from .model_checks import MAX_OPSET, MAX_TENSOR_ELEMENTS, MIN_OPSET, STANDARD_DOMAINS  # noqa: F401 (re-exported)
+from .model_checks import (check_initializers, check_size, check_valid, external_int, fold_size_ok,
+                           lower_ir_version, lower_new_opset, static_shape, tensor_bytes)
 
-MIN_OPSET, MAX_OPSET = 11, 21
-STANDARD_DOMAINS = ("", "ai.onnx")
 # Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
 # and read back on load, so what one pass notes about the model survives a save/load round trip.
 ANNOTATION_PREFIX = "prunec."
-# No tensor may declare more elements than this (2^28: 1 GiB of float32). Checked on the declared
-# and inferred shapes before anything is allocated: a 444-byte model can declare an input
-# [1, 4, 1e9], and verifying it would need 16 GB.
-MAX_TENSOR_ELEMENTS = 2**28
-# Data types older ONNX Runtimes read; a model using only these needs no IR version above 10.
-CLASSIC_DTYPES = frozenset(range(1, 17))  # FLOAT .. BFLOAT16
 
 
 @dataclass
@@ -135,13 +129,13 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     if annotations is None:
         annotations = _read_annotations(proto, source)
     proto = _upgrade_old_opset(proto, source, notes)
-    proto = _lower_new_opset(proto, source, notes)
+    proto = lower_new_opset(proto, source, notes)
     opset = _check_opset(proto, source)
     _check_domains(proto, source)
-    _check_initializers(proto, source)
-    _lower_ir_version(proto, source, notes)
+    check_initializers(proto, source)
+    lower_ir_version(proto, source, notes)
     if io_proto is None:  # a model from outside, not one prunec rebuilt from a checked one
-        _check_valid(proto, source)
+        check_valid(proto, source)
     n_inputs = _initializers_out_of_inputs(proto)
     if n_inputs:
         notes.append(f"{n_inputs} initializers listed as graph inputs (IR < 4 style) treated as constants")
@@ -155,7 +149,7 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
         io_proto = {v.name: _copy_vi(v) for v in list(proto.graph.input) + list(proto.graph.output)}
     resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes)
     for name, shape in resolved.items():
-        _check_size(shape, f"input {name!r}", source)
+        check_size(shape, f"input {name!r}", source)
     shapes = _infer_shapes(proto, resolved, source)
     _name_nodes(proto)
     graph = gs.import_onnx(proto)
@@ -268,26 +262,6 @@ def _upgrade_old_opset(proto: onnx.ModelProto, source: str, notes: list[str]) ->
     return converted
 
 
-def _lower_new_opset(proto: onnx.ModelProto, source: str, notes: list[str]) -> onnx.ModelProto:
-    """Opsets newer than prunec's rules know (MAX_OPSET) are converted down with onnx's version
-    converter, or refused with the reason when it cannot."""
-    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
-    if opset is None or opset <= MAX_OPSET:
-        return proto
-    if opset > onnx.defs.onnx_opset_version():
-        raise PrunecError(f"{source}: opset {opset} is newer than this onnx package knows "
-                          f"({onnx.defs.onnx_opset_version()}); prunec supports opsets {MIN_OPSET}-{MAX_OPSET}")
-    try:
-        converted = onnx.version_converter.convert_version(proto, MAX_OPSET)
-        onnx.checker.check_model(converted)
-    except Exception as exc:
-        raise PrunecError(f"{source}: opset {opset} is newer than {MAX_OPSET}, the newest prunec supports, "
-                          f"and onnx's version converter cannot lower it ({one_line(exc, 300)}); export "
-                          f"with opset {MAX_OPSET} or lower") from None
-    notes.append(f"opset {opset} lowered to {MAX_OPSET} with onnx.version_converter")
-    return converted
-
-
 def _check_opset(proto: onnx.ModelProto, source: str) -> int:
     opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
     if opset is None:
@@ -336,13 +310,13 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> list[str]:
                               "escapes the model's folder; refused")
         if not target.is_file():
             raise PrunecError(f"external data of tensor {tensor.name!r}: file {location!r} is missing")
-        offset = _external_int(info, "offset", tensor.name) or 0
-        length = _external_int(info, "length", tensor.name)
+        offset = external_int(info, "offset", tensor.name) or 0
+        length = external_int(info, "length", tensor.name)
         size = target.stat().st_size
         if offset > size or (length is not None and offset + length > size):
             raise PrunecError(f"external data of tensor {tensor.name!r}: {location!r} is truncated "
                               f"({size} bytes; offset {offset}, length {length})")
-        want = _tensor_bytes(tensor)
+        want = tensor_bytes(tensor)
         got = length if length is not None else size - offset
         if want is not None and got != want:
             raise PrunecError(f"external data of tensor {tensor.name!r}: {location!r} holds {got} bytes from "
@@ -360,130 +334,6 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path) -> list[str]:
         if str(target) not in files:
             files.append(str(target))
     return files
-
-
-def _external_int(info: dict, key: str, tensor: str) -> int | None:
-    """A non-negative integer field of external-data metadata, or None when absent."""
-    if key not in info or info[key] == "":
-        return None
-    try:
-        value = int(info[key])
-    except ValueError:
-        raise PrunecError(f"external data of tensor {tensor!r}: {key} {info[key]!r} is not an integer") from None
-    if value < 0:
-        raise PrunecError(f"external data of tensor {tensor!r}: {key} {value} is negative")
-    return value
-
-
-def _tensor_bytes(tensor: onnx.TensorProto) -> int | None:
-    """Bytes the tensor's raw data must hold, for fixed-size numeric types (None otherwise)."""
-    try:
-        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    except Exception:
-        return None
-    if tensor.data_type not in CLASSIC_DTYPES or tensor.data_type == onnx.TensorProto.STRING:
-        return None
-    return int(np.prod(tensor.dims, dtype=object)) * itemsize
-
-
-def _check_size(shape, what: str, source: str) -> None:
-    n = int(np.prod([int(d) for d in shape], dtype=object)) if len(shape) else 1
-    if n > MAX_TENSOR_ELEMENTS:
-        raise PrunecError(f"{source}: {what} has shape {list(shape)}, {n:.3g} elements: more than prunec's "
-                          f"limit of {MAX_TENSOR_ELEMENTS:,} per tensor; give realistic sizes "
-                          "(--input-shape NAME=d0,d1,...)")
-
-
-def _check_initializers(proto: onnx.ModelProto, source: str) -> None:
-    """Every weight's data must match its declared dims, and no weight may be absurdly large."""
-    for t in proto.graph.initializer:
-        if any(d < 0 for d in t.dims):
-            raise PrunecError(f"{source}: weight {t.name!r} has negative dims {list(t.dims)}")
-        _check_size(t.dims, f"weight {t.name!r}", source)
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            continue  # the caller did not load it (onnx.load_model with load_external_data=False)
-        try:
-            numpy_helper.to_array(t)  # a view of the raw bytes: no copy for the common types
-        except Exception as exc:
-            raise PrunecError(f"{source}: weight {t.name!r} (dims {list(t.dims)}) has data that does not "
-                              f"match its dims or type ({one_line(exc, 200)})") from None
-
-
-def _check_valid(proto: onnx.ModelProto, source: str) -> None:
-    """The input must pass onnx.checker, or every later failure would be blamed on pruning."""
-    if proto.ByteSize() > 1_900_000_000:
-        return  # the checker cannot take protos over protobuf's 2 GB; verify checks the output
-    # Exporters often leave a graph output's shape out; onnx.checker requires the field, prunec
-    # infers it: an empty one (removed again below) stands in for the check.
-    shapeless = [vi for vi in list(proto.graph.input) + list(proto.graph.output)
-                 if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
-    for vi in shapeless:
-        vi.type.tensor_type.shape.SetInParent()
-    try:
-        onnx.checker.check_model(proto)
-    except Exception as exc:
-        raise PrunecError(f"{source}: the input model is invalid (onnx.checker: {one_line(exc)}); "
-                          "fix the exporter's output first") from None
-    finally:
-        for vi in shapeless:
-            vi.type.tensor_type.ClearField("shape")
-
-
-@functools.lru_cache(maxsize=1)
-def runtime_max_ir_version() -> int:
-    """The newest IR version this ONNX Runtime loads (it only says so in an error message)."""
-    import re
-
-    import onnxruntime as ort
-
-    g = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe",
-                               [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                               [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-    m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 13)])
-    m.ir_version = onnx.IR_VERSION
-    try:
-        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        return onnx.IR_VERSION
-    except Exception as exc:
-        found = re.search(r"max supported IR version: (\d+)", str(exc))
-        return int(found.group(1)) if found else 10
-
-
-def _dtypes_used(proto: onnx.ModelProto) -> set[int]:
-    types = {t.data_type for t in proto.graph.initializer}
-    for vi in list(proto.graph.input) + list(proto.graph.output) + list(proto.graph.value_info):
-        if vi.type.HasField("tensor_type"):
-            types.add(vi.type.tensor_type.elem_type)
-    for node in proto.graph.node:
-        for a in node.attribute:
-            if a.name == "to" and a.type == onnx.AttributeProto.INT:
-                types.add(a.i)
-            elif a.type == onnx.AttributeProto.TENSOR:
-                types.add(a.t.data_type)
-    types.discard(0)
-    return types
-
-
-def _lower_ir_version(proto: onnx.ModelProto, source: str, notes: list[str]) -> None:
-    """onnx writes IR 14 by default, newer than ONNX Runtime reads. A model whose opsets and data
-    types need nothing newer than the runtime's IR version gets that version instead."""
-    if proto.ir_version > onnx.IR_VERSION:
-        raise PrunecError(f"{source}: IR version {proto.ir_version} is newer than this onnx package knows "
-                          f"({onnx.IR_VERSION}); export the model with an older IR version")
-    if proto.ir_version <= 10:
-        return
-    top = runtime_max_ir_version()
-    if proto.ir_version <= top:
-        return
-    needs = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
-    if _dtypes_used(proto) <= CLASSIC_DTYPES and needs <= top and not proto.functions:
-        notes.append(f"IR version {proto.ir_version} lowered to {top} (what ONNX Runtime reads; "
-                     "the model uses nothing newer)")
-        proto.ir_version = top
-    else:
-        raise PrunecError(f"{source}: IR version {proto.ir_version} is newer than ONNX Runtime reads "
-                          f"({top}) and the model uses data types or functions that need it; "
-                          "export it with an older IR version")
 
 
 def _initializers_out_of_inputs(proto: onnx.ModelProto) -> int:
@@ -517,7 +367,7 @@ def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
                 or not all(i in consts for i in inputs) or any(o in graph_outputs for o in node.output)):
             keep.append(node)
             continue
-        if not _fold_size_ok(node, consts, list(proto.opset_import)):
+        if not fold_size_ok(node, consts, list(proto.opset_import)):
             keep.append(node)  # an output too big (or of unknown size) to compute: shape inference decides
             continue
         try:
@@ -539,30 +389,6 @@ def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
         for t in unused:
             proto.graph.initializer.remove(t)
     return folded
-
-
-# Ops whose output is never larger than their inputs together: no size check needed before folding.
-SIZE_KEEPING = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Neg",
-                "Abs", "Sqrt", "Reciprocal", "Relu", "Sigmoid", "Shape", "Slice", "Concat")
-
-
-def _fold_size_ok(node: onnx.NodeProto, consts: dict, opsets) -> bool:
-    """A node folded at load is evaluated in memory: first infer its output sizes from its constant
-    inputs (ConstantOfShape([100000, 100000]) would allocate 40 GB)."""
-    if node.op_type in SIZE_KEEPING:
-        return True
-    g = onnx.helper.make_graph([node], "size", [], [onnx.ValueInfoProto(name=o) for o in node.output if o],
-                               initializer=[consts[i] for i in dict.fromkeys(node.input) if i])
-    try:
-        inferred = onnx.shape_inference.infer_shapes(
-            onnx.helper.make_model(g, opset_imports=opsets), strict_mode=True, data_prop=True)
-    except Exception:
-        return False
-    for vi in inferred.graph.output:
-        s = _static(vi)
-        if s is None or int(np.prod(s, dtype=object)) > MAX_TENSOR_ELEMENTS:
-            return False
-    return True
 
 
 def _evaluate(node: onnx.NodeProto, consts: dict, evaluator_cls, opsets) -> list:
@@ -653,15 +479,6 @@ def _resolve_input_shapes(proto: onnx.ModelProto, hints: dict[str, list[int]], s
     return resolved
 
 
-def _static(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:
-    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
-        return None
-    dims = vi.type.tensor_type.shape.dim
-    if all(d.HasField("dim_value") for d in dims):
-        return tuple(int(d.dim_value) for d in dims)
-    return None
-
-
 def _infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], source: str) -> dict[str, tuple[int, ...]]:
     """ONNX shape inference first; ONNX Runtime fills whatever it leaves symbolic."""
     # First without data propagation: it computes the values of shape tensors, and materialized the
@@ -676,9 +493,9 @@ def _infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], so
         except Exception as exc:
             raise PrunecError(f"{source}: shape inference failed: {one_line(exc)}") from None
         for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-            s = _static(vi)
+            s = static_shape(vi)
             if s is not None:
-                _check_size(s, f"tensor {vi.name!r}", source)
+                check_size(s, f"tensor {vi.name!r}", source)
                 shapes[vi.name] = s
         if any(o not in shapes for n in proto.graph.node if n.op_type == "Range" for o in n.output if o):
             break

@@ -130,17 +130,30 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_terminated(signum, _frame):
+_received: list[int] = []  # signals that arrived during this run
+
+
+def _on_signal(signum, _frame):
+    _received.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(signum)
+
+
+def _interrupted(signum: int) -> int:
+    if signum == signal.SIGINT:
+        return _fail("interrupted (Ctrl-C); nothing was written", 130)
+    return _fail(f"terminated ({signal.Signals(signum).name}); nothing was written", 128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     # First thing, before the heavy imports (numpy, onnx, ONNX Runtime take seconds): SIGTERM ends
     # the run like Ctrl-C, with its cleanup and one line.
     previous = {}
+    _received.clear()
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, _raise_terminated)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _on_signal)
     try:
         return _main(list(sys.argv[1:] if argv is None else argv))
     finally:
@@ -156,12 +169,13 @@ def _main(argv: list[str]) -> int:
             argv = argv[1:]
         return _prune(prune_parser().parse_args(argv))
     except PrunecError as exc:
-        return _fail(str(exc))
+        # a signal inside a C extension can come back as another error (numpy's import turns it
+        # into an ImportError): the signal is what happened
+        return _interrupted(_received[-1]) if _received else _fail(str(exc))
     except Terminated as exc:
-        name = signal.Signals(exc.signum).name
-        return _fail(f"terminated ({name}); nothing was written", 128 + exc.signum)
+        return _interrupted(exc.signum)
     except KeyboardInterrupt:
-        return _fail("interrupted (Ctrl-C); nothing was written", 130)
+        return _interrupted(signal.SIGINT)
     except BrokenPipeError:
         # `prunec inspect m.onnx | head`: the reader left; say nothing more, like any Unix tool.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -170,6 +184,8 @@ def _main(argv: list[str]) -> int:
     except MemoryError:
         return _fail("out of memory; give smaller --input-shape sizes or fewer --calib-samples")
     except Exception as exc:  # a bug: one line unless asked for the traceback
+        if _received:
+            return _interrupted(_received[-1])
         if os.environ.get("PRUNEC_DEBUG"):
             raise
         return _fail(f"internal error: {type(exc).__name__}: {one_line(exc)} "

@@ -893,3 +893,28 @@ def test_compiled_artifacts_are_published_with_the_model(tmp_path, capsys):
     assert len(paths) == 4 and all(Path(v).is_file() and "/out/x86/" in v for v in paths), paths
     assert ".prunec-run-" not in json.dumps(report)
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["m.pruned.onnx", "report.json", "x86"]
+
+
+def test_publish_waits_for_another_run_holding_outdir(tmp_path):
+    """Two runs on one OUTDIR publish one after the other (a lock on the folder), so a model and a
+    report from different runs never end up side by side."""
+    import threading
+
+    from prunec.outputs import RunOutputs, _locked
+
+    out = tmp_path / "out"
+    run = RunOutputs(out, {})
+    run.add("model", out / "m.pruned.onnx")
+    run.add("report", out / "report.json")
+    run.check()
+    run.open_stage()
+    run.staged("model").write_text("model of run B")
+    run.staged("report").write_text("report of run B")
+    with _locked(out):  # run A is publishing
+        t = threading.Thread(target=run.publish)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not (out / "m.pruned.onnx").exists()
+    t.join(10)
+    assert (out / "m.pruned.onnx").read_text() == "model of run B" and (out / "report.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["m.pruned.onnx", "report.json"]

@@ -177,7 +177,7 @@ def main(argv=None) -> int:
                          "--repeat", str(a.repeat), "--rounds", str(a.rounds)] + (["--threads", str(a.threads)]
                                                        if a.threads else [])
                 args = ap.parse_args(argv2)
-                r = backend.run(args, Path(info["original"]), Path(info["pruned"]),
+                r = backend.run(backend.BackendOptions.from_args(args), Path(info["original"]), Path(info["pruned"]),
                                 info["shapes"], Path(out), log)
             mo, mp = r["models"]["original"], r["models"]["pruned"]
             macs_ratio = info["macs_before"] / info["macs_after"]

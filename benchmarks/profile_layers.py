@@ -54,13 +54,14 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
     as deployed); alone: the same call repeated back to back (warm caches)."""
     import tvm
 
-    from prunec.backend import build, frontend, measure
-    from prunec.backend import target as T
+    from prunec.backend import BackendOptions, build, frontend, measure
+    from prunec.backend.targets import get_target
 
     measure.set_tvm_threads(threads)
     mod, sig = frontend.import_onnx(path, shapes)
-    tgt = T.make_target(T.target_config("x86", argparse.Namespace(threads=threads)))
-    ex = build.build(mod, tgt, "x86", None, lambda m: None, winograd=winograd)
+    x86 = get_target("x86")
+    tgt = x86.make_target(x86.config(BackendOptions(threads=threads)))
+    ex = build.build(mod, tgt, x86, winograd=winograd)
     with tempfile.TemporaryDirectory() as d:
         # loaded back as a user would (a VM over the in-memory executable ran 2x slower here)
         ex.export_library(os.path.join(d, "model.so"))

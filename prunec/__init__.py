@@ -79,6 +79,15 @@ def inspect(model: "Model") -> dict:
     return inspect_dict(analyze(model))
 
 
-__all__ = ["Analysis", "Group", "Model", "Plan", "PrunecError", "PruneOptions", "analyze", "coverage",
+def compile(model, target: str = "x86", **kw):  # noqa: A001 - prunec.compile, as documented
+    """Compile a model (ONNX path, onnx.ModelProto or Model) for a target with TVM: returns a
+    prunec.backend.api.Compiled (Relax module, executable, export(), measure()). Keyword
+    arguments: input_shapes=, options= or BackendOptions fields (threads=, winograd=, ...)."""
+    from .backend.api import compile_model
+
+    return compile_model(model, target, **kw)
+
+
+__all__ = ["Analysis", "Group", "Model", "Plan", "PrunecError", "PruneOptions", "analyze", "compile", "coverage",
            "format_inspect", "from_proto", "inspect", "inspect_dict", "load", "make_plan", "prune",
            "prune_file", "prune_model", "save", "score", "verify"]

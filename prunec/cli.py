@@ -54,7 +54,9 @@ def prune_parser() -> argparse.ArgumentParser:
         "verify, and optionally compile and measure with TVM. `prunec inspect MODEL` lists the groups."))
     _common(p)
     p.add_argument("--ratio", type=_ratio, default=0.5, help="share of channels to remove per group, in [0,1) (default 0.5)")
-    p.add_argument("--target", choices=["none", "x86", "arm", "cuda"], default="none",
+    from .backend.targets import names as target_names
+
+    p.add_argument("--target", choices=["none", *target_names()], default="none",
                    help="compile and measure for this target after pruning (default: none, prune only)")
     p.add_argument("-o", "--outdir", default="prunec_out", help="output folder (default prunec_out)")
     p.add_argument("--criterion", default="auto", choices=["auto", *criteria.CRITERIA], metavar="C",
@@ -222,7 +224,8 @@ def _prune(args) -> int:
         """Runs before anything is published: artifacts go to the run's stage folder."""
         from . import backend
 
-        result = backend.run(args, Path(args.model), pruned, report["input_shapes"], stage, log)
+        result = backend.run(backend.BackendOptions.from_args(args), Path(args.model), pruned,
+                             report["input_shapes"], stage, log)
         macs_ratio = report["macs"]["before"] / max(report["macs"]["after"], 1)
         result["macs_ratio"] = macs_ratio
         if result.get("speedup") and macs_ratio > 0:  # a model without MACs has no efficiency

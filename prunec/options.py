@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Channel multiples that suit each target's vector width / matrix units.
-DEFAULT_ROUND_TO = {"none": 8, "x86": 16, "arm": 8, "cuda": 8}
+from .backend.targets import default_round_to
+
+# Channel multiples that suit each target's vector width / matrix units (each target says its own).
+DEFAULT_ROUND_TO = default_round_to()
 
 
 @dataclass

@@ -59,46 +59,30 @@ def record_model(model, target_cfg: dict, winograd: bool = True, blocked: bool =
 
     import onnx
 
-    from prunec.backend import build, frontend, target
+    from prunec.backend import frontend
+    from prunec.backend.cpu import schedule_module
+    from prunec.backend.targets import get_target
+    from prunec.backend.targets.cpu import fuse, zero_copy_views
 
-    tgt = target.make_target(target_cfg)
+    tgt = get_target("x86").make_target(target_cfg)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.onnx"
         onnx.save(model, path)
         shapes = {i.name: [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]
                   for i in model.graph.input}
         mod, _ = frontend.import_onnx(path, shapes)
-    fused = build.fuse(mod, tgt, "x86", True, winograd=winograd, blocked=blocked)
-    rules = _old_rules(fused)
-    mod = build.schedule_rest(fused, tgt, "x86", True)
-    zero_copy_views = build.zero_copy_views
+    fused = fuse(mod, tgt, winograd=winograd, blocked=blocked)
+    rules: dict = {}
+    mod = schedule_module(fused, tgt, applied=rules)
     funcs = {}
     import tvm
 
     for gv, f in fused.functions.items():
         if isinstance(f, tvm.tirx.PrimFunc):
-            done = bool(mod[gv.name_hint].attrs and mod[gv.name_hint].attrs.get("tirx.is_scheduled"))
-            funcs[gv.name_hint] = {"rule": rules.get(gv.name_hint) if done else None,
+            funcs[gv.name_hint] = {"rule": rules.get(gv.name_hint),
                                    "tir": _digest(mod[gv.name_hint].script())}
     main = zero_copy_views(mod, tgt)["main"].script()
     return {"funcs": dict(sorted(funcs.items())), "main": _digest(main)}
-
-
-def _old_rules(mod) -> dict:
-    """The branch cpu_schedule._schedule_func takes for each PrimFunc (before the rules)."""
-    import tvm
-    from prunec.backend import cpu_schedule as cs, winograd
-
-    out = {}
-    for gv, f in mod.functions.items():
-        if not isinstance(f, tvm.tirx.PrimFunc):
-            continue
-        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": f}))
-        names = [sch.get(b).name_hint for b in cs._blocks(sch)]
-        out[gv.name_hint] = ("winograd" if winograd.Y_BLOCK in names else "conv2d"
-                             if cs.CONV_BLOCK in names else "depthwise" if cs.DW_BLOCK in names
-                             else "depthwise_nchwc" if cs.DWB_BLOCK in names else "generic")
-    return out
 
 
 def record_all() -> dict:

@@ -11,9 +11,9 @@ def host_target(cores: int = 2, mcpu: str | None = None):
     """This host's CPU, or an older one it can run (mcpu="haswell": AVX2, 8-lane vectors)."""
     import tvm
 
-    from prunec.backend import target
+    from prunec.backend.targets import get_target
 
-    return target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+    return get_target("x86").make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
                                "mcpu": mcpu or tvm.target.codegen.llvm_get_system_cpu(),
                                "num-cores": cores})
 
@@ -22,15 +22,16 @@ def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx",
                   mcpu: str | None = None, blocked: bool = True):
     """(relax module with every PrimFunc scheduled by prunec, input signature, target).
     blocked=False keeps NCHW activations in depthwise-separable graphs (backend/layout.py)."""
-    from prunec.backend import build, frontend
+    from prunec.backend import frontend
+    from prunec.backend.cpu import schedule_module
+    from prunec.backend.targets.cpu import fuse
 
     path = tmp_path / name
     onnx.save(model, path)
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     mod, sig = frontend.import_onnx(str(path), shapes)
     tgt = host_target(mcpu=mcpu)
-    return (build.schedule_rest(build.fuse(mod, tgt, "x86", True, blocked=blocked), tgt, "x86", True),
-            sig, tgt)
+    return schedule_module(fuse(mod, tgt, blocked=blocked), tgt), sig, tgt
 
 
 def scheduled_functions(mod, name_part: str) -> dict[str, bool]:

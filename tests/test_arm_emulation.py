@@ -93,14 +93,16 @@ def artifact(tmp_path_factory):
     import onnx
     import tvm
 
-    from prunec.backend import build, frontend
+    from prunec.backend import frontend
+    from prunec.backend.targets import get_target
 
     model = _small_convnet()
     work = tmp_path_factory.mktemp("arm")
     onnx.save(model, work / "m.onnx")
     target = tvm.target.Target(arm_emu.AARCH64_TARGET)
-    scheduled = build.schedule_rest(build.fuse(frontend.import_onnx(work / "m.onnx", {
-        INPUT_NAME: INPUT_SHAPE})[0], target, "arm"), target, "arm")
+    arm = get_target("arm")
+    scheduled = arm.schedule(arm.fuse(frontend.import_onnx(work / "m.onnx", {
+        INPUT_NAME: INPUT_SHAPE})[0], target), target)
     assert any("prunec_conv2d" in gv.name_hint and "T.Shuffle" in f.script()
                for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc))
     ex = arm_emu.compile_onnx(model, {INPUT_NAME: INPUT_SHAPE})
@@ -188,11 +190,12 @@ def test_aarch64_blocked_mobilenet_matches_onnxruntime(tmp_path, emulated):
     import onnx
     import tvm
 
-    from prunec.backend import build, frontend
+    from prunec.backend import frontend
+    from prunec.backend.targets import get_target
 
     onnx.save(model, tmp_path / "m.onnx")
-    fused = build.fuse(frontend.import_onnx(tmp_path / "m.onnx", {name: shape})[0],
-                       tvm.target.Target(arm_emu.AARCH64_TARGET), "arm")
+    fused = get_target("arm").fuse(frontend.import_onnx(tmp_path / "m.onnx", {name: shape})[0],
+                                   tvm.target.Target(arm_emu.AARCH64_TARGET))
     assert any("nchwc" in gv.name_hint for gv in fused.functions)
     lib = arm_emu.cross_export(arm_emu.compile_onnx(model, {name: shape}),
                                tmp_path / "mobilenetv2_aarch64.so")
@@ -221,8 +224,7 @@ def test_aarch64_zero_copy_split_and_concat(tmp_path, emulated):
     onnx.save(model, tmp_path / "c2f.onnx")
     stats = {}
     ex = build.build(frontend.import_onnx(tmp_path / "c2f.onnx", {"x": [1, 16, 8, 8]})[0],
-                     tvm.target.Target(arm_emu.AARCH64_TARGET), "arm", None, lambda m: None,
-                     stats=stats)
+                     tvm.target.Target(arm_emu.AARCH64_TARGET), "arm", stats=stats)
     assert stats["zero_copy"] == {"split": 2, "concat": 1}
     lib = arm_emu.cross_export(ex, tmp_path / "c2f.so")
     x = np.random.default_rng(4).standard_normal((1, 16, 8, 8)).astype(np.float32)

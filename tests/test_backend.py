@@ -25,6 +25,10 @@ def _args(target: str, *extra: str) -> argparse.Namespace:
     return p.parse_args(["--target", target, "--repeat", "3", "--rounds", "1", *extra])
 
 
+def _opts(target: str, *extra: str) -> backend.BackendOptions:
+    return backend.BackendOptions.from_args(_args(target, *extra))
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("nets")
@@ -36,14 +40,29 @@ def pair(tmp_path_factory):
 SHAPES = {"input": [1, 3, 32, 32]}
 
 
-def test_tvm_threads_not_pinned():
-    """Measurement uses unpinned TVM workers (as ONNX Runtime): a pinned worker stalls every
-    parallel kernel on a shared host. TVM_BIND_THREADS=1 in the environment opts back in."""
+@pytest.mark.parametrize("env,want", [(None, "0"), ("1", "1")])
+def test_tvm_threads_not_pinned_unless_asked(env, want):
+    """Importing the backend leaves TVM's workers unpinned (as ONNX Runtime's): a pinned worker
+    stalls every parallel kernel on a shared host. TVM_BIND_THREADS=1 in the environment opts
+    back in. A fresh interpreter: this one imported the backend long ago."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"}
+    if env is not None:
+        environ["TVM_BIND_THREADS"] = env
+    out = subprocess.run([sys.executable, "-c", "import os, prunec.backend; "
+                          "print(os.environ['TVM_BIND_THREADS'])"], env=environ,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == want
+
+
+def test_set_tvm_threads_leaves_the_main_thread_unpinned():
     import os
 
     from prunec.backend import measure as M
 
-    assert os.environ.get("TVM_BIND_THREADS") in ("0", "1")
     M.set_tvm_threads(2)
     assert os.environ["TVM_NUM_THREADS"] == "2"
     if os.environ["TVM_BIND_THREADS"] == "0" and M._ALLOWED_CPUS:
@@ -58,24 +77,44 @@ def test_arguments_parse():
         _args("x86", "--rpc", "nohostport")
     assert not a.no_winograd and _args("x86", "--no-winograd").no_winograd
     assert not a.no_blocked_layout and _args("x86", "--no-blocked-layout").no_blocked_layout
+    o = backend.BackendOptions.from_args(a)
+    assert (o.tune_trials, o.threads, o.rpc, o.winograd, o.blocked_layout) == (8, 1, "10.0.0.2:9090",
+                                                                              True, True)
+    assert _opts("x86", "--no-winograd", "--no-blocked-layout").winograd is False
+    assert _opts("x86", "--no-blocked-layout").blocked_layout is False
+
+
+def test_options_are_checked():
+    from prunec.backend import BackendOptions
+
+    from prunec.backend.targets import get_target
+
+    with pytest.raises(PrunecError, match="unknown target 'riscv'"):
+        get_target("riscv")
+    for bad, what in ((dict(rpc="nohost"), "--rpc"),
+                      (dict(tracker="h:1"), "--key"), (dict(repeat=0), "--repeat")):
+        with pytest.raises(PrunecError, match=what):
+            BackendOptions(**bad).check()
+    assert BackendOptions(target="arm", tracker="h:9190", key="rk").check().key == "rk"
 
 
 def test_cuda_arch_is_the_gpus_unless_given():
-    from prunec.backend import target as T
+    from prunec.backend.targets import cuda as C
 
-    assert T.target_config("cuda", _args("cuda", "--cuda-arch", "sm_86"))["arch"] == "sm_86"
-    detected = T.detected_cuda_arch()
-    assert T.target_config("cuda", _args("cuda"))["arch"] == (detected or T.DEFAULT_CUDA_ARCH)
+    cuda = C.Cuda()
+    assert cuda.config(_opts("cuda", "--cuda-arch", "sm_86"))["arch"] == "sm_86"
+    detected = C.detected_cuda_arch()
+    assert cuda.config(_opts("cuda"))["arch"] == (detected or C.DEFAULT_CUDA_ARCH)
     if detected:
         assert re.fullmatch(r"sm_\d+", detected)
     for bad in ("80", "sm_x", "compute_80"):
         with pytest.raises(PrunecError, match="--cuda-arch"):
-            T.target_config("cuda", _args("cuda", "--cuda-arch", bad))
+            cuda.config(_opts("cuda", "--cuda-arch", bad))
 
 
 def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
     logs = []
-    r = backend.run(_args("x86", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
+    r = backend.run(_opts("x86", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
                     tmp_path, logs.append)
     assert r["measured"] is True
     for name in ("original", "pruned"):
@@ -91,6 +130,7 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
     assert r["tuning"]["new_records"] == 0
     assert r["compiler"]["winograd"] is True  # the default on CPU targets (--no-winograd: False)
     assert r["compiler"]["blocked_layout"] is True  # --no-blocked-layout: False
+    assert r["unscheduled"] == {"count": 0, "original": [], "pruned": []}
     # the exported library loads on its own and runs
     from tvm import relax
 
@@ -100,12 +140,35 @@ def test_x86_zero_trials_matches_onnxruntime(pair, tmp_path):
     assert out.numpy().shape == (1, 10)
 
 
+def test_a_failing_rule_is_warned_about_and_reported(pair, monkeypatch, caplog):
+    """A rule that takes a function and fails leaves it to TVM's naive loops: a WARNING names
+    it, and the build's stats list it (report.json: targets.<t>.unscheduled)."""
+    from prunec.backend import build as B, frontend
+    from prunec.backend.cpu.schedule.conv import DirectConv
+    from schedule_helpers import host_target
+
+    def fail(self, sch, lanes, threads):
+        raise ValueError("no tile fits")
+
+    monkeypatch.setattr(DirectConv, "schedule", fail)
+    mod, _ = frontend.import_onnx(pair[0], SHAPES)
+    stats: dict = {}
+    with caplog.at_level("WARNING"):
+        B.lower(mod, host_target(), "x86", stats=stats)
+    failed = sorted(f for f, rule in stats["rules"].items() if rule is None)
+    assert failed and all("conv2d" in f for f in failed)
+    assert stats["unscheduled"] == failed
+    assert any(r.levelname == "WARNING" and "the conv2d schedule failed" in r.getMessage()
+               and "no tile fits" in r.getMessage() for r in caplog.records)
+    assert {"winograd", "generic"} & set(stats["rules"].values())  # the others still scheduled
+
+
 def test_x86_yolo_ops_match_onnxruntime(tmp_path):
     """Conv+BN folding, fast SiLU/softmax, stride-2 depthwise, split/concat/resize and a
     Shape-computed Reshape on a dynamic-shape model: compiled and checked against ORT."""
     onnx.save(yolo_like(seed=0), tmp_path / "a.onnx")
     onnx.save(yolo_like(seed=1), tmp_path / "b.onnx")
-    r = backend.run(_args("x86", "--tuning-db", str(tmp_path / "db")), tmp_path / "a.onnx",
+    r = backend.run(_opts("x86", "--tuning-db", str(tmp_path / "db")), tmp_path / "a.onnx",
                     tmp_path / "b.onnx", {"input": [1, 3, 32, 32]}, tmp_path, print)
     for name in ("original", "pruned"):
         assert r["models"][name]["output_check"]["ok"], r["models"][name]["output_check"]
@@ -131,7 +194,7 @@ def test_arm_cross_compiles_to_aarch64_elf(pair, tmp_path):
 
     if not shutil.which("aarch64-linux-gnu-g++"):
         pytest.skip("aarch64-linux-gnu-g++ not installed (apt: g++-aarch64-linux-gnu)")
-    r = backend.run(_args("arm", "--target-cpu", "cortex-a72", "--tuning-db",
+    r = backend.run(_opts("arm", "--target-cpu", "cortex-a72", "--tuning-db",
                           str(tmp_path / "db")), pair[0], pair[1], SHAPES, tmp_path, print)
     assert r["measured"] is False and "no device" in r["reason"]
     assert "latency_ms" not in r["models"]["original"]  # never a number we did not measure
@@ -143,10 +206,10 @@ def test_arm_cross_compiles_to_aarch64_elf(pair, tmp_path):
 
 
 def test_cuda_builds_and_exports_without_gpu(pair, tmp_path):
-    r = backend.run(_args("cuda", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
+    r = backend.run(_opts("cuda", "--tuning-db", str(tmp_path / "db")), pair[0], pair[1], SHAPES,
                     tmp_path, print)
     assert Path(r["models"]["original"]["artifact"]).stat().st_size > 0
-    from prunec.backend.target import DEFAULT_CUDA_ARCH, detected_cuda_arch
+    from prunec.backend.targets.cuda import DEFAULT_CUDA_ARCH, detected_cuda_arch
 
     assert f'"{detected_cuda_arch() or DEFAULT_CUDA_ARCH}"' in r["target"]
     if not tvm.cuda().exist:
@@ -155,9 +218,9 @@ def test_cuda_builds_and_exports_without_gpu(pair, tmp_path):
 
 def test_user_errors_are_prunec_errors(pair, tmp_path):
     with pytest.raises(PrunecError):
-        backend.run(_args("x86", "--tracker", "h:1"), pair[0], pair[1], SHAPES, tmp_path, print)
+        backend.run(_opts("x86", "--tracker", "h:1"), pair[0], pair[1], SHAPES, tmp_path, print)
     with pytest.raises(PrunecError):
-        backend.run(_args("cuda", "--cuda-arch", "80"), pair[0], pair[1], SHAPES, tmp_path,
+        backend.run(_opts("cuda", "--cuda-arch", "80"), pair[0], pair[1], SHAPES, tmp_path,
                     print)
 
 
@@ -165,11 +228,11 @@ def test_user_errors_are_prunec_errors(pair, tmp_path):
 def test_tuning_database_is_reused(pair, tmp_path):
     db = tmp_path / "db"
     logs: list[str] = []
-    r1 = backend.run(_args("x86", "--tune-trials", "32", "--tuning-db", str(db)), pair[0],
+    r1 = backend.run(_opts("x86", "--tune-trials", "32", "--tuning-db", str(db)), pair[0],
                      pair[1], SHAPES, tmp_path, logs.append)
     assert r1["tuning"]["new_records"] > 0
     assert any("trials" in m and "left" in m for m in logs)  # progress was shown
-    r2 = backend.run(_args("x86", "--tune-trials", "32", "--tuning-db", str(db), "--quiet"),
+    r2 = backend.run(_opts("x86", "--tune-trials", "32", "--tuning-db", str(db), "--quiet"),
                      pair[0], pair[1], SHAPES, tmp_path, logs.append)
     assert r2["tuning"]["new_records"] == 0
     assert sum(r2["tuning"]["measured_trials"].values()) == 0
@@ -185,7 +248,7 @@ def test_tuning_database_is_reused(pair, tmp_path):
     records = db / "database_tuning_record.json"
     records.write_text(records.read_text().replace(schedule_version(), "0123456789abcdef"))
     logs.clear()
-    r3 = backend.run(_args("x86", "--tune-trials", "32", "--tuning-db", str(db)), pair[0],
+    r3 = backend.run(_opts("x86", "--tune-trials", "32", "--tuning-db", str(db)), pair[0],
                      pair[1], SHAPES, tmp_path, logs.append)
     assert sum(r3["tuning"]["measured_trials"].values()) == 0
     assert any("dropped" in m and "older prunec" in m for m in logs), logs
@@ -197,21 +260,26 @@ def test_tuning_database_is_reused(pair, tmp_path):
 @pytest.mark.parametrize("tuned_ms,default_ms,kept", [(2.0, 1.0, "default"), (1.0, 2.0, "tuned")])
 def test_whole_model_guard_keeps_the_faster_build(pair, tmp_path, monkeypatch, tuned_ms,
                                                   default_ms, kept):
-    from prunec.backend import build as B, frontend, measure as M, target as T
+    from prunec.backend import build as B, frontend, measure as M
+    from prunec.backend.compare import check_tuned
+    from prunec.backend.targets import get_target
 
-    tgt = T.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                         "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
+    x86 = get_target("x86")
+    tgt = x86.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                           "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
     mod, sig = frontend.import_onnx(pair[0], SHAPES)
-    lib = B.export(B.build(mod, tgt, "x86", None, lambda m: None), tmp_path / "original.so", "x86")
+    lib = x86.export(B.build(mod, tgt, "x86"), tmp_path / "original.so")
     lib.write_bytes(lib.read_bytes() + b"tuned")  # marks the file as the "tuned" build
     monkeypatch.setattr(M, "compare_latency", lambda libs, sig: [tuned_ms, default_ms])
     logs: list[str] = []
-    got = backend._guard_tuned("x86", "original", mod, tgt, lib, sig, 1, logs.append)
+    opts = backend.BackendOptions()
+    got = check_tuned(x86, "original", mod, tgt, lib, sig, 1, logs.append, opts)
     assert got == {"kept": kept, "tuned_ms": tuned_ms, "default_ms": default_ms}
     assert lib.read_bytes().endswith(b"tuned") == (kept == "tuned")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["original.so"]  # no leftover build
     assert kept in logs[0]
-    assert backend._guard_tuned("arm", "original", mod, tgt, lib, sig, 1, logs.append) is None
+    assert check_tuned(get_target("arm"), "original", mod, tgt, lib, sig, 1, logs.append,
+                       opts) is None
 
 
 def test_timed_rounds_interleaves_and_keeps_the_best_round(monkeypatch):
@@ -237,12 +305,14 @@ def test_timed_rounds_interleaves_and_keeps_the_best_round(monkeypatch):
 
 
 def test_compare_latency_times_each_library(pair, tmp_path):
-    from prunec.backend import build as B, frontend, measure as M, target as T
+    from prunec.backend import build as B, frontend, measure as M
+    from prunec.backend.targets import get_target
 
-    tgt = T.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                         "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
+    x86 = get_target("x86")
+    tgt = x86.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                           "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
     mod, sig = frontend.import_onnx(pair[0], SHAPES)
-    lib = B.export(B.build(mod, tgt, "x86", None, lambda m: None), tmp_path / "a.so", "x86")
+    lib = x86.export(B.build(mod, tgt, "x86"), tmp_path / "a.so")
     ms = M.compare_latency([lib, lib], sig, rounds=2)
     assert len(ms) == 2 and all(0 < t < 1000 for t in ms)
 
@@ -251,7 +321,7 @@ def test_compare_latency_times_each_library(pair, tmp_path):
 def test_resnet18_like_zero_trials_correct(tmp_path):
     onnx.save(resnet18_like(1.0), tmp_path / "o.onnx")
     onnx.save(resnet18_like(0.5), tmp_path / "p.onnx")
-    r = backend.run(_args("x86", "--tuning-db", str(tmp_path / "db")), tmp_path / "o.onnx",
+    r = backend.run(_opts("x86", "--tuning-db", str(tmp_path / "db")), tmp_path / "o.onnx",
                     tmp_path / "p.onnx", {"input.1": [1, 3, 224, 224]}, tmp_path, print)
     for name in ("original", "pruned"):
         assert r["models"][name]["output_check"]["ok"], r["models"][name]

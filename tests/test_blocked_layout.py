@@ -12,7 +12,7 @@ tvm = pytest.importorskip("tvm")
 
 from models.mobilenet import mobilenetv2, mobilenetv3  # noqa: E402
 from models.resnet import resnet_basic  # noqa: E402
-from prunec.backend import layout  # noqa: E402
+from prunec.backend.cpu import layout  # noqa: E402
 from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_functions  # noqa: E402
 
 
@@ -128,7 +128,7 @@ def test_blocked_pointwise_tiles_span_the_packed_weight_block(tmp_path):
     faster single-threaded once its 1x1 convs over blocked inputs had 2-vector tiles."""
     from tvm import s_tir
 
-    from prunec.backend import cpu_schedule
+    from prunec.backend.cpu.schedule.conv import conv_operands
 
     scheduled, _, _ = schedule_onnx(mobilenetv2(image=64, num_classes=10), tmp_path, "mbv2.onnx")
     checked = 0
@@ -137,7 +137,7 @@ def test_blocked_pointwise_tiles_span_the_packed_weight_block(tmp_path):
             continue
         sch = s_tir.Schedule(tvm.IRModule({"main": f}))
         update = sch.get_sblock("prunec_conv_update")
-        inp, weight = cpu_schedule._conv_operands(sch, update)
+        inp, weight = conv_operands(sch, update)
         if len(inp.shape) != 5:
             continue  # NCHW input: its tiles may run along rows instead
         ob = int(weight.shape[-1])

@@ -124,7 +124,10 @@ def test_softmax_matches_numpy(tmp_path, axis):
     """exp computed once, one reciprocal per reduced row (YOLO's DFL: axis 1; attention: -1)."""
     from tvm import relax
 
-    from prunec.backend import build, frontend, target
+    from prunec.backend import frontend
+    from schedule_helpers import host_target
+    from prunec.backend.cpu import schedule_module
+    from prunec.backend.targets.cpu import fuse
 
     shape = [1, 16, 4, 70]
     g = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=axis)], "sm",
@@ -133,9 +136,8 @@ def test_softmax_matches_numpy(tmp_path, axis):
     path = tmp_path / "softmax.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
     mod, sig = frontend.import_onnx(str(path), {"x": shape})
-    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
-    scheduled = build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True)
+    tgt = host_target()
+    scheduled = schedule_module(fuse(mod, tgt), tgt)
     vm = relax.VirtualMachine(tvm.compile(scheduled, target=tgt,
                                           relax_pipeline=relax.get_pipeline("default_build")), tvm.cpu())
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 4
@@ -150,7 +152,10 @@ def test_concat_along_the_innermost_axis_is_cut_per_source(tmp_path):
     source)."""
     from tvm import relax
 
-    from prunec.backend import build, frontend, target
+    from prunec.backend import frontend
+    from schedule_helpers import host_target
+    from prunec.backend.cpu import schedule_module
+    from prunec.backend.targets.cpu import fuse
 
     sizes, box, cls = (40, 20, 10), 16, 6
     nodes, inputs, inits, flat = [], [], [], []
@@ -173,9 +178,8 @@ def test_concat_along_the_innermost_axis_is_cut_per_source(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in inputs}
     mod, sig = frontend.import_onnx(str(path), shapes)
-    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                              "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
-    scheduled = build.schedule_rest(build.fuse(mod, tgt, "x86", True), tgt, "x86", True)
+    tgt = host_target()
+    scheduled = schedule_module(fuse(mod, tgt), tgt)
     assert "_common" in scheduled.script()  # the copy was cut into pieces (loop_partition)
     vm = relax.VirtualMachine(tvm.compile(scheduled, target=tgt,
                                           relax_pipeline=relax.get_pipeline("default_build")), tvm.cpu())
@@ -198,7 +202,8 @@ def test_concat_bounds_reads_every_comparison_form(form, cut):
     tvm = pytest.importorskip("tvm")
     from tvm import s_tir, te, tirx
 
-    from prunec.backend.cpu_schedule import _blocks, _concat_bounds
+    from prunec.backend.cpu.schedule.common import blocks
+    from prunec.backend.cpu.schedule.concat import concat_bounds
 
     a = te.placeholder((16,), name="a")
     b = te.placeholder((16,), name="b")
@@ -210,4 +215,4 @@ def test_concat_bounds_reads_every_comparison_form(form, cut):
 
     out = te.compute((16,), lambda x: tirx.Select(cond(x), a[x], b[x]), name="cat")
     sch = s_tir.Schedule(te.create_prim_func([a, b, out]))
-    assert _concat_bounds(sch, _blocks(sch)[0], 16) == [cut]
+    assert concat_bounds(sch, blocks(sch)[0], 16) == [cut]

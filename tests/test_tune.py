@@ -15,7 +15,9 @@ def _conv_task(tmp_path, channels=8):
     channels: a direct conv, too narrow for Winograd; 16: Winograd)."""
     from tvm.s_tir.meta_schedule import relax_integration as ri
 
-    from prunec.backend import build, frontend, target
+    from prunec.backend import frontend
+    from prunec.backend.targets import get_target
+    from prunec.backend.targets.cpu import fuse
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((32, channels, 3, 3)).astype(np.float32), "w")
@@ -29,9 +31,9 @@ def _conv_task(tmp_path, channels=8):
     path = tmp_path / "one.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
     mod, _ = frontend.import_onnx(str(path), {"x": [1, channels, 28, 28]})
-    tgt = target.make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+    tgt = get_target("x86").make_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu",
                               "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1})
-    tasks = [t for t in ri.extract_tasks(build.fuse(mod, tgt, "x86", True), tgt)
+    tasks = [t for t in ri.extract_tasks(fuse(mod, tgt), tgt)
              if "conv" in t.task_name or "winograd" in t.task_name]
     assert len(tasks) == 1
     return tasks[0], tgt
@@ -73,7 +75,7 @@ def test_hand_schedule_records_of_another_prunec_are_dropped(tmp_path):
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from prunec.backend.cpu_schedule import schedule_task
+    from prunec.backend.cpu import schedule_task
     from prunec.backend.tune import (HAND_TAG, _hand_record_missing, hand_schedule,
                                      purge_stale_hand_records, schedule_version)
 
@@ -83,8 +85,7 @@ def test_hand_schedule_records_of_another_prunec_are_dropped(tmp_path):
     dbdir.mkdir()
     db = ms.database.JSONDatabase(work_dir=str(dbdir))
     args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
-    old = s_tir.Schedule(mod)
-    schedule_task(old, tgt)
+    old = schedule_task(mod, tgt)
     old.annotate(old.get_sblock("root"), HAND_TAG, "0123456789abcdef")  # another version
     tuned = s_tir.Schedule(mod)
     tuned.split(tuned.get_loops(tuned.get_sblock("prunec_conv"))[1], [None, 1])

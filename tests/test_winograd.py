@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from prunec.backend import winograd
+from prunec.backend.cpu.compute import winograd
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -105,7 +105,8 @@ def test_compiled_winograd_matches_onnxruntime(tmp_path, mcpu):
     pytest.importorskip("tvm")
     from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_functions
 
-    from prunec.backend import build, frontend
+    from prunec.backend import frontend
+    from prunec.backend.targets.cpu import fuse
 
     m = _model()
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "wino.onnx", mcpu)
@@ -114,7 +115,7 @@ def test_compiled_winograd_matches_onnxruntime(tmp_path, mcpu):
     # two parallel regions each: the input transform, then GEMM + output transform + the whole
     # epilogue (bias, activation, residual); an epilogue op left out makes a pass of its own.
     # One where a single block of output channels lets each chunk transform its own input tiles.
-    from prunec.backend.cpu_schedule import vector_lanes
+    from prunec.backend.cpu.facts import vector_lanes
 
     lanes = vector_lanes(tgt)
     regions = {}
@@ -127,8 +128,8 @@ def test_compiled_winograd_matches_onnxruntime(tmp_path, mcpu):
         want.append(1 if cout == ob else 2)
     assert sorted(regions.values()) == sorted(want), regions
     shapes = {i["name"]: i["shape"] for i in sig["inputs"]}
-    direct = build.fuse(frontend.import_onnx(str(tmp_path / "wino.onnx"), shapes)[0], tgt, "x86",
-                        True, winograd=False)  # --no-winograd
+    direct = fuse(frontend.import_onnx(str(tmp_path / "wino.onnx"), shapes)[0], tgt,
+                  winograd=False)  # --no-winograd
     assert not scheduled_functions(direct, "winograd")
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     for (name, *_), got, want in zip(CASES, outs, ref):

@@ -75,7 +75,7 @@ def _build_and_compare(model, tmp_path):
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     mod, _ = frontend.import_onnx(str(path), {"x": shape})
     stats = {}
-    ex = build.build(mod, host_target(), "x86", None, lambda m: None, stats=stats)
+    ex = build.build(mod, host_target(), "x86", stats=stats)
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -29,6 +29,8 @@ import numpy as np
 
 from prunec.errors import PrunecError
 
+from .options import parse_hostport
+
 __all__ = ["measure_over_rpc", "parse_hostport", "random_inputs"]
 
 # How long to wait for a TCP connection to a server or tracker before calling it unreachable.
@@ -41,16 +43,6 @@ HANDSHAKE_TIMEOUT_S = float(os.environ.get("PRUNEC_RPC_HANDSHAKE_TIMEOUT", "120"
 
 def _noop_log(*_args: Any, **_kwargs: Any) -> None:
     return None
-
-
-def parse_hostport(text: str, what: str) -> tuple[str, int]:
-    """``"host:port"`` (``"[::1]:9090"`` for IPv6) -> ``("host", port)``; PrunecError if malformed."""
-    text = (text or "").strip()
-    host, sep, port_s = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise PrunecError(f"{what} must be HOST:PORT (e.g. 127.0.0.1:9090), got {text!r}")
-    return host, int(port_s)
 
 
 def _check_reachable(host: str, port: int, what: str) -> None:

@@ -41,24 +41,24 @@ def _fmt_s(s: float) -> str:
 
 @functools.lru_cache(maxsize=1)
 def schedule_version() -> str:
-    """A digest of the code that makes prunec's hand schedules (and the graphs they see)."""
+    """A digest of the code that makes prunec's hand schedules (and the graphs they see): every
+    module of the cpu package."""
     import hashlib
 
     h = hashlib.sha256()
-    for name in ("cpu_schedule.py", "winograd.py", "layout.py"):
-        h.update(Path(__file__).with_name(name).read_bytes())
+    cpu = Path(__file__).with_name("cpu")
+    for path in sorted(cpu.rglob("*.py")):
+        h.update(path.relative_to(cpu).as_posix().encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
 def hand_schedule(mod, target):
     """prunec's hand schedule of a one-function module as a traced Schedule, tagged with
     schedule_version() so that its tuning record can be recognized when the code changes."""
-    from tvm import s_tir
+    from .cpu import schedule_task
 
-    from .cpu_schedule import schedule_task
-
-    sch = s_tir.Schedule(mod)
-    schedule_task(sch, target)
+    sch = schedule_task(mod, target)
     sch.annotate(sch.get_sblock("root"), HAND_TAG, schedule_version())
     return sch
 

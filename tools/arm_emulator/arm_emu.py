@@ -206,7 +206,9 @@ def compile_onnx(model, shape_dict: dict[str, list[int]], target=None, fast: boo
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
         mod, _ = frontend.import_onnx(path, shape_dict)
-    return build.build(mod, target, "arm", None, lambda m: None, fast)
+    if not fast:
+        return tvm.compile(mod, target=target)
+    return build.build(mod, target, "arm")
 
 
 def cross_export(executable, path: str | os.PathLike[str]) -> str:

@@ -16,21 +16,34 @@ The transforms are written as explicit sums over the nonzero matrix entries (no 
 by zero), vectorized over channels. The GEMM keeps a register tile of `reg_n` tiles x `ob`
 output channels, like the direct conv's. Where it pays off is decided per layer by
 `choose_tile` (weights small enough to stay cached, enough tiles to amortize the transforms);
-results match the direct conv to float32 rounding (|err| ~1e-6 relative, m = 4).
-"""
+results match the direct conv to float32 rounding (|err| ~1e-6 relative, m = 4)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+
 WINO_BLOCK = "prunec_wino_gemm"
+
+
 V_BLOCK = "prunec_wino_v"
+
+
 Z_BLOCK = "prunec_wino_z"
+
+
 Y_BLOCK = "prunec_wino_y"
+
+
 XB_BLOCK = "prunec_wino_xb"
+
+
 T_BLOCK = "prunec_wino_t"
+
+
 # the stages of the Winograd PrimFunc (the GEMM is a reduction, the others spatial blocks)
 STAGES = (XB_BLOCK, T_BLOCK, V_BLOCK, WINO_BLOCK, Z_BLOCK, Y_BLOCK)
+
 
 # Lavin & Gray's matrices for correlation (what a conv layer computes): y = A^T[(G g) * (B^T d)]
 _MATS = {
@@ -196,130 +209,3 @@ def legalize(bb, data, weight, pads, lanes):
     u = relax.const(transform_weight(w, m, ob))
     return bb.call_te(winograd_te, data, u, tuple(pads), m, lanes,
                       primfunc_name_hint="prunec_winograd")
-
-
-def schedule(sch, lanes, threads):
-    """Schedules the Winograd PrimFunc; returns the names of the blocks it scheduled.
-
-    The channel-blocked input and V over all tiles (parallel, vectorized over channels); then
-    per (row of tiles, run of reg_n tiles, output channel block), parallel: the (m+2)^2 GEMM
-    register tiles, the output transform and the fused epilogue. With one output channel block,
-    the input side is computed per chunk too (one parallel region)."""
-    from . import cpu_schedule as cs
-
-    yb = sch.get_sblock(Y_BLOCK)
-    m = cs._ann_int(sch, yb, "prunec_wino_m")
-    nw = cs._ann_int(sch, yb, "prunec_wino_nw")
-    # bias, residual add, activation: written with the outputs. SiLU's x * sigmoid(x) reads the
-    # biased x twice, so the bias add is inlined forward into both readers first (otherwise
-    # the chain stops there and sigmoid and multiply each make a pass of their own)
-    cs._inline_injective(sch, keep=set(STAGES))
-    cs._epilogue_into(sch, yb)
-    mm = sch.get_sblock(WINO_BLOCK)
-    ob = int(_u_buffer(sch, mm).shape[-1])
-    # accumulator registers: 28 of AVX-512's 32 (a whole 14-tile row x 2 vectors: 128@28 460 ->
-    # 423 us, 64@56 358 -> 346 vs 24), 12 of AVX2's 16, 24 of NEON's 32
-    regs = 28 if lanes >= 16 else 12 if lanes == 8 else 24
-    # tiles of one tile row in the GEMM's register tile: the largest divisor of nw that fits
-    reg_n = cs._row_tile(nw, max(1, regs // max(1, ob // lanes)))
-    # Y (with its epilogue): n, o, y, x -> (o block, tile row, tile run) | (tile, yi, xi, oc)
-    n, o, y, x = sch.get_loops(yb)
-    oco, oci = sch.split(o, [None, ob])
-    one_block = int(sch.get(oco).extent) == 1
-    ty, yi = sch.split(y, [None, m])
-    txo, txi, xi = sch.split(x, [None, reg_n, m])
-    # which operand each thread should find in its own cache. Rows of tiles first: it reads the
-    # V rows it computed itself (and the next layer the output rows it wrote), not the other
-    # core's. With more output channels than tiles the transformed weight is the larger operand
-    # (256@14, F2: 4.2 MB vs 0.8 MB of V), so channel blocks first. Interleaved, alone: 64@56
-    # 361 vs 476 us rows first, 128@28 410 vs 523; 256@14 454 vs 575 channel blocks first
-    if int(sch.get(oco).extent) * ob > nw * int(sch.get(ty).extent):
-        sch.reorder(n, oco, ty, txo, yi, txi, xi, oci)
-        chunk = sch.fuse(n, oco, ty, txo)
-    else:
-        sch.reorder(n, ty, txo, oco, yi, txi, xi, oci)
-        chunk = sch.fuse(n, ty, txo, oco)
-    sch.parallel(chunk)
-    zb = sch.get_sblock(Z_BLOCK)
-    sch.compute_at(zb, chunk)
-    sch.compute_at(mm, chunk)
-    sch.set_scope(zb, 0, "local")
-    # one tile at a time (its m x m outputs unrolled: the A^T coefficients fold to constants)
-    sch.reorder(txi, yi, xi, oci)
-    sch.unroll(yi)
-    sch.unroll(xi)
-    _vec(sch, oci, lanes)
-    # Z: (e1, j, p, o) under the chunk
-    zl = sch.get_loops(zb)[-4:]
-    sch.reorder(zl[2], zl[0], zl[1], zl[3])
-    sch.unroll(zl[0])
-    sch.unroll(zl[1])
-    _vec(sch, zl[3], lanes)
-    # GEMM: (e, p, o, k) -> e, k, p, o with the (p, o) tile in registers
-    e, p, oo, k = sch.get_loops(mm)[-4:]
-    sch.reorder(e, k, p, oo)
-    acc = sch.cache_write(mm, 0, "local")
-    sch.reverse_compute_at(acc, e)
-    sch.set_scope(acc, 0, "local")
-    sch.unroll(p)
-    _vec(sch, oo, lanes)
-    init = cs.tile_init_and_writeback(sch, mm, k, acc, _vec, lanes)
-    # V: (e, p, c) -> per row of tiles (parallel): its padded, channel-blocked input rows, then
-    # per tile and channel vector T (columns) in registers and V. One parallel region instead of
-    # two (the input pass had its own), at the cost of recopying 2 of every m + 2 rows.
-    vb = sch.get_sblock(V_BLOCK)
-    xbb = sch.get_sblock(XB_BLOCK)
-    cv = int(cs._region_buffer(sch.get(xbb).writes[0]).shape[-1])  # the blocked input's vector
-    if one_block:
-        # one output channel block: each chunk's V is read by its own GEMM only, so it is
-        # computed right there, into a buffer that stays in this core's cache (V of 16 channels
-        # at 80x80 is 920 KB: written and read back through a Xeon's L3 at ~20 GB/s per core, it
-        # cost 16->16 at 80x80 133 -> 120 us, 16->16 at 40x40 40 -> 32, 32->32 at 40x40 78 -> 71)
-        sch.compute_at(vb, chunk)
-        ve, vp, vc = sch.get_loops(vb)[-3:]
-        vco, vci = sch.split(vc, [None, cv])
-        sch.reorder(vp, vco, ve, vci)
-        outer = chunk
-    else:
-        ve, vp, vc = sch.get_loops(vb)
-        vco, vci = sch.split(vc, [None, cv])
-        vty, vtx = sch.split(vp, [None, nw])
-        sch.reorder(vty, vtx, vco, ve, vci)
-        sch.parallel(vty)
-        outer = vty
-    sch.unroll(ve)
-    sch.vectorize(vci)
-    tb = sch.get_sblock(T_BLOCK)
-    sch.compute_at(tb, vco)
-    sch.set_scope(tb, 0, "local")
-    tl = sch.get_loops(tb)[-3:]  # e1, r2, channels
-    sch.unroll(tl[0])
-    sch.unroll(tl[1])
-    sch.vectorize(tl[2])
-    sch.compute_at(xbb, outer)
-    xl = sch.get_loops(xbb)
-    xl = xl[[sch.get(lp).same_as(sch.get(outer)) for lp in xl].index(True) + 1:]
-    if len(xl) == 4:  # channel block, row, column, channel (a single block has no loop)
-        sch.reorder(xl[1], xl[0])
-    sch.vectorize(xl[-1])
-    return {*STAGES, sch.get(acc).name_hint, sch.get(init).name_hint}
-
-
-def _u_buffer(sch, mm):
-    from .cpu_schedule import _region_buffer
-
-    for r in sch.get(mm).reads:
-        buf = _region_buffer(r)
-        if len(buf.shape) == 4:
-            return buf
-    raise ValueError("packed Winograd weight not found")
-
-
-def _vec(sch, loop, lanes):
-    ext = int(sch.get(loop).extent)
-    if ext > lanes and ext % lanes == 0:
-        _, inner = sch.split(loop, [None, lanes])
-        sch.unroll(_)
-        sch.vectorize(inner)
-    else:
-        sch.vectorize(loop)

@@ -1,0 +1,33 @@
+"""prunec's CPU legalizations: one LegalizeOps entry per op family (run before TVM's own).
+
+Adding an op family: its compute in compute/, one line in `legalize_map`."""
+
+from __future__ import annotations
+
+from . import zero_copy
+from .compute.conv import legalize_conv2d
+from .compute.fastmath import legalize_exp, legalize_sigmoid, legalize_softmax
+from .compute.pooling import legalize_max_pool2d
+from .facts import vector_lanes
+
+
+def legalize_map(target, winograd: bool = True) -> dict:
+    """{relax op name: legalization} for this target; winograd=False keeps every conv direct."""
+    lanes = vector_lanes(target)
+    return {
+        **zero_copy.legalize_map(),
+        "relax.nn.conv2d": lambda bb, call: legalize_conv2d(bb, call, lanes, winograd),
+        "relax.sigmoid": legalize_sigmoid,
+        "relax.exp": legalize_exp,
+        "relax.nn.softmax": legalize_softmax,
+        "relax.nn.max_pool2d": lambda bb, call: legalize_max_pool2d(bb, call, lanes),
+    }
+
+
+def legalize_passes(target, winograd: bool = True):
+    """Relax passes run before LegalizeOps: our conv2d legalization (3x3 stride-1 convs as
+    Winograd where compute.winograd.choose_tile expects a gain, unless winograd is False), fast
+    exp/sigmoid/softmax, max pools as depthwise windows, and split/concat tagged for zero_copy."""
+    from tvm import relax
+
+    return [relax.transform.LegalizeOps(customize_legalize_map=legalize_map(target, winograd))]

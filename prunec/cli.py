@@ -144,8 +144,8 @@ def _on_signal(signum, _frame):
 
 def _interrupted(signum: int) -> int:
     if signum == signal.SIGINT:
-        return _fail("interrupted (Ctrl-C); nothing was written", 130)
-    return _fail(f"terminated ({signal.Signals(signum).name}); nothing was written", 128 + signum)
+        return _fail("interrupted (Ctrl-C)", 130)
+    return _fail(f"terminated ({signal.Signals(signum).name})", 128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:

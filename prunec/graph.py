@@ -481,13 +481,15 @@ def _resolve_input_shapes(proto: onnx.ModelProto, hints: dict[str, list[int]], s
 
 def _infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], source: str) -> dict[str, tuple[int, ...]]:
     """ONNX shape inference first; ONNX Runtime fills whatever it leaves symbolic."""
-    # First without data propagation: it computes the values of shape tensors, and materialized the
-    # 10^10 values of a Range(0, 1e10) in a 500-byte model. Sizes are checked before it runs, and it
-    # is skipped while a Range's length is still unknown (ONNX Runtime fills those shapes, bounded).
+    # With a Range, first without data propagation: that computes the values of shape tensors, and
+    # materialized the 10^10 values of a Range(0, 1e10) in a 500-byte model. Sizes are checked before
+    # it runs, and it is skipped while a Range's length is still unknown (ONNX Runtime fills those
+    # shapes, bounded).
     shapes: dict[str, tuple[int, ...]] = {}
     for t in proto.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
-    for data_prop in (False, True):
+    has_range = any(n.op_type == "Range" for n in proto.graph.node)
+    for data_prop in (False, True) if has_range else (True,):
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, data_prop=data_prop)
         except Exception as exc:

@@ -99,22 +99,41 @@ def check_initializers(proto: onnx.ModelProto, source: str) -> None:
 
 def check_valid(proto: onnx.ModelProto, source: str) -> None:
     """The input must pass onnx.checker, or every later failure would be blamed on pruning."""
-    if proto.ByteSize() > 1_900_000_000:
-        return  # the checker cannot take protos over protobuf's 2 GB; verify checks the output
-    # Exporters often leave a graph output's shape out; onnx.checker requires the field, prunec
-    # infers it: an empty one (removed again below) stands in for the check.
-    shapeless = [vi for vi in list(proto.graph.input) + list(proto.graph.output)
-                 if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
-    for vi in shapeless:
-        vi.type.tensor_type.shape.SetInParent()
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_structure_only(proto))
     except Exception as exc:
         raise PrunecError(f"{source}: the input model is invalid (onnx.checker: {one_line(exc)}); "
                           "fix the exporter's output first") from None
-    finally:
-        for vi in shapeless:
-            vi.type.tensor_type.ClearField("shape")
+
+
+def _structure_only(proto: onnx.ModelProto, keep_bytes: int = 4096) -> onnx.ModelProto:
+    """The model without its weights' bytes, for onnx.checker: passing a 100 MB proto to it costs
+    seconds of serialization, and check_initializers has checked the weights already. A large weight
+    becomes a graph input of the same name, type and dims, which the checker accepts (IR >= 4).
+    Exporters often leave a graph output's shape out; the checker requires the field, prunec infers
+    it: an empty one stands in."""
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(light, field, getattr(proto, field))
+    light.opset_import.extend(proto.opset_import)
+    light.functions.extend(proto.functions)
+    g, src = light.graph, proto.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    inputs = {v.name for v in src.input}
+    for t in src.initializer:
+        if t.ByteSize() <= keep_bytes or proto.ir_version < 4:
+            g.initializer.append(t)
+        elif t.name not in inputs:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for vi in list(g.input) + list(g.output):
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            vi.type.tensor_type.shape.SetInParent()
+    return light
 
 
 @functools.lru_cache(maxsize=1)

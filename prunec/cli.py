@@ -110,6 +110,14 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="sequential: level by level on the pruned model's activations; local: one pass on the "
                         "original's (auto: sequential up to 16 levels)")
     g.add_argument("--steps", type=_positive_int, default=1, help="prune in this many rounds, reconstructing after each")
+    g.add_argument("--recover", choices=["auto", "refit", "distill", "none"], default="auto", help=(
+        "accuracy recovery with --calib: refit (least squares per layer), distill (refit, then train the pruned "
+        "model to reproduce the original's outputs on the calibration inputs; needs jax: pip install "
+        "'prunec[distill]'), none; auto: distill when jax is installed, else refit (default)"))
+    g.add_argument("--recover-budget", type=_checked(float, lambda v: v > 0, "must be positive"), metavar="SECONDS",
+                   help="time budget for distillation (default 600 s); epochs are planned to fit it")
+    g.add_argument("--recover-epochs", type=_positive_int, metavar="N",
+                   help="distill for exactly N epochs (still stopping early on the held-out error)")
 
 
 def inspect_parser() -> argparse.ArgumentParser:
@@ -216,7 +224,8 @@ def _prune(args) -> int:
         calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples,
         calib_mirror=args.calib_mirror, target_macs=args.target_macs,
         protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
-        allocation=args.allocation)
+        allocation=args.allocation, recover=args.recover, recover_budget=args.recover_budget,
+        recover_epochs=args.recover_epochs)
     quiet = getattr(args, "quiet", False)
     log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
 

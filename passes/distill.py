@@ -1,0 +1,194 @@
+"""Distillation: fine-tune the pruned model so its outputs match the original's, on unlabeled inputs.
+
+No labels and no training code: the original model is the teacher. Its outputs on the calibration
+inputs are computed once with ONNX Runtime; the pruned graph runs as a JAX function
+(prunec.onnx_to_jax) whose layer weights are trained with Adam to reproduce them. Samples run one
+at a time under `jax.vmap`, so graphs exported with a fixed batch of 1 train in batches too.
+
+The loss is the squared output error, each output channel weighted by the inverse of the teacher's
+variance in it (so boxes in pixels and probabilities in [0, 1] count alike), with a floor at a tenth
+of the output's mean variance (a class that almost never fires does not dominate with noise).
+Training fits on the fit split and stops early on the held-out split: the parameters of the best
+held-out epoch are kept, and the result is never worse on the held-out split than the input model.
+
+Why JAX, not TVM's training stack: TVM 0.27's Relax ONNX importer has no LSTM/GRU converter and
+its gradient registry lacks Resize, Clip, strided slices and normalization (measured and listed in
+docs/accuracy.md); JAX is an optional extra (`prunec[distill]`), never a runtime dependency.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from prunec.calib import CalibData, Tapper
+from prunec.errors import PrunecError
+from prunec.graph import Model
+
+DEFAULT_BUDGET_S = 600.0
+MAX_EPOCHS = 200
+PATIENCE = 6  # epochs without a better held-out loss before stopping
+
+
+@dataclass
+class DistillResult:
+    epochs: int
+    best_epoch: int
+    steps: int
+    batch: int
+    lr: float
+    time_s: float
+    compile_s: float
+    stopped: str
+    held_out_loss_before: float
+    held_out_loss_after: float
+    fit_samples: int
+    check_samples: int
+    trained_tensors: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _samples(data: CalibData) -> list[dict[str, np.ndarray]]:
+    return [{k: v[i:i + 1] for k, v in data.arrays.items()} for i in range(len(data))]
+
+
+def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[str, np.ndarray]:
+    """The teacher's tensors, one sample at a time: [N, *the tensor's shape for one sample]."""
+    tap = Tapper(teacher, [n for n in names if n not in [o.name for o in teacher.graph.outputs]])
+    runs = [tap.run(s) for s in _samples(data)]
+    return {n: np.stack([r[n] for r in runs]).astype(np.float32) for n in names}
+
+
+def _channel_axis(shape: tuple[int, ...]) -> int | None:
+    """Axis of a sample's output whose entries are weighed separately: axis 1 when it is not the batch
+    of one (YOLO's [1, 4+classes, anchors]), else the last axis (logits [T, 1, classes], [1, classes])."""
+    if len(shape) >= 3 and shape[1] > 1:
+        return 1
+    return len(shape) - 1 if len(shape) >= 2 else None
+
+
+def channel_weights(target: np.ndarray) -> np.ndarray:
+    """1 / variance per channel of one output (target is [N, *shape]), broadcastable to a sample."""
+    shape = target.shape[1:]
+    axis = _channel_axis(shape)
+    if axis is None:
+        var = np.full((), target.var() or 1.0)
+        return (1.0 / var).astype(np.float32)
+    moved = np.moveaxis(target, axis + 1, -1).reshape(-1, shape[axis])
+    var = moved.var(axis=0).astype(np.float64)
+    floor = 0.1 * var.mean() + 1e-12
+    bshape = [1] * len(shape)
+    bshape[axis] = shape[axis]
+    return (1.0 / np.maximum(var, floor)).reshape(bshape).astype(np.float32)
+
+
+def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
+            budget_s: float | None = None, epochs: int | None = None, lr: float = 3e-4,
+            batch: int = 16, seed: int = 0, log=lambda s: None, progress=None) -> tuple[Model, DistillResult]:
+    """Returns the distilled student (a new Model) and what was done."""
+    from prunec.onnx_to_jax import JaxGraph, require_jax
+
+    jax = require_jax()
+    jnp = jax.numpy
+    t_start = time.perf_counter()
+    budget_s = DEFAULT_BUDGET_S if budget_s is None else float(budget_s)
+    if len(fit) == 0:
+        raise PrunecError("distillation needs calibration samples (--calib)")
+    graph = JaxGraph(student.to_proto())
+    outs = graph.outputs
+    float_outs = [o for o in outs if o in {v.name for v in teacher.graph.outputs}]
+    t_fit = teacher_outputs(teacher, fit, float_outs)
+    t_check = teacher_outputs(teacher, check, float_outs)
+    weights = {o: jnp.asarray(channel_weights(t_fit[o])) for o in float_outs}
+    in_names = graph.inputs
+    x_fit = {k: fit.arrays[k][:, None] for k in in_names}  # [N, 1, ...]: one sample with its batch of one
+    x_check = {k: check.arrays[k][:, None] for k in in_names}
+
+    def sample_loss(params, xs, ts):
+        ys = graph.run(params, xs, float_outs)
+        total = 0.0
+        for o, y in zip(float_outs, ys):
+            total = total + jnp.mean(jnp.square(y - ts[o]) * weights[o])
+        return total / len(float_outs)
+
+    def batch_loss(params, xs, ts):
+        return jnp.mean(jax.vmap(sample_loss, in_axes=(None, 0, 0))(params, xs, ts))
+
+    grad_fn = jax.jit(jax.value_and_grad(batch_loss))
+    eval_fn = jax.jit(batch_loss)
+
+    params = {k: jnp.asarray(v) for k, v in graph.params().items()}
+    n = len(fit)
+    batch = max(1, min(batch, n))
+    steps_per_epoch = math.ceil(n / batch)
+
+    def evaluate(p) -> float:
+        total = 0.0
+        for i in range(0, len(check), batch):
+            sl = slice(i, i + batch)
+            xs = {k: v[sl] for k, v in x_check.items()}
+            ts = {k: v[sl] for k, v in t_check.items()}
+            total += float(eval_fn(p, xs, ts)) * len(next(iter(ts.values())))
+        return total / len(check)
+
+    t0 = time.perf_counter()
+    before = evaluate(params)
+    compile_s = time.perf_counter() - t0
+    best, best_loss, best_epoch = params, before, 0
+    m = {k: jnp.zeros_like(v) for k, v in params.items()}
+    v2 = {k: jnp.zeros_like(v) for k, v in params.items()}
+    rng = np.random.default_rng(seed)
+    max_epochs = epochs if epochs is not None else MAX_EPOCHS
+    total_steps = max_epochs * steps_per_epoch
+    step, epoch, stopped = 0, 0, "epochs"
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    log(f"distill: {len(graph.trainable)} tensors, {n} fit / {len(check)} held-out samples, held-out loss "
+        f"{before:.4g}, budget {budget_s:.0f} s")
+    while epoch < max_epochs:
+        t_epoch = time.perf_counter()
+        order = rng.permutation(n)
+        for i in range(0, n, batch):
+            idx = np.sort(order[i:i + batch])
+            xs = {k: v[idx] for k, v in x_fit.items()}
+            ts = {k: v[idx] for k, v in t_fit.items()}
+            # cosine decay over the planned steps (planned from the time budget after the first epoch)
+            rate = lr * 0.5 * (1 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
+            loss, g = grad_fn(params, xs, ts)
+            step += 1
+            m = {k: b1 * m[k] + (1 - b1) * g[k] for k in params}
+            v2 = {k: b2 * v2[k] + (1 - b2) * g[k] * g[k] for k in params}
+            c1, c2 = 1 - b1 ** step, 1 - b2 ** step
+            params = {k: params[k] - rate * (m[k] / c1) / (jnp.sqrt(v2[k] / c2) + eps) for k in params}
+        epoch += 1
+        held = evaluate(params)
+        if held < best_loss:
+            best, best_loss, best_epoch = params, held, epoch
+        elapsed = time.perf_counter() - t_start
+        epoch_time = time.perf_counter() - t_epoch
+        if epochs is None and epoch <= 2:  # plan the epochs the budget allows (epoch 1 also compiled)
+            fitting = int((budget_s - elapsed) / max(epoch_time, 1e-3))
+            max_epochs = max(epoch, min(MAX_EPOCHS, epoch + fitting))
+            total_steps = max_epochs * steps_per_epoch
+        log(f"distill: epoch {epoch}/{max_epochs} fit loss {float(loss):.4g} held-out {held:.4g} "
+            f"(best {best_loss:.4g} @ {best_epoch}) {elapsed:.0f} s")
+        if progress is not None:
+            progress(epoch, max_epochs)
+        if epoch - best_epoch >= PATIENCE:
+            stopped = f"held-out loss not improved for {PATIENCE} epochs"
+            break
+        if elapsed + epoch_time > budget_s and epochs is None:
+            stopped = "time budget"
+            break
+    out = student.copy()
+    tensors = out.graph.tensors()
+    for k, v in best.items():
+        tensors[k].values = np.asarray(v, dtype=np.float32)
+    result = DistillResult(epochs=epoch, best_epoch=best_epoch, steps=step, batch=batch, lr=lr,
+                           time_s=time.perf_counter() - t_start, compile_s=compile_s, stopped=stopped,
+                           held_out_loss_before=before, held_out_loss_after=best_loss,
+                           fit_samples=n, check_samples=len(check), trained_tensors=len(params))
+    return out, result

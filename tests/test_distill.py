@@ -1,0 +1,120 @@
+"""Distillation: the ONNX graph as a JAX function matches ONNX Runtime; training lowers the held-out
+error of a pruned model and writes a verified model with the same structure."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+jax = pytest.importorskip("jax")
+
+import prunec  # noqa: E402
+from models.zoo import BUILDERS, LARGE, build  # noqa: E402
+from prunec.calib import CalibData  # noqa: E402
+from prunec.errors import PrunecError  # noqa: E402
+from prunec.onnx_to_jax import JaxGraph  # noqa: E402
+from prunec.pipeline import PruneOptions, prune_model  # noqa: E402
+from prunec.runtime import random_inputs, session  # noqa: E402
+
+# one of each family in the default suite, the rest with -m slow
+QUICK = ["mobilenetv3", "yolov8", "unet", "vit", "groupnorm_net", "conv1d_audio"]
+ZOO = [pytest.param(n, marks=() if n in QUICK else pytest.mark.slow) for n in sorted(set(BUILDERS) - LARGE)]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_jax_graph_matches_onnxruntime(name):
+    model = prunec.from_proto(build(name))
+    proto = model.to_proto()
+    feeds = random_inputs(proto, model.input_shapes, seed=1)
+    ref = session(proto).run(None, feeds)
+    g = JaxGraph(proto)
+    got = g.run(g.params(), feeds)
+    for r, o in zip(ref, got):
+        o = np.asarray(o)
+        assert o.shape == r.shape
+        np.testing.assert_allclose(o, r, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(r).max())))
+
+
+def _lstm_model(bidirectional=True, hidden=6, feat=5, seq=7):
+    rng = np.random.default_rng(0)
+    nd = 2 if bidirectional else 1
+    w = numpy_helper.from_array(rng.normal(0, 0.4, (nd, 4 * hidden, feat)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.normal(0, 0.4, (nd, 4 * hidden, hidden)).astype(np.float32), "R")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, (nd, 8 * hidden)).astype(np.float32), "B")
+    p = numpy_helper.from_array(rng.normal(0, 0.1, (nd, 3 * hidden)).astype(np.float32), "P")
+    gr = numpy_helper.from_array(rng.normal(0, 0.3, (1, 3 * hidden, hidden)).astype(np.float32), "GR")
+    gb = numpy_helper.from_array(rng.normal(0, 0.1, (1, 6 * hidden)).astype(np.float32), "GB")
+    shape = numpy_helper.from_array(np.array([seq, 1, nd * hidden], np.int64), "shape")
+    gwt = numpy_helper.from_array(rng.normal(0, 0.3, (1, 3 * hidden, nd * hidden)).astype(np.float32), "GWT")
+    nodes = [
+        helper.make_node("LSTM", ["x", "W", "R", "B", "", "", "", "P"], ["y", "yh", "yc"], hidden_size=hidden,
+                         direction="bidirectional" if bidirectional else "forward"),
+        helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["yt", "shape"], ["ys"]),
+        helper.make_node("GRU", ["ys", "GWT", "GR", "GB"], ["z", "zh"], hidden_size=hidden, linear_before_reset=1),
+    ]
+    g = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, 1, feat])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [seq, 1, 1, hidden]),
+                           helper.make_tensor_value_info("yh", TensorProto.FLOAT, [nd, 1, hidden])],
+                          [w, r, b, p, gwt, gr, gb, shape])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_recurrent_layers_match_onnxruntime(bidirectional):
+    proto = _lstm_model(bidirectional)
+    onnx.checker.check_model(proto)
+    x = np.random.default_rng(1).normal(size=(7, 1, 5)).astype(np.float32)
+    ref = session(proto).run(None, {"x": x})
+    g = JaxGraph(proto)
+    assert {"W", "R", "B", "P", "GWT", "GR", "GB"} <= set(g.trainable)
+    for r, o in zip(ref, g.run(g.params(), {"x": x})):
+        np.testing.assert_allclose(np.asarray(o), r, rtol=1e-4, atol=1e-5)
+
+
+def test_unsupported_op_is_a_clear_error():
+    node = helper.make_node("NonMaxSuppression", ["b", "s"], ["i"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 4]),
+                                        helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1, 4])],
+                          [helper.make_tensor_value_info("i", TensorProto.INT64, None)])
+    with pytest.raises(PrunecError, match="NonMaxSuppression.*--recover refit"):
+        JaxGraph(helper.make_model(g, ir_version=8))
+
+
+def test_distill_lowers_held_out_error_and_keeps_the_graph():
+    from passes.distill import distill
+    from prunec.passes.reconstruct import output_error
+
+    model = prunec.from_proto(build("resnet18"))
+    rng = np.random.default_rng(0)
+    name = next(iter(model.input_shapes))
+    shape = model.input_shapes[name]
+    x = rng.normal(size=(48, *shape[1:])).astype(np.float32)
+    fit, check = CalibData({name: x[:40]}), CalibData({name: x[40:]})
+    pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5))
+    out, res = distill(model, pruned, fit, check, epochs=6, lr=1e-3, batch=8)
+    assert res.held_out_loss_after < 0.9 * res.held_out_loss_before
+    assert output_error(model, out, check) < output_error(model, pruned, check)
+    # same graph, new weights
+    a, b = pruned.to_proto(), out.to_proto()
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    assert {i.name: tuple(i.dims) for i in a.graph.initializer} == {i.name: tuple(i.dims) for i in b.graph.initializer}
+    prunec.verify(model, out)
+
+
+def test_pipeline_recover_distill_reports_and_verifies():
+    model = prunec.from_proto(build("resnet18"))
+    name = next(iter(model.input_shapes))
+    x = np.random.default_rng(0).normal(size=(40, *model.input_shapes[name][1:])).astype(np.float32)
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, calib={name: x}, recover="distill",
+                                                        recover_epochs=2, criterion="l2"))
+    rec = report["recovery"]
+    assert rec["method"] == "distill" and rec["epochs"] <= 2
+    assert rec["output_error_after"] <= rec["output_error_before"] or not rec["kept"]
+    assert report["calibration"]["output_error"] == pytest.approx(
+        rec["output_error_after"] if rec["kept"] else rec["output_error_before"])
+
+
+def test_recover_distill_without_data_is_refused():
+    model = prunec.from_proto(build("resnet18"))
+    with pytest.raises(PrunecError, match="needs calibration data"):
+        prune_model(model, PruneOptions(ratio=0.5, target_macs=0.5, recover="distill"))

@@ -19,9 +19,8 @@ import time
 import numpy as np
 
 import prunec
-from passes.distill import distill
-from prunec.calib import CalibData
-from prunec.calibrated import _split
+from prunec.passes.distill import distill
+from prunec.recovery.data import CalibData, fit_and_check
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.runtime import session
 
@@ -56,7 +55,108 @@ class OCR:
         return float(np.mean([a == b for a, b in zip(ref, got)]))
 
 
-MODELS = {"ocr": OCR}
+def _f1(pairs: np.ndarray) -> float:
+    matched, n_ref, n_got = pairs.sum(0)
+    prec, rec = matched / max(n_got, 1), matched / max(n_ref, 1)
+    return float(2 * prec * rec / max(prec + rec, 1e-9))
+
+
+class Detector:
+    """Box F1 against the unpruned model's detections (same class, IoU >= 0.5)."""
+
+    input_name = "images"
+
+    def predict(self, model) -> list:
+        sess = session(model.to_proto())
+        return [self.detect(sess.run(None, {self.input_name: self.x[i:i + 1]})[0]) for i in range(len(self.x))]
+
+    def score(self, ref: list, got: list) -> float:
+        from benchmarks.bench_yolo import agreement
+
+        return _f1(np.array([agreement(r, g) for r, g in zip(ref, got)]))
+
+
+class YOLOX(Detector):
+    name = "ddddocr common_det.onnx (YOLOX-style character detector, 416)"
+
+    def __init__(self, n_calib: int, n_eval: int):
+        from benchmarks.real_data import render_click_captchas
+        from models.fetch_real import ddddocr_path
+
+        self.path = ddddocr_path("common_det.onnx")
+        self.shape = {"images": [1, 3, 416, 416]}
+        self.calib = {"images": render_click_captchas(n_calib, seed=0)}
+        self.x = render_click_captchas(n_eval, seed=1)
+
+    @staticmethod
+    def detect(out: np.ndarray, conf: float = 0.1, iou: float = 0.45) -> list:
+        """ddddocr's decoding: grid offsets and log sizes per stride 8/16/32, class-agnostic NMS."""
+        from benchmarks.bench_yolo import _iou
+
+        p = out[0].astype(np.float64).copy()
+        grids, strides = [], []
+        for s in (8, 16, 32):
+            n = 416 // s
+            xv, yv = np.meshgrid(np.arange(n), np.arange(n))
+            grids.append(np.stack([xv, yv], 2).reshape(-1, 2))
+            strides.append(np.full((n * n, 1), s))
+        grid, stride = np.concatenate(grids), np.concatenate(strides)
+        p[:, :2] = (p[:, :2] + grid) * stride
+        p[:, 2:4] = np.exp(np.minimum(p[:, 2:4], 20)) * stride
+        scores = p[:, 4:5] * p[:, 5:]
+        cls, best = scores.argmax(1), scores.max(1)
+        keep = best > conf
+        xyxy = np.concatenate([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1)[keep]
+        cls, best = cls[keep], best[keep]
+        order, dets = np.argsort(-best), []
+        while len(order):
+            i = order[0]
+            dets.append((int(cls[i]), float(best[i]), xyxy[i]))
+            order = order[1:][_iou(xyxy[i], xyxy[order[1:]]) <= iou]
+        return dets
+
+
+class YOLOv8n(Detector):
+    name = "nudenet 320n.onnx (YOLOv8n, 320)"
+
+    def __init__(self, n_calib: int, n_eval: int):
+        from benchmarks.bench_yolo import images
+        from models.fetch_nudenet import nudenet_yolov8n_path
+
+        self.path = nudenet_yolov8n_path()
+        self.shape = {"images": [1, 3, 320, 320]}
+        self.calib = {"images": images(n_calib, seed=0)}
+        self.x = images(n_eval, seed=1)
+
+    @staticmethod
+    def detect(out: np.ndarray) -> list:
+        from benchmarks.bench_yolo import detect
+
+        return detect(out[0])
+
+
+class FashionMNIST:
+    name = "Fashion-MNIST CNN (test accuracy, 10k images)"
+
+    def __init__(self, n_calib: int, n_eval: int):
+        from benchmarks.bench_accuracy import calibration
+        from models.fashion_mnist import MODEL_PATH, load_split
+
+        self.path, self.shape = MODEL_PATH, {}
+        self.x, self.y = load_split("test")
+        xtr, _ = load_split("train")
+        self.calib = calibration(xtr, n_calib, 0)
+
+    def predict(self, model) -> np.ndarray:
+        from benchmarks.bench_accuracy import accuracy
+
+        return accuracy(model, self.x, self.y)
+
+    def score(self, ref: float, got: float) -> float:
+        return got - ref  # points lost (labels used only here)
+
+
+MODELS = {"ocr": OCR, "det": YOLOX, "yolo": YOLOv8n, "fmnist": FashionMNIST}
 
 
 def main() -> int:
@@ -67,6 +167,7 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=256)
     ap.add_argument("--budget", type=float, default=600, help="distillation time budget (s)")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--save", metavar="DIR", help="also write the refitted and distilled models here")
     args = ap.parse_args()
     for key in args.models.split(","):
         bench = MODELS[key](args.calib, args.eval)
@@ -77,16 +178,20 @@ def main() -> int:
         print("|---|---|---|---|---|---|")
         for share in [float(s) for s in args.macs.split(",")]:
             t0 = time.perf_counter()
-            pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share))
+            pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit"))
             t_refit = time.perf_counter() - t0
             macs = report["macs"]["before"] / report["macs"]["after"]
             s = bench.score(ref, bench.predict(pruned))
+            if args.save:
+                prunec.save(pruned, f"{args.save}/{key}-{share}-refit.onnx")
             print(f"| {share} | refit | {macs:.2f}x | {s:.3f} | {t_refit:.0f} | |", flush=True)
-            fit, check = _split(CalibData(bench.calib))
+            _, fit, check = fit_and_check(CalibData(bench.calib))
             t0 = time.perf_counter()
             d, res = distill(model, pruned, fit, check, budget_s=args.budget, lr=args.lr,
                              log=lambda m: print("   ", m, file=sys.stderr, flush=True))
             s = bench.score(ref, bench.predict(d))
+            if args.save:
+                prunec.save(d, f"{args.save}/{key}-{share}-distill.onnx")
             print(f"| {share} | refit + distill | {macs:.2f}x | {s:.3f} | {t_refit + time.perf_counter() - t0:.0f} | "
                   f"{res.held_out_loss_before:.3g} -> {res.held_out_loss_after:.3g} ({res.epochs} ep) |", flush=True)
     return 0

@@ -23,9 +23,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from prunec.calib import CalibData, Tapper
 from prunec.errors import PrunecError
 from prunec.graph import Model
+from prunec.recovery.data import CalibData
+from prunec.recovery.stream import Tapper, output_error
+
+from .base import PassResult
 
 DEFAULT_BUDGET_S = 600.0
 MAX_EPOCHS = 200
@@ -33,23 +36,50 @@ PATIENCE = 6  # epochs without a better held-out loss before stopping
 
 
 @dataclass
-class DistillResult:
-    epochs: int
-    best_epoch: int
-    steps: int
-    batch: int
-    lr: float
-    time_s: float
-    compile_s: float
-    stopped: str
-    held_out_loss_before: float
-    held_out_loss_after: float
-    fit_samples: int
-    check_samples: int
-    trained_tensors: int
+class DistillResult(PassResult):
+    epochs: int = 0
+    best_epoch: int = 0  # 0: no epoch beat the model as given, which is returned unchanged
+    steps: int = 0
+    batch: int = 0
+    lr: float = 0.0
+    compile_s: float = 0.0
+    stopped: str = ""
+    held_out_loss_before: float = 0.0
+    held_out_loss_after: float = 0.0
+    fit_samples: int = 0
+    check_samples: int = 0
+    trained_tensors: int = 0
+    output_error_before: float | None = None  # prunec's relative output error on the held-out split
+    output_error_after: float | None = None
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def report(self) -> dict:
+        out = asdict(self)
+        out["method"] = "distill"
+        return out
+
+
+class Distill:
+    """The pass: `Distill(original, fit, check)(pruned) -> (distilled, DistillResult)`. The result is
+    the pruned model itself when training does not lower the held-out output error."""
+
+    name = "distill"
+
+    def __init__(self, original: Model, fit: CalibData, check: CalibData, *, budget_s: float | None = None,
+                 epochs: int | None = None, lr: float = 3e-4, batch: int = 16, log=lambda s: None):
+        self.original, self.fit, self.check = original, fit, check
+        self.kw = dict(budget_s=budget_s, epochs=epochs, lr=lr, batch=batch, log=log)
+        self.log = log
+
+    def __call__(self, model: Model) -> tuple[Model, DistillResult]:
+        out, result = distill(self.original, model, self.fit, self.check, **self.kw)
+        before = output_error(self.original, model, self.check)
+        after = output_error(self.original, out, self.check) if result.best_epoch else before
+        result.output_error_before, result.output_error_after = before, after
+        if after > before:
+            self.log(f"distill: held-out output error rose ({before:.4g} -> {after:.4g}); the model is kept as given")
+            result.notes.append("distillation did not lower the held-out output error; not kept")
+            return model, result
+        return out, result
 
 
 def _samples(data: CalibData) -> list[dict[str, np.ndarray]]:
@@ -64,11 +94,11 @@ def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[s
 
 
 def _channel_axis(shape: tuple[int, ...]) -> int | None:
-    """Axis of a sample's output whose entries are weighed separately: axis 1 when it is not the batch
-    of one (YOLO's [1, 4+classes, anchors]), else the last axis (logits [T, 1, classes], [1, classes])."""
-    if len(shape) >= 3 and shape[1] > 1:
-        return 1
-    return len(shape) - 1 if len(shape) >= 2 else None
+    """Axis of a sample's output whose entries are weighed separately: the shortest axis after the
+    first with more than one entry (YOLOv8's [1, 4+classes, anchors] -> 4+classes, YOLOX's
+    [1, anchors, 5+classes] -> 5+classes, logits [1, classes] -> classes, CTC [T, 1, classes] -> classes)."""
+    axes = [a for a in range(1, len(shape)) if shape[a] > 1]
+    return min(axes, key=lambda a: shape[a]) if axes else None
 
 
 def channel_weights(target: np.ndarray) -> np.ndarray:
@@ -98,18 +128,18 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     budget_s = DEFAULT_BUDGET_S if budget_s is None else float(budget_s)
     if len(fit) == 0:
         raise PrunecError("distillation needs calibration samples (--calib)")
-    graph = JaxGraph(student.to_proto())
-    outs = graph.outputs
+    net = JaxGraph(student.to_proto())
+    outs = net.outputs
     float_outs = [o for o in outs if o in {v.name for v in teacher.graph.outputs}]
     t_fit = teacher_outputs(teacher, fit, float_outs)
     t_check = teacher_outputs(teacher, check, float_outs)
     weights = {o: jnp.asarray(channel_weights(t_fit[o])) for o in float_outs}
-    in_names = graph.inputs
+    in_names = net.inputs
     x_fit = {k: fit.arrays[k][:, None] for k in in_names}  # [N, 1, ...]: one sample with its batch of one
     x_check = {k: check.arrays[k][:, None] for k in in_names}
 
     def sample_loss(params, xs, ts):
-        ys = graph.run(params, xs, float_outs)
+        ys = net.run(params, xs, float_outs)
         total = 0.0
         for o, y in zip(float_outs, ys):
             total = total + jnp.mean(jnp.square(y - ts[o]) * weights[o])
@@ -121,7 +151,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     grad_fn = jax.jit(jax.value_and_grad(batch_loss))
     eval_fn = jax.jit(batch_loss)
 
-    params = {k: jnp.asarray(v) for k, v in graph.params().items()}
+    params = {k: jnp.asarray(v) for k, v in net.params().items()}
     n = len(fit)
     batch = max(1, min(batch, n))
     steps_per_epoch = math.ceil(n / batch)
@@ -146,7 +176,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     total_steps = max_epochs * steps_per_epoch
     step, epoch, stopped = 0, 0, "epochs"
     b1, b2, eps = 0.9, 0.999, 1e-8
-    log(f"distill: {len(graph.trainable)} tensors, {n} fit / {len(check)} held-out samples, held-out loss "
+    log(f"distill: {len(net.trainable)} tensors, {n} fit / {len(check)} held-out samples, held-out loss "
         f"{before:.4g}, budget {budget_s:.0f} s")
     while epoch < max_epochs:
         t_epoch = time.perf_counter()
@@ -183,11 +213,12 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
         if elapsed + epoch_time > budget_s and epochs is None:
             stopped = "time budget"
             break
-    out = student.copy()
-    tensors = out.graph.tensors()
+    graph = student.graph.copy()
+    tensors = graph.tensors()
     for k, v in best.items():
         tensors[k].values = np.asarray(v, dtype=np.float32)
-    result = DistillResult(epochs=epoch, best_epoch=best_epoch, steps=step, batch=batch, lr=lr,
+    out = student.with_graph(graph) if best_epoch else student
+    result = DistillResult(name="distill", epochs=epoch, best_epoch=best_epoch, steps=step, batch=batch, lr=lr,
                            time_s=time.perf_counter() - t_start, compile_s=compile_s, stopped=stopped,
                            held_out_loss_before=before, held_out_loss_after=best_loss,
                            fit_samples=n, check_samples=len(check), trained_tensors=len(params))

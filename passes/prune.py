@@ -79,6 +79,25 @@ class Prune:
                                            "shrink": t_shrink - t_plan})
 
 
+RECOVERY = ("auto", "refit", "distill", "none")
+
+
+def resolve_recover(asked: str | None, data: CalibData | None) -> str:
+    """--recover: auto is distill when jax is installed, else refit (the report says so)."""
+    asked = asked or "refit"
+    if asked not in RECOVERY:
+        raise PrunecError(f"--recover {asked!r}: choose one of {', '.join(RECOVERY)}")
+    if data is None:
+        if asked == "distill":
+            raise PrunecError("--recover distill needs calibration data (--calib)")
+        return "none"
+    if asked == "auto":
+        import importlib.util
+
+        return "distill" if importlib.util.find_spec("jax") is not None else "refit"
+    return asked
+
+
 class _Calibrated:
     """The rounds of a calibrated run (one per --steps), on the data the options name."""
 
@@ -95,7 +114,9 @@ class _Calibrated:
             raise PrunecError(f"criterion {self.criterion!r} needs calibration data: give --calib FILE.npz or an image folder")
         if opts.steps < 1:
             raise PrunecError("--steps must be at least 1")
-        self.do_recon = opts.reconstruct if opts.reconstruct is not None else self.data is not None
+        self.recover = resolve_recover(opts.recover, self.data)
+        self.do_recon = (opts.reconstruct if opts.reconstruct is not None
+                         else self.data is not None and self.recover != "none")
         if self.do_recon and self.data is None:
             raise PrunecError("--reconstruct needs calibration data (--calib)")
         if opts.calib_mirror is not None and self.data is None:
@@ -126,8 +147,21 @@ class _Calibrated:
             rounds.append(info)
             plans.append(plan)
             current = pruned
+        recovery = None
+        if self.recover == "distill":
+            from .distill import Distill
+
+            current, done = Distill(self.model, self.fit, self.check, budget_s=opts.recover_budget,
+                                    epochs=opts.recover_epochs, log=self.log)(current)
+            recovery = done.report()
+        elif self.data is not None:
+            recovery = {"method": "refit" if self.do_recon else "none"}
+            if opts.recover == "auto" and self.recover == "refit":
+                recovery["note"] = "distillation skipped: jax is not installed (pip install 'prunec[distill]')"
         entries = {"criterion": self.criterion, "calibration": self._calibration_entry(current),
                    "target_macs": opts.target_macs, "steps": rounds}
+        if recovery is not None:
+            entries["recovery"] = recovery
         if self.allocations:  # how the MACs budget was spread, per round
             allocs = self.allocations
             entries["allocation"] = dict(allocs[-1], time_s=sum(a["time_s"] for a in allocs),

@@ -35,6 +35,12 @@ class PruneOptions:
     steps: int = 1
     sensitivity_samples: int = 16
     allocation: str = "auto"  # --target-macs: probe (sensitivity curves), refit (search with refits), auto
+    # accuracy recovery after pruning (with calibration data): refit (least squares, per round), distill
+    # (refit, then distillation from the original model; needs jax), none, or auto (distill when jax is
+    # installed, else refit: the CLI's default)
+    recover: str = "refit"
+    recover_budget: float | None = None  # seconds for distillation (default passes.distill.DEFAULT_BUDGET_S)
+    recover_epochs: int | None = None  # a fixed number of distillation epochs instead of the time budget
 
     @property
     def rounding(self) -> int:

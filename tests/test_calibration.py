@@ -95,7 +95,7 @@ def test_cli_calib_end_to_end(tmp_path, capsys):
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", **calib_arrays(40))
     rc = main([str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--ratio", "0.5",
-               "--round-to", "1", "-o", str(tmp_path / "out")])
+               "--round-to", "1", "-o", str(tmp_path / "out"), "--recover-epochs", "2"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "calibration 40 samples" in out
@@ -106,6 +106,15 @@ def test_cli_calib_end_to_end(tmp_path, capsys):
     assert step["reconstruct"]["layers"] >= 1
     assert step["reconstruct"]["output_error_after"] <= step["reconstruct"]["output_error_before"]
     assert (tmp_path / "out" / "m.pruned.onnx").is_file()
+    # the CLI's default recovery: distillation after the refit when jax is installed
+    import importlib.util
+
+    recovery = report["recovery"]
+    if importlib.util.find_spec("jax") is not None:
+        assert recovery["method"] == "distill" and 1 <= recovery["epochs"] <= 2
+        assert report["calibration"]["output_error"] <= step["reconstruct"]["output_error_after"] + 1e-12
+    else:
+        assert recovery["method"] == "refit" and "jax is not installed" in recovery["note"]
 
 
 def test_without_calibration_the_report_says_data_free(model):

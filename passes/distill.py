@@ -2,7 +2,7 @@
 
 No labels and no training code: the original model is the teacher. Its outputs on the calibration
 inputs are computed once with ONNX Runtime; the pruned graph runs as a JAX function
-(prunec.onnx_to_jax) whose layer weights are trained with Adam to reproduce them. Samples run one
+(prunec.onnx_jax) whose layer weights are trained with Adam to reproduce them. Samples run one
 at a time under `jax.vmap`, so graphs exported with a fixed batch of 1 train in batches too.
 
 The loss is the squared output error, each output channel weighted by the inverse of the teacher's
@@ -120,7 +120,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             budget_s: float | None = None, epochs: int | None = None, lr: float = 3e-4,
             batch: int = 16, seed: int = 0, log=lambda s: None, progress=None) -> tuple[Model, DistillResult]:
     """Returns the distilled student (a new Model) and what was done."""
-    from prunec.onnx_to_jax import JaxGraph, require_jax
+    from prunec.onnx_jax import JaxGraph, require_jax
 
     jax = require_jax()
     jnp = jax.numpy

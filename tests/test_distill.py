@@ -11,7 +11,7 @@ import prunec  # noqa: E402
 from models.zoo import BUILDERS, LARGE, build  # noqa: E402
 from prunec.recovery.data import CalibData  # noqa: E402
 from prunec.errors import PrunecError  # noqa: E402
-from prunec.onnx_to_jax import JaxGraph  # noqa: E402
+from prunec.onnx_jax import JaxGraph  # noqa: E402
 from prunec.pipeline import PruneOptions, prune_model  # noqa: E402
 from prunec.runtime import random_inputs, session  # noqa: E402
 

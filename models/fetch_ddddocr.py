@@ -1,9 +1,10 @@
-"""Paths of real OCR models: ``common.onnx`` (conv stem + bidirectional LSTM + CTC head, dynamic
+"""Paths of real OCR models: ``common_det.onnx`` (a YOLOX-style character detector, 416x416),
+``common.onnx`` (conv stem + bidirectional LSTM + CTC head, dynamic
 width) and ``common_old.onnx`` (the same family dynamically quantized: ConvInteger,
 MatMulInteger, DynamicQuantizeLSTM) from the PyPI package ddddocr==1.6.1.
 
 ``python -m models.fetch_ddddocr`` prints them. Downloads the wheel (no dependencies) with pip and
-extracts the two models into models/cache/ddddocr (git-ignored).
+extracts the models into models/cache/ddddocr (git-ignored).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 VERSION = "1.6.1"
-FILES = ("common.onnx", "common_old.onnx")
+FILES = ("common.onnx", "common_old.onnx", "common_det.onnx")
 _DEFAULT_CACHE = Path(__file__).resolve().parent / "cache" / "ddddocr"
 
 

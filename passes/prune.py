@@ -82,14 +82,17 @@ class Prune:
 RECOVERY = ("auto", "refit", "distill", "none")
 
 
-def resolve_recover(asked: str | None, data: CalibData | None) -> str:
-    """--recover: auto is distill when jax is installed, else refit (the report says so)."""
+def resolve_recover(asked: str | None, data: CalibData | None, reconstruct: bool | None = None) -> str:
+    """--recover: auto is distill when jax is installed, else refit (the report says so); with
+    --no-reconstruct, auto recovers nothing (an explicit --recover distill still distills)."""
     asked = asked or "refit"
     if asked not in RECOVERY:
         raise PrunecError(f"--recover {asked!r}: choose one of {', '.join(RECOVERY)}")
     if data is None:
         if asked == "distill":
             raise PrunecError("--recover distill needs calibration data (--calib)")
+        return "none"
+    if asked == "auto" and reconstruct is False:
         return "none"
     if asked == "auto":
         import importlib.util
@@ -114,7 +117,7 @@ class _Calibrated:
             raise PrunecError(f"criterion {self.criterion!r} needs calibration data: give --calib FILE.npz or an image folder")
         if opts.steps < 1:
             raise PrunecError("--steps must be at least 1")
-        self.recover = resolve_recover(opts.recover, self.data)
+        self.recover = resolve_recover(opts.recover, self.data, opts.reconstruct)
         self.do_recon = (opts.reconstruct if opts.reconstruct is not None
                          else self.data is not None and self.recover != "none")
         if self.do_recon and self.data is None:

@@ -180,9 +180,14 @@ def test_fold_conv_bn_is_exact():
     from prunec.backend.frontend import fold_conv_bn
 
     m = yolo_like(seed=2)
-    f = fold_conv_bn(m)
+    f = fold_conv_bn(m, {"input": [1, 3, 32, 32]})  # prunec's FoldBatchNorm pass
     assert sum(n.op_type == "BatchNormalization" for n in f.graph.node) == 0
     assert sum(n.op_type == "BatchNormalization" for n in m.graph.node) == 2
+    # the nodes keep their order (the Relax importer names values in node order)
+    kept = [n.output[0] for n in m.graph.node if n.op_type != "BatchNormalization"]
+    convs_renamed = {n.input[0]: n.output[0] for n in m.graph.node
+                     if n.op_type == "BatchNormalization"}
+    assert [n.output[0] for n in f.graph.node] == [convs_renamed.get(o, o) for o in kept]
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     run = lambda mm: ort.InferenceSession(mm.SerializeToString(), providers=[  # noqa: E731
         "CPUExecutionProvider"]).run(None, {"input": x})[0]

@@ -98,3 +98,54 @@ def test_rules_and_targets_registered_once():
     assert names[-1] == "generic"  # takes every function: last
     assert default_round_to() == {"none": 8, "x86": 16, "arm": 8, "cuda": 8}
     assert all(t.name == n for n, t in TARGETS.items())
+
+
+def test_a_new_rule_is_one_class_in_the_list(tmp_path):
+    """What adding a CPU schedule rule takes: a Rule subclass (its own file) and its place in
+    the list; the dispatcher reports it by name."""
+    pytest.importorskip("tvm")
+    import onnx
+
+    from prunec.backend import frontend
+    from prunec.backend.cpu import RULES, schedule_module
+    from prunec.backend.cpu.rule import Rule
+    from prunec.backend.targets.cpu import fuse
+    from schedule_helpers import host_target
+    from test_backend_nets import tiny_convnet
+
+    class ParallelTranspose(Rule):  # layout changes: one parallel loop over the channel blocks
+        name = "parallel_transpose"
+        block = "te_layout_transform"
+
+        def schedule(self, sch, lanes, threads):
+            sch.parallel(sch.get_loops(sch.get_sblock(self.block))[1])
+
+    onnx.save(tiny_convnet(), tmp_path / "m.onnx")
+    mod, _ = frontend.import_onnx(tmp_path / "m.onnx", {"input": [1, 3, 32, 32]})
+    tgt = host_target()
+    applied: dict = {}
+    rules = RULES[:-1] + [ParallelTranspose()] + RULES[-1:]
+    schedule_module(fuse(mod, tgt), tgt, applied, rules=rules)
+    transforms = {f: r for f, r in applied.items() if f.startswith("te_layout_transform")}
+    assert transforms and set(transforms.values()) == {"parallel_transpose"}, applied
+    assert {"conv2d", "depthwise_nchwc", "generic"} <= set(applied.values())
+
+
+def test_a_new_target_is_one_class_in_the_registry(monkeypatch):
+    """What adding a target takes: a DeployTarget subclass (its own file) and one registry
+    line; the CLI's --target choices and the default rounding follow."""
+    from prunec.backend import targets
+    from prunec.backend.targets.cpu import CpuTarget
+    from prunec.cli import prune_parser
+
+    class Riscv(CpuTarget):
+        name = "riscv"
+        round_to = 4
+
+        def config(self, opts):
+            return {"kind": "llvm", "mtriple": "riscv64-linux-gnu", "num-cores": 1}
+
+    monkeypatch.setitem(targets.TARGETS, "riscv", Riscv())
+    assert targets.get_target("riscv").round_to == 4
+    assert targets.default_round_to()["riscv"] == 4
+    assert prune_parser().parse_args(["m.onnx", "--target", "riscv"]).target == "riscv"

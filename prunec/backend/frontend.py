@@ -37,7 +37,7 @@ def import_onnx(path: Path, input_shapes: dict[str, list[int]]):
     model = onnx.load(str(path))
     sig = onnx_signature(model, input_shapes)
     model = _static_fold(model, {i["name"]: i["shape"] for i in sig["inputs"]})
-    model = fold_conv_bn(model)
+    model = fold_conv_bn(model, {i["name"]: i["shape"] for i in sig["inputs"]})
     shape_dict = {i["name"]: i["shape"] for i in sig["inputs"]}
     dtype_dict = {i["name"]: i["dtype"] for i in sig["inputs"]}
     import warnings
@@ -89,69 +89,40 @@ def _static_fold(model, shapes: dict[str, list[int]]):
     return m
 
 
-def fold_conv_bn(model):
+def fold_conv_bn(model, input_shapes: dict[str, list[int]] | None = None):
     """Conv -> BatchNormalization (inference, constant statistics) into one Conv with scaled
-    weights and a bias, as ONNX Runtime does at load time. Without it TVM keeps the BN as a
-    subtract/divide/multiply/add epilogue, which costs more than the conv itself in depthwise
-    and short-reduction 1x1 layers. Returns the model unchanged when nothing folds."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    uses: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    outputs = {o.name for o in g.output}
-    folds = []
-    for bn in g.node:
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or len(bn.input) != 5:
-            continue
-        conv = producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or uses.get(bn.input[0], 0) != 1 \
-                or bn.input[0] in outputs or len(conv.input) < 2:
-            continue
-        names = list(bn.input[1:]) + list(conv.input[1:])
-        if not all(nm in inits for nm in names if nm):
-            continue
-        if any(a.name == "training_mode" and a.i for a in bn.attribute):
-            continue
-        folds.append((conv, bn))
-    if not folds:
+    weights and a bias, as ONNX Runtime does at load time, by prunec's FoldBatchNorm pass.
+    Without it TVM keeps the BN as a subtract/divide/multiply/add epilogue, which costs more than
+    the conv itself in depthwise and short-reduction 1x1 layers. Returns the model unchanged
+    when nothing folds, or when prunec cannot normalize it (TVM then imports it as it is)."""
+    if not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         return model
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    by_out = {n.output[0]: n for n in g.node if n.output}
-    drop = set()
-    for k, (conv0, bn0) in enumerate(folds):
-        conv, bn = by_out[conv0.output[0]], by_out[bn0.output[0]]
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[x]).astype(np.float64)
-                                  for x in bn.input[1:])
-        w = numpy_helper.to_array(inits[conv.input[1]])
-        if w.dtype != np.float32:
-            return model
-        b = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
-             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
-        scale = gamma / np.sqrt(var + eps)
-        w2 = (w.astype(np.float64) * scale.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
-        b2 = ((b - mean) * scale + beta).astype(np.float32)
-        wn, bnm = f"{conv.input[1]}__bnfold{k}", f"{conv.output[0]}__bnfold_bias{k}"
-        g.initializer.extend([numpy_helper.from_array(w2, wn), numpy_helper.from_array(b2, bnm)])
-        del conv.input[1:]
-        conv.input.extend([wn, bnm])
-        conv.output[0] = bn.output[0]
-        drop.add(id(bn))
-    keep = [n for n in g.node if id(n) not in drop]
-    del g.node[:]
-    g.node.extend(keep)
-    used = {i for n in g.node for i in n.input}
-    live = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    return m
+    from prunec.graph import from_proto
+    from prunec.passes import FoldBatchNorm
+
+    try:
+        normalized = from_proto(model, input_shapes=input_shapes)
+    except PrunecError:  # an opset or domain prunec does not take: not ours to fold
+        return model
+    folded, result = FoldBatchNorm()(normalized)
+    if not result.folded:
+        return model
+    return _in_node_order(folded.to_proto(), model)
+
+
+def _in_node_order(proto, original):
+    """proto's nodes in the order of `original`'s (a folded Conv in its own place): the Relax
+    importer names values in node order, and the same names keep the same kernels' text."""
+    position = {}
+    for i, node in enumerate(original.graph.node):
+        for out in node.output:
+            position[out] = i
+    producer = {out: node for node in original.graph.node for out in node.output}
+    for node in original.graph.node:  # a BN's output is now its Conv's: the Conv's place
+        if node.op_type == "BatchNormalization" and node.input and node.input[0] in producer:
+            position[node.output[0]] = position[node.input[0]]
+    nodes = sorted(proto.graph.node, key=lambda n: min(
+        (position.get(o, len(position)) for o in n.output), default=len(position)))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto

@@ -102,7 +102,12 @@ def test_fast_schedules_match_onnxruntime(tmp_path, blocked, mcpu):
     # stride-2 depthwise rows and pools keep their even columns by vector shuffles
     shuffled = [gv.name_hint for gv, f in scheduled.functions.items()
                 if isinstance(f, tvm.tirx.PrimFunc) and "T.Shuffle" in f.script()]
-    assert any("dwconv" in n for n in shuffled) and any("pool" in n for n in shuffled), shuffled
+    from prunec.backend.cpu.facts import vector_lanes
+
+    # (blocked on AVX2 every depthwise case is NCHW8c, its channels all multiples of 8: no NCHW rows)
+    if not blocked or vector_lanes(tgt) == 16:
+        assert any("dwconv" in n for n in shuffled), shuffled
+    assert any("pool" in n for n in shuffled), shuffled
     # stride-2 stems over wide rows with NCHW outputs read their taps' columns by shuffles too
     # (blocked, they write NCHW16c from the channel tile: no transpose to avoid)
     assert any("prunec_conv2d" in n for n in shuffled) != blocked, shuffled

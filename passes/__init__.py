@@ -5,6 +5,8 @@ from .fold_bn import FoldBatchNorm, FoldResult
 from .shrink import Shrink, ShrinkResult, shrink
 from .reconstruct import Reconstruct, ReconstructResult
 from .prune import Prune, PruneResult
+from .sparsify import Sparsify, SparsityOptions, SparsityResult
 
 __all__ = ["FoldBatchNorm", "FoldResult", "Pass", "PassResult", "Prune", "PruneResult", "Reconstruct",
-           "ReconstructResult", "Shrink", "ShrinkResult", "run_passes", "shrink"]
+           "ReconstructResult", "Shrink", "ShrinkResult", "Sparsify", "SparsityOptions", "SparsityResult", "run_passes",
+           "shrink"]

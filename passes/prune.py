@@ -62,6 +62,10 @@ class Prune:
         t0 = time.perf_counter()
         analysis = analyze(model, exclude=opts.exclude)
         t_analyze = time.perf_counter()
+        if not opts.structured:  # sparsity only: the groups are still reported, nothing is removed
+            return model.copy(), PruneResult(plan=Plan(meta={"criterion": "none"}), analysis=analysis,
+                                             criterion="none (sparsity only)",
+                                             timing={"analyze": t_analyze - t0, "plan": 0.0, "shrink": 0.0})
         if opts.calibrated:
             pruned, plan, entries = _Calibrated(model, opts, self.log).run(analysis)
             t_plan = t_shrink = time.perf_counter()

@@ -53,7 +53,8 @@ def prune_parser() -> argparse.ArgumentParser:
         "Prune an ONNX model: group coupled channels, remove the least important, shrink tensors, "
         "verify, and optionally compile and measure with TVM. `prunec inspect MODEL` lists the groups."))
     _common(p)
-    p.add_argument("--ratio", type=_ratio, default=0.5, help="share of channels to remove per group, in [0,1) (default 0.5)")
+    p.add_argument("--ratio", type=_ratio, default=None,
+                   help="share of channels to remove per group, in [0,1) (default 0.5; 0 with --sparsity)")
     from .backend.targets import names as target_names
 
     p.add_argument("--target", choices=["none", *target_names()], default="none",
@@ -71,6 +72,7 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-in", metavar="FILE", help="apply this plan instead of computing one")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _calibration_arguments(p)
+    _sparsity_arguments(p)
     try:
         from . import backend
         backend.add_arguments(p)
@@ -118,6 +120,31 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="time budget for distillation (default 600 s); epochs are planned to fit it")
     g.add_argument("--recover-epochs", type=_positive_int, metavar="N",
                    help="distill for exactly N epochs (still stopping early on the held-out error)")
+
+
+def _layer_share(text: str) -> tuple[str, float]:
+    glob, sep, value = text.rpartition("=")
+    if not sep or not glob:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected GLOB=S (e.g. '/layer4/*=0.8')")
+    return glob, _ratio(value)
+
+
+def _sparsity_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sparsity (zeros inside the weights; after channel pruning when both are asked)")
+    g.add_argument("--sparsity", type=_ratio, metavar="S", help=(
+        "share of Conv/Gemm/MatMul weights to zero per layer, in [0,1); alone it skips channel pruning "
+        "unless --ratio/--target-macs is given too"))
+    g.add_argument("--pattern", default="unstructured", metavar="P",
+                   help="unstructured, N:M (e.g. 2:4: fixes the share) or block:RxC (e.g. block:1x8, R output "
+                        "channels x C inputs) (default unstructured)")
+    g.add_argument("--sparsity-criterion", default="auto", choices=["auto", "magnitude", "wanda"],
+                   help="magnitude |W|, or wanda |W| x input RMS (needs --calib); auto: wanda with --calib")
+    g.add_argument("--sparsity-global", action="store_true",
+                   help="one threshold over all layers instead of the same share in each")
+    g.add_argument("--sparsity-exclude", action="append", default=[], metavar="GLOB",
+                   help="leave dense the layers whose node or weight name matches (repeatable)")
+    g.add_argument("--layer-sparsity", action="append", default=[], type=_layer_share, metavar="GLOB=S",
+                   help="another share for the layers matching GLOB (repeatable, first match wins)")
 
 
 def inspect_parser() -> argparse.ArgumentParser:
@@ -217,8 +244,21 @@ def _prune(args) -> int:
     from .graph import parse_input_shapes
     from .pipeline import PruneOptions, prune_file
 
+    sparsity = None
+    if args.sparsity is not None or args.pattern != "unstructured":
+        from prunec.passes.sparsify import SparsityOptions
+        from .sparsity import Pattern
+
+        pattern = Pattern.parse(args.pattern)
+        if args.sparsity is None and pattern.fixed_sparsity is None:
+            raise PrunecError(f"--pattern {args.pattern} needs --sparsity S (the share of weights to zero)")
+        sparsity = SparsityOptions(
+            sparsity=args.sparsity if args.sparsity is not None else pattern.fixed_sparsity, pattern=args.pattern,
+            criterion=args.sparsity_criterion, global_ranking=args.sparsity_global,
+            exclude=args.sparsity_exclude, layer_sparsity=dict(args.layer_sparsity))
+    ratio = args.ratio if args.ratio is not None else (0.0 if sparsity is not None else 0.5)
     opts = PruneOptions(
-        ratio=args.ratio, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
+        ratio=ratio, sparsity=sparsity, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
         global_ranking=args.global_ranking, exclude=args.exclude, input_shapes=parse_input_shapes(args.input_shape),
         fold_bn=args.fold_bn, plan_in=args.plan_in, plan_out=args.plan_out, target=args.target,
         calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples,
@@ -263,6 +303,11 @@ def _summary(r: dict) -> str:
         "  verified: onnx.checker passed, ONNX Runtime ran, output shapes unchanged",
     ]
     cal = r.get("calibration") or {}
+    sp = r.get("sparsity")
+    if sp:
+        lines.append(f"  sparsity {sp['pattern']} ({sp['criterion']}{', reconstructed' if sp['reconstructed'] else ''}): "
+                     f"{sp['zeros']:,} of {sp['weights']:,} weights in {len(sp['layers'])} layers zero "
+                     f"({100 * sp['sparsity']:.1f}%); {len(sp['skipped'])} layers left dense")
     if cal.get("samples"):
         lines.append(f"  criterion {r.get('criterion')}; calibration {cal['samples']} samples from {cal['source']}; "
                      f"relative output error {cal.get('output_error', float('nan')):.4g} on held-out samples")

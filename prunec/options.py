@@ -41,11 +41,18 @@ class PruneOptions:
     recover: str = "refit"
     recover_budget: float | None = None  # seconds for distillation (default passes.distill.DEFAULT_BUDGET_S)
     recover_epochs: int | None = None  # a fixed number of distillation epochs instead of the time budget
+    # zeros inside the weights after the channel pruning (passes/sparsify.py); ratio 0 = sparsity only
+    sparsity: object = None  # a prunec.passes.sparsify.SparsityOptions
 
     @property
     def rounding(self) -> int:
         """--round-to, or the target's default multiple."""
         return self.round_to if self.round_to is not None else DEFAULT_ROUND_TO.get(self.target, 8)
+
+    @property
+    def structured(self) -> bool:
+        """Channel pruning asked for: sparsity alone (ratio 0, no MACs budget, no plan) skips it."""
+        return self.sparsity is None or self.ratio > 0 or self.target_macs is not None or bool(self.plan_in)
 
     @property
     def calibrated(self) -> bool:

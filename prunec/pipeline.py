@@ -23,12 +23,41 @@ def pipeline_passes(opts: PruneOptions, log=lambda s: None) -> list:
 
     passes = [FoldBatchNorm()] if opts.fold_bn else []
     passes.append(Prune(opts, log))
+    if opts.sparsity is not None:  # shrink first, then sparsify what is left
+        passes.append(_SparsifyWithCalib(opts, log))
     return passes
+
+
+class _SparsifyWithCalib:
+    """The sparsify pass, with the run's calibration data read for the model it is given."""
+
+    name = "sparsify"
+
+    def __init__(self, opts: PruneOptions, log):
+        self.opts, self.log = opts, log
+
+    def __call__(self, model: Model):
+        from dataclasses import replace
+
+        from prunec.passes.sparsify import Sparsify
+
+        from .recovery.data import load_calib, mirrored
+
+        opts, data = self.opts, None
+        if opts.calib is not None:
+            data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
+            if opts.calib_mirror:
+                data = mirrored(data, opts.calib_mirror)
+        sopts = opts.sparsity
+        if opts.reconstruct is not None and sopts.reconstruct is None:  # --no-reconstruct covers both
+            sopts = replace(sopts, reconstruct=opts.reconstruct)
+        return Sparsify(sopts, data, self.log)(model)
 
 
 def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[Model, dict, Plan]:
     """Prune an in-memory model; returns the verified pruned model and the report (no files)."""
     from prunec.passes import PruneResult, run_passes
+    from prunec.passes.sparsify import SparsityResult
 
     t0 = time.perf_counter()
     if not 0.0 <= opts.ratio < 1.0:
@@ -37,6 +66,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         raise PrunecError("--reconstruct needs calibration data (--calib FILE.npz or an image folder)")
     pruned, results = run_passes(model, pipeline_passes(opts, log))
     pruning = next(r for r in results if isinstance(r, PruneResult))
+    sparse = next((r.report() for r in results if isinstance(r, SparsityResult)), None)
     analysis, plan = pruning.analysis, pruning.plan
     t_passes = time.perf_counter()
     checks = verify(model, pruned)
@@ -49,7 +79,8 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "ratio": None if opts.plan_in else opts.ratio,  # a plan says what is removed, not a ratio
         "criterion": f"plan {opts.plan_in}" if opts.plan_in else pruning.criterion,
         "round_to": plan.meta.get("round_to"),
-        "params": {"before": graph_params(model.graph), "after": graph_params(pruned.graph)},
+        "params": {"before": graph_params(model.graph), "after": graph_params(pruned.graph),
+                   **({"sparse_zeros": sparse["zeros"]} if sparse else {})},
         "macs": {"before": graph_macs(model.graph, model.shapes), "after": graph_macs(pruned.graph, pruned.shapes)},
         "groups": {
             "total": len(summary),
@@ -66,6 +97,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "verify": checks,
         "notes": model.notes + [n for r in results for n in r.notes],
         **pruning.entries,
+        **({"sparsity": sparse} if sparse else {}),
         "timing_s": {**pruning.timing, "verify": t_verify - t_passes, "total": t_verify - t0},
     }
     return pruned, report, plan

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .dependency import Analysis
 from .layers import kind_of
 from .macs import node_macs
+from .sparsity import format_annotation, read_annotation
 
 
 def _prunable_leaves_by_tensor(analysis: Analysis) -> dict[str, bool]:
@@ -70,6 +71,7 @@ def inspect_dict(analysis: Analysis) -> dict:
         "unsupported_ops": analysis.unsupported,
         "coverage": coverage(analysis),
         "notes": analysis.model.notes,
+        "sparsity": read_annotation(analysis.model.annotations),
     }
 
 
@@ -91,4 +93,5 @@ def format_inspect(info: dict, width: int = 100) -> str:
     lines.append(f"coverage: {c['weight_tensors_prunable']}/{c['weight_tensors']} Conv/Gemm/MatMul weight tensors "
                  f"({100 * c['weight_share']:.1f}%), {100 * c['macs_share']:.1f}% of {c['macs']:,} MACs "
                  "can be shrunk by a prunable group")
+    lines += format_annotation(info.get("sparsity") or {})
     return "\n".join(lines)

@@ -68,6 +68,12 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
         except Exception as e:
             raise PrunecError(f"TVM cannot import {path}: {_one_line(e)}") from e
 
+    if tgt.cpu_schedules and opts.sparse_kernels:  # a sparsified model: BSR kernels where they time faster
+        from .sparse import apply_to_annotated
+
+        mods["pruned"], result["sparse_kernels"] = apply_to_annotated(
+            mods["pruned"], models["pruned"], kind, target, log)
+
     result["tuning"] = _tune(tgt, opts, mods, target, db_dir, winograd, blocked, progress, log)
 
     art_dir = Path(outdir) / kind

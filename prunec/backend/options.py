@@ -38,6 +38,7 @@ class BackendOptions:
     winograd: bool = True               # x86/arm: 3x3 convs as Winograd where it pays
     blocked_layout: bool = True         # x86/arm: NCHW{b}c in depthwise-separable nets
     quiet: bool = False                 # no tuning progress lines
+    sparse_kernels: bool = True         # x86: BSR kernels for sparsified layers where they time faster
 
     def check(self) -> "BackendOptions":
         """Raises PrunecError naming the option that is wrong (an unknown target is
@@ -63,7 +64,8 @@ class BackendOptions:
                    tune_trials=args.tune_trials, tuning_db=args.tuning_db, threads=args.threads,
                    repeat=args.repeat, rounds=args.rounds, rpc=args.rpc, tracker=args.tracker,
                    key=args.key, winograd=not args.no_winograd,
-                   blocked_layout=not args.no_blocked_layout, quiet=args.quiet)
+                   blocked_layout=not args.no_blocked_layout, quiet=args.quiet,
+                   sparse_kernels=not getattr(args, "no_sparse_kernels", False))
 
 
 def _hostport(text: str) -> str:
@@ -124,4 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser, target_names=("x86", "arm", "
     g.add_argument("--no-blocked-layout", action="store_true",
                    help="x86/arm: keep activations NCHW in depthwise-separable nets instead of "
                         "channel-blocked NCHW{vector}c (slower)")
+    g.add_argument("--no-sparse-kernels", action="store_true",
+                   help="x86: compile a sparsified model's weights dense instead of timing the block-sparse "
+                        "kernel per layer (prunec/backend/sparse.py)")
     g.add_argument("--quiet", action="store_true", help="no tuning progress lines")

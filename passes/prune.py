@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prunec import criteria
+from prunec import criteria, progress
 from prunec.dependency import Analysis, analyze
 from prunec.errors import PrunecError
 from prunec.graph import Model
@@ -181,8 +181,10 @@ class _Calibrated:
 
     def _plan(self, current: Model, analysis: Analysis, step: int) -> Plan:
         opts, data, round_to = self.opts, self.data, self.opts.rounding
+        of = f" (round {step}/{opts.steps})" if opts.steps > 1 else ""
         t = time.perf_counter()
-        measured = evidence(self.crit, current, analysis, data, self.fit)
+        with progress.phase(f"scores from calibration data ({self.criterion}){of}"):
+            measured = evidence(self.crit, current, analysis, data, self.fit)
         self.t_stats += time.perf_counter() - t
         scores = self.crit.score_groups(analysis, analysis.prunable_groups, measured)
         meta = {"criterion": self.criterion, "step": step, "steps": opts.steps}
@@ -191,13 +193,14 @@ class _Calibrated:
             t = time.perf_counter()
             method, why = allocation_method(opts, analysis, scores, keep_share, round_to, data, self.do_recon, current)
             sens = measure = None
-            if method == "refit":
-                measure = RefitMeasure(current, analysis, self.fit, self.check, shrink, mode=opts.recon_mode)
-            elif data is not None:
-                sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
-            plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
-                               floors=floors_for(self.floors, method, opts), meta=meta,
-                               base_macs=self.base_macs, measure=measure)
+            with progress.phase(f"allocation of the MACs budget ({method}){of}"):
+                if method == "refit":
+                    measure = RefitMeasure(current, analysis, self.fit, self.check, shrink, mode=opts.recon_mode)
+                elif data is not None:
+                    sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
+                plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
+                                   floors=floors_for(self.floors, method, opts), meta=meta,
+                                   base_macs=self.base_macs, measure=measure)
             alloc = {"method": method, "why": why, "time_s": time.perf_counter() - t}
             if measure is not None:
                 alloc["evaluations"] = measure.evaluations
@@ -216,9 +219,11 @@ class _Calibrated:
 
     def _refit(self, current: Model, analysis: Analysis, plan: Plan, pruned: Model, step: int) -> tuple[Model, dict]:
         """Reconstruct, kept only if it lowers the held-out output error."""
-        refit, done = Reconstruct(current, analysis, plan, self.fit, mode=self.opts.recon_mode, log=self.log)(pruned)
-        rinfo = done.report()
-        before, after = output_error(current, pruned, self.check), output_error(current, refit, self.check)
+        of = f" (round {step}/{self.opts.steps})" if self.opts.steps > 1 else ""
+        with progress.phase(f"reconstruction (least-squares refit, {len(self.fit)} samples){of}"):
+            refit, done = Reconstruct(current, analysis, plan, self.fit, mode=self.opts.recon_mode, log=self.log)(pruned)
+            rinfo = done.report()
+            before, after = output_error(current, pruned, self.check), output_error(current, refit, self.check)
         rinfo.update(output_error_before=before, output_error_after=after, kept=after <= before)
         if after <= before:
             return refit, rinfo

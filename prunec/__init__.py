@@ -55,7 +55,7 @@ def __getattr__(name: str):
     return value
 
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402  (a small module: no numpy, no onnx)
 
 
 def score(analysis: "Analysis", criterion: str = "l2") -> dict:
@@ -88,6 +88,6 @@ def compile(model, target: str = "x86", **kw):  # noqa: A001 - prunec.compile, a
     return compile_model(model, target, **kw)
 
 
-__all__ = ["Analysis", "Group", "Model", "Plan", "PrunecError", "PruneOptions", "analyze", "compile", "coverage",
+__all__ = ["__version__", "Analysis", "Group", "Model", "Plan", "PrunecError", "PruneOptions", "analyze", "compile", "coverage",
            "format_inspect", "from_proto", "inspect", "inspect_dict", "load", "make_plan", "prune",
            "prune_file", "prune_model", "save", "score", "verify"]

@@ -1,15 +1,23 @@
-"""Command line: `prunec MODEL.onnx [options]` prunes (and compiles); `prunec inspect MODEL.onnx` lists groups."""
+"""Command line: `prunec prune|inspect|compile|report ...`; `prunec MODEL.onnx [options]` is `prunec prune`.
+
+Exit codes: 0 done, 2 bad input or usage (one line on stderr naming the problem and the fix),
+3 internal error (a bug in prunec), 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 from .errors import PrunecError, one_line
+from .provenance import command_line
 
 
 def _checked(convert, ok, what: str):
@@ -38,21 +46,45 @@ class _Parser(argparse.ArgumentParser):
         raise PrunecError(message)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+COMMANDS = {
+    "prune": "prune a model (the default: `prunec MODEL ...` is `prunec prune MODEL ...`)",
+    "inspect": "list channel groups, their nodes, why some cannot be pruned, and coverage",
+    "compile": "compile and measure an original/pruned pair with TVM (OUTDIR of a prune run, or two files)",
+    "report": "write OUTDIR/report.html, a self-contained page with charts, from OUTDIR/report.json",
+}
+
+
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="print only the result (no progress, no notes)")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="more detail, and TVM's / ONNX Runtime's own logs on the terminal instead of OUTDIR/prunec.log")
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the ONNX model to read (never modified)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
-                   help="static shape for an input with dynamic dims (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                   help="node whose output channels are kept (repeatable)")
+                   help="the size to analyse and measure an input with dynamic dims at (repeatable; optional: "
+                        "dynamic dims are analysed at the calibration data's size, the model's imgsz, or 224, "
+                        "and stay dynamic in the output)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _model_arguments(p)
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help=(
+        "keep channels untouched: a node name (its output channels), an op type (Gemm), or a group id as "
+        "`prunec inspect` prints it; * and ? are wildcards (repeatable; a pattern matching nothing is an error)"))
 
 
 def prune_parser() -> argparse.ArgumentParser:
     from . import criteria
 
-    p = _Parser(prog="prunec", description=(
+    p = _Parser(prog="prunec prune", description=(
         "Prune an ONNX model: group coupled channels, remove the least important, shrink tensors, "
-        "verify, and optionally compile and measure with TVM. `prunec inspect MODEL` lists the groups."))
+        "verify, and optionally compile and measure with TVM. `prunec inspect MODEL` lists the groups."),
+        epilog="exit codes: 0 done, 2 bad input, 3 internal error, 130 interrupted")
     _common(p)
+    _verbosity(p)
     p.add_argument("--ratio", type=_ratio, default=None,
                    help="share of channels to remove per group, in [0,1) (default 0.5; 0 with --sparsity)")
     from .backend.targets import names as target_names
@@ -71,6 +103,7 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-out", metavar="FILE", help="write the pruning plan (JSON) here")
     p.add_argument("--plan-in", metavar="FILE", help="apply this plan instead of computing one")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--html", action="store_true", help="also write OUTDIR/report.html (charts need the `report` extra)")
     _calibration_arguments(p)
     _sparsity_arguments(p)
     try:
@@ -148,10 +181,49 @@ def _sparsity_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def inspect_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prunec inspect", description="List channel groups, why some cannot be pruned, and coverage.")
+    p = _Parser(prog="prunec inspect", description="List channel groups, the nodes they touch, why some cannot be "
+                "pruned, and coverage.")
     _common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def compile_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="prunec compile", description=(
+        "Compile and measure an original and a pruned model with TVM, with identical settings. "
+        "SOURCE is the OUTDIR of a prune run (its report.json names both models; the result is added to it) "
+        "or two files, ORIGINAL.onnx PRUNED.onnx."))
+    p.add_argument("source", nargs="+", metavar="SOURCE", help="OUTDIR, or ORIGINAL.onnx PRUNED.onnx")
+    from .backend.targets import names as target_names
+    p.add_argument("--target", choices=target_names(), required=True, help="what to compile for")
+    p.add_argument("-o", "--outdir", help="output folder (default: SOURCE when it is an OUTDIR, else prunec_out)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="the size to compile an input with dynamic dims at (default: the prune run's)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--html", action="store_true", help="also write OUTDIR/report.html")
+    _verbosity(p)
+    from . import backend
+    backend.add_arguments(p)
+    return p
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="prunec report", description=(
+        "Write a self-contained HTML page (charts embedded) from the report.json of a prune or compile run."))
+    p.add_argument("outdir", metavar="OUTDIR", help="a folder holding report.json")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default OUTDIR/report.html)")
+    return p
+
+
+def top_help() -> str:
+    from .version import __version__
+
+    lines = [f"prunec {__version__}: a pruning compiler for ONNX models", "",
+             "usage: prunec COMMAND [options]   (prunec COMMAND -h for each command's options)",
+             "       prunec MODEL.onnx [options]   (same as prunec prune)", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "exit codes: 0 done, 2 bad input or usage, 3 internal error (a bug), 130 interrupted"]
+    return "\n".join(lines)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -183,6 +255,31 @@ def _interrupted(signum: int) -> int:
     return _fail(f"terminated ({signal.Signals(signum).name})", 128 + signum)
 
 
+@contextlib.contextmanager
+def _run_output(args, outdir: Path):
+    """Progress at the chosen verbosity; without -v, what TVM and ONNX Runtime print goes to
+    OUTDIR/prunec.log (kept only if something was written there)."""
+    from . import progress
+
+    level = progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL
+    progress.configure(level)
+    if args.verbose:
+        yield None
+        return
+    fd, tmp = tempfile.mkstemp(prefix="prunec-", suffix=".log")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        with progress.library_logs_to(tmp):
+            yield tmp
+    finally:
+        if tmp.exists():
+            if outdir.is_dir():
+                shutil.move(str(tmp), outdir / "prunec.log")
+            else:
+                print(f"prunec: library logs of this failed run: {tmp}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     # First thing, before the heavy imports (numpy, onnx, ONNX Runtime take seconds): SIGTERM ends
     # the run like Ctrl-C, with its cleanup and one line.
@@ -200,11 +297,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        if argv and argv[0] == "inspect":
-            return _inspect(inspect_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "prune":
-            argv = argv[1:]
-        return _prune(prune_parser().parse_args(argv))
+        if not argv or argv[0] in ("-h", "--help"):
+            print(top_help())
+            return 0 if argv else 2
+        if argv[0] in ("--version", "-V"):
+            from .version import __version__
+            print(f"prunec {__version__}")
+            return 0
+        command = argv[0] if argv[0] in COMMANDS else "prune"
+        rest = argv[1:] if argv[0] in COMMANDS else argv
+        if command == "inspect":
+            return _inspect(inspect_parser().parse_args(rest))
+        if command == "compile":
+            return _compile(compile_parser().parse_args(rest))
+        if command == "report":
+            return _report(report_parser().parse_args(rest))
+        return _prune(prune_parser().parse_args(rest))
     except PrunecError as exc:
         # a signal inside a C extension can come back as another error (numpy's import turns it
         # into an ImportError): the signal is what happened
@@ -265,60 +373,181 @@ def _prune(args) -> int:
         calib_mirror=args.calib_mirror, target_macs=args.target_macs,
         protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
         allocation=args.allocation, recover=args.recover, recover_budget=args.recover_budget,
-        recover_epochs=args.recover_epochs)
-    quiet = getattr(args, "quiet", False)
-    log = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr))
+        recover_epochs=args.recover_epochs, command=command_line())
+    outdir = Path(args.outdir)
+    if args.target != "none":
+        from .backend import toolchain
+        toolchain.check(args.target)  # before pruning: a missing cross linker fails in a second, not after
 
     def compile_and_measure(report: dict, pruned: Path, stage: Path) -> None:
         """Runs before anything is published: artifacts go to the run's stage folder."""
-        from . import backend
+        _compile_into(report, args, Path(args.model), pruned, stage)
 
-        result = backend.run(backend.BackendOptions.from_args(args), Path(args.model), pruned,
-                             report["input_shapes"], stage, log)
-        macs_ratio = report["macs"]["before"] / max(report["macs"]["after"], 1)
-        result["macs_ratio"] = macs_ratio
-        if result.get("speedup") and macs_ratio > 0:  # a model without MACs has no efficiency
-            result["efficiency"] = result["speedup"] / macs_ratio
-        report.setdefault("targets", {})[args.target] = result
+    with _run_output(args, outdir):
+        from . import progress
 
-    report = prune_file(args.model, Path(args.outdir), opts, log,
-                        finish=compile_and_measure if args.target != "none" else None)
+        report = prune_file(args.model, outdir, opts, progress.info,
+                            finish=compile_and_measure if args.target != "none" else None)
+        if args.html:  # a view of the published report.json, written beside it
+            report["html"] = str(_write_html(outdir))
+    _print_result(report, args)
+    return 0
+
+
+def _compile_into(report: dict, args, original: Path, pruned: Path, outdir: Path) -> None:
+    from . import backend, progress
+
+    result = backend.run(backend.BackendOptions.from_args(args), original, pruned, report["input_shapes"], outdir,
+                         progress.info)
+    if isinstance(result.get("target"), str):  # TVM's target as an object, not JSON inside a string
+        try:
+            result["target"] = json.loads(result["target"])
+        except ValueError:
+            result["target"] = {"kind": args.target, "description": result["target"]}
+    macs = report.get("macs")
+    if macs:
+        result["macs_ratio"] = macs["before"] / max(macs["after"], 1)
+        if result.get("speedup") and result["macs_ratio"] > 0:  # a model without MACs has no efficiency
+            result["efficiency"] = result["speedup"] / result["macs_ratio"]
+    result["timing_noise"] = timing_noise(result)
+    report.setdefault("targets", {})[args.target] = result
+
+
+NOISY_SPREAD = 1.5  # slowest / fastest round median above which a figure is flagged as uncertain
+
+
+def timing_noise(result: dict) -> dict:
+    """Spread of each timed model's round medians (slowest / fastest round): one round slower than
+    another by more than NOISY_SPREAD means the host was busy, whatever the best round says."""
+    spread = {}
+    for name, m in (result.get("models") or {}).items():
+        for key, label in (("latency_ms", f"TVM {name}"), ("onnxruntime_latency_ms", f"ONNX Runtime {name}")):
+            rounds = (m.get(key) or {}).get("round_medians") or []
+            if len(rounds) >= 2 and min(rounds) > 0:
+                spread[label] = round(max(rounds) / min(rounds), 3)
+    return {"spread": spread, "threshold": NOISY_SPREAD, "noisy": any(v > NOISY_SPREAD for v in spread.values())}
+
+
+def _compile(args) -> int:
+    from .graph import load, parse_input_shapes
+    from .pipeline import write_report
+    from .report import new_report
+
+    first = Path(args.source[0])
+    if len(args.source) == 1 and first.is_dir():
+        path = first / "report.json"
+        if not path.is_file():
+            raise PrunecError(f"{first} has no report.json: give the OUTDIR of a prune run, or ORIGINAL.onnx PRUNED.onnx")
+        report = _read_report(path)
+        original, pruned = Path(report["input"]), Path(report["output"])
+        outdir = Path(args.outdir or first)
+        if args.input_shape:
+            report["input_shapes"] = load(original, parse_input_shapes(args.input_shape)).input_shapes
+    elif len(args.source) == 2:
+        original, pruned = Path(args.source[0]), Path(args.source[1])
+        outdir = Path(args.outdir or "prunec_out")
+        model = load(original, parse_input_shapes(args.input_shape))
+        load(pruned, model.input_shapes)  # a bad file fails here, in one line
+        report = new_report(original=str(original), pruned=str(pruned), input_shapes=model.input_shapes,
+                            command=command_line())
+    else:
+        raise PrunecError("prunec compile takes OUTDIR (of a prune run) or ORIGINAL.onnx PRUNED.onnx")
+    for p in (original, pruned):
+        if not p.is_file():
+            raise PrunecError(f"{p}: no such file")
+    from .backend import toolchain
+    toolchain.check(args.target)
+    with _run_output(args, outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
+        _compile_into(report, args, original, pruned, outdir)
+        write_report(report, outdir)
+        if args.html:
+            report["html"] = str(_write_html(outdir))
+            write_report(report, outdir)
+    _print_result(report, args)
+    return 0
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise PrunecError(f"{path}: not a readable report.json ({type(exc).__name__})") from None
+    if not isinstance(report, dict) or "input" not in report:
+        raise PrunecError(f"{path}: not a prunec report.json")
+    return report
+
+
+def _report(args) -> int:
+    outdir = Path(args.outdir)
+    path = outdir / "report.json" if outdir.is_dir() else outdir
+    if not path.is_file():
+        raise PrunecError(f"{outdir}: no report.json there; run `prunec MODEL -o {outdir}` first")
+    out = _write_html(path.parent, Path(args.output) if args.output else None)
+    print(out)
+    return 0
+
+
+def _write_html(outdir: Path, output: Path | None = None) -> Path:
+    from .html_report import write_html
+
+    return write_html(_read_report(outdir / "report.json"), output or outdir / "report.html")
+
+
+def _print_result(report: dict, args) -> None:
     if args.json:
         from .pipeline import _json_safe
 
         print(json.dumps(_json_safe(report), indent=1, default=float))
     else:
         print(_summary(report))
-    return 0
 
 
 def _summary(r: dict) -> str:
-    p, m, g = r["params"], r["macs"], r["groups"]
-    lines = [
-        f"pruned {r['input']} -> {r['output']}",
-        f"  params {p['before']:,} -> {p['after']:,} ({p['before'] / max(p['after'], 1):.2f}x smaller)",
-        f"  MACs   {m['before']:,} -> {m['after']:,} ({m['before'] / max(m['after'], 1):.2f}x fewer)",
-        f"  groups {g['pruned']} pruned of {g['prunable']} prunable ({g['total']} total, "
-        f"{len(g['skipped'])} skipped; see report.json for reasons)",
-        "  verified: onnx.checker passed, ONNX Runtime ran, output shapes unchanged",
-    ]
-    cal = r.get("calibration") or {}
-    sp = r.get("sparsity")
-    if sp:
-        lines.append(f"  sparsity {sp['pattern']} ({sp['criterion']}{', reconstructed' if sp['reconstructed'] else ''}): "
-                     f"{sp['zeros']:,} of {sp['weights']:,} weights in {len(sp['layers'])} layers zero "
-                     f"({100 * sp['sparsity']:.1f}%); {len(sp['skipped'])} layers left dense")
-    if cal.get("samples"):
-        lines.append(f"  criterion {r.get('criterion')}; calibration {cal['samples']} samples from {cal['source']}; "
-                     f"relative output error {cal.get('output_error', float('nan')):.4g} on held-out samples")
-    elif cal.get("note"):
-        lines.append(f"  {cal['note']}")
+    lines = []
+    if "groups" in r:
+        p, m, g = r["params"], r["macs"], r["groups"]
+        lines += [
+            f"pruned {r['input']} -> {r['output']}",
+            f"  params {p['before']:,} -> {p['after']:,} ({p['before'] / max(p['after'], 1):.2f}x smaller)",
+            f"  MACs   {m['before']:,} -> {m['after']:,} ({m['before'] / max(m['after'], 1):.2f}x fewer)"
+            + (f" at input shape {_shapes_text(r['input_shapes'])}" if r.get("dynamic_dims") else ""),
+            f"  groups {g['pruned']} pruned of {g['prunable']} prunable ({g['total']} total, "
+            f"{len(g['skipped'])} skipped; see report.json for reasons)",
+            "  verified: onnx.checker passed, ONNX Runtime ran, output shapes unchanged"
+            + (" (also at another input size)" if (r["verify"].get("other_input_size") or {}).get("checked") else ""),
+        ]
+        cal = r.get("calibration") or {}
+        sp = r.get("sparsity")
+        if sp:
+            lines.append(f"  sparsity {sp['pattern']} ({sp['criterion']}{', reconstructed' if sp['reconstructed'] else ''}): "
+                         f"{sp['zeros']:,} of {sp['weights']:,} weights in {len(sp['layers'])} layers zero "
+                         f"({100 * sp['sparsity']:.1f}%); {len(sp['skipped'])} layers left dense")
+        if cal.get("samples"):
+            lines.append(f"  criterion {r.get('criterion')}; calibration {cal['samples']} samples from {cal['source']}; "
+                         f"relative output error {cal.get('output_error', float('nan')):.4g} on held-out samples")
+        elif cal.get("note"):
+            lines.append(f"  {cal['note']}")
+    else:
+        lines.append(f"compiled {r['input']} and {r['output']}")
     for target, t in r.get("targets", {}).items():
         if t.get("measured"):
-            lines.append(f"  {target}: speedup {t.get('speedup', 0):.2f}x (MACs {t['macs_ratio']:.2f}x)")
+            macs = f" (MACs {t['macs_ratio']:.2f}x)" if "macs_ratio" in t else ""
+            lines.append(f"  {target}: speedup {t.get('speedup', 0):.2f}x{macs}")
+            noise = t.get("timing_noise") or {}
+            if noise.get("noisy"):
+                worst = max(noise["spread"].items(), key=lambda kv: kv[1])
+                lines.append(f"  {target}: timings are uncertain: the host was busy (round medians of {worst[0]} "
+                             f"spread {worst[1]:.2f}x); rerun on a quiet machine or with more --rounds")
         else:
             lines.append(f"  {target}: {t.get('reason', 'compiled, not measured')}")
+    if r.get("html"):
+        lines.append(f"  report: {r['html']}")
     return "\n".join(lines)
+
+
+def _shapes_text(shapes: dict) -> str:
+    return ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
 
 
 if __name__ == "__main__":

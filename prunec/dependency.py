@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 
 from .channels import Space, SpaceTable
 from .errors import PrunecError
+from .exclude import Excludes
 from .graph import Model
 from .macs import node_macs
 from .ops import rule_for
@@ -68,7 +69,7 @@ class Analysis:
         self.unsupported: dict[str, int] = {}
         # tensor -> the constant it is computed from axis for axis (DequantizeLinear of a weight)
         self.weight_views: dict[str, str] = {}
-        self.exclude = set(exclude or [])
+        self.exclude = Excludes(exclude)
         self._node: gs.Node | None = None
         self._run()
 
@@ -140,11 +141,6 @@ class Analysis:
     # ------------------------------------------------------------------ the walk
     def _run(self) -> None:
         g = self.graph
-        unknown = sorted(self.exclude - {n.name for n in g.nodes})
-        if unknown:
-            names = [n.name for n in g.nodes]
-            raise PrunecError(f"--exclude {', '.join(unknown)}: no node of that name in the model (its nodes: "
-                              + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") + ")")
         for t in g.inputs:
             for i, n in enumerate(self.shape(t)):
                 self.layouts[(t.name, i)] = self.spaces.new(n, blocked="graph input")
@@ -157,14 +153,21 @@ class Analysis:
                         if (out.name, i) not in self.layouts:
                             self.layouts[(out.name, i)] = self.spaces.new(
                                 self.shape(out)[i], blocked=f"axis {i} of {node.op} output: {NOT_CHANNELS}")
-            if node.name in self.exclude:
+            hit = self.exclude.node(node.name, node.op) if self.exclude else None
+            if hit:
                 for out in node.outputs:
                     if out.name in self.model.shapes:
-                        self.block_tensor(out, f"excluded by user ({node.name})")
+                        self.block_tensor(out, f"excluded by user (--exclude {hit!r}: node {node.name})")
         self._node = None
         for t in g.outputs:
             self.block_tensor(t, f"reaches graph output {t.name!r}")
         self.groups = self._collect_groups()
+        if self.exclude:
+            for group in self.groups:
+                hit = self.exclude.group(group.id)
+                if hit:
+                    group.blocked.append(f"excluded by user (--exclude {hit!r})")
+            self.exclude.check_all_matched()
 
     def _analyze(self, node: gs.Node) -> None:
         rule = rule_for(node)

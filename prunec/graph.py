@@ -20,6 +20,7 @@ from .errors import PrunecError, one_line
 from .model_checks import MAX_OPSET, MAX_TENSOR_ELEMENTS, MIN_OPSET, STANDARD_DOMAINS  # noqa: F401 (re-exported)
 from .model_checks import (check_initializers, check_size, check_valid, external_int, fold_size_ok,
                            lower_ir_version, lower_new_opset, static_shape, tensor_bytes)
+from .model_header import PROBE_SIZE, fixed as _fixed, read_header, trained_size, write_header
 
 # Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
 # and read back on load, so what one pass notes about the model survives a save/load round trip.
@@ -45,6 +46,28 @@ class Model:
     # every rebuild and saved as metadata_props "prunec.<key>".
     annotations: dict[str, object] = field(default_factory=dict)
     external_files: list[str] = field(default_factory=list)  # external data read at load (never outputs)
+    # What the exporter wrote about the model (metadata_props such as Ultralytics' names/stride, doc
+    # strings, model version): carried through every rebuild and written back on save.
+    metadata_props: dict[str, str] = field(default_factory=dict)
+    header: dict = field(default_factory=dict)
+    # Where each input's analysed shape came from, for inputs with dynamic dims: "given" (a hint),
+    # "batch 1", "imgsz metadata" or "default <PROBE_SIZE>".
+    input_shapes_source: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dynamic_dims(self) -> dict[str, dict[int, str]]:
+        """Input dims the exported model leaves open (symbolic, unnamed, or a -1/0 value), by input
+        and axis, with their names ('' when unnamed). The shapes prunec analysed them at are in
+        `input_shapes`; the saved model keeps them open."""
+        out: dict[str, dict[int, str]] = {}
+        for name in self.input_shapes:
+            vi = self.io_proto.get(name)
+            if vi is None or not vi.type.HasField("tensor_type"):
+                continue
+            dims = {i: d.dim_param for i, d in enumerate(vi.type.tensor_type.shape.dim) if not _fixed(d)}
+            if dims:
+                out[name] = dims
+        return out
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         return self.shapes.get(name)
@@ -72,6 +95,7 @@ class Model:
         for domain, version in self.opset_imports:
             proto.opset_import.append(onnx.helper.make_opsetid(domain, version))
         del proto.graph.value_info[:]
+        write_header(proto, self.header, self.metadata_props)
         if restore_io:
             _restore_io(proto, self.io_proto)
         _write_annotations(proto, self.annotations)
@@ -128,6 +152,7 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     notes = list(notes or [])
     if annotations is None:
         annotations = _read_annotations(proto, source)
+    header, metadata_props = read_header(proto, ANNOTATION_PREFIX)
     proto = _upgrade_old_opset(proto, source, notes)
     proto = lower_new_opset(proto, source, notes)
     opset = _check_opset(proto, source)
@@ -147,7 +172,8 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
         notes.append(f"{n_folded} nodes computing from constants only were folded into initializers")
     if io_proto is None:
         io_proto = {v.name: _copy_vi(v) for v in list(proto.graph.input) + list(proto.graph.output)}
-    resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes)
+    shape_sources: dict[str, str] = {}
+    resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes, shape_sources)
     for name, shape in resolved.items():
         check_size(shape, f"input {name!r}", source)
     shapes = _infer_shapes(proto, resolved, source)
@@ -158,7 +184,8 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
             tensor.shape = list(shapes[name])
     return Model(graph=graph, shapes=shapes, input_shapes=resolved, opset=opset, source=source,
                  io_proto=io_proto, notes=notes, ir_version=proto.ir_version,
-                 opset_imports=[(o.domain, o.version) for o in proto.opset_import], annotations=annotations)
+                 opset_imports=[(o.domain, o.version) for o in proto.opset_import], annotations=annotations,
+                 metadata_props=metadata_props, header=header, input_shapes_source=shape_sources)
 
 
 def save(model: Model, path: str | os.PathLike) -> Path:
@@ -231,10 +258,15 @@ def _copy_vi(v: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
 
 
 def _restore_io(proto: onnx.ModelProto, io_proto: dict[str, onnx.ValueInfoProto]) -> None:
-    """Give inputs/outputs back their exported symbolic dims, keeping the (possibly new) sizes of fixed dims."""
+    """Give inputs/outputs back their exported symbolic dims and doc strings, keeping the (possibly
+    new) sizes of fixed dims. A -1/0 dim value is written as an unnamed dynamic dim."""
     for vi in list(proto.graph.input) + list(proto.graph.output):
         orig = io_proto.get(vi.name)
-        if orig is None or not orig.type.HasField("tensor_type"):
+        if orig is None:
+            continue
+        if orig.doc_string:
+            vi.doc_string = orig.doc_string
+        if not orig.type.HasField("tensor_type"):
             continue
         new_dims = vi.type.tensor_type.shape.dim
         old_dims = orig.type.tensor_type.shape.dim
@@ -243,7 +275,7 @@ def _restore_io(proto: onnx.ModelProto, io_proto: dict[str, onnx.ValueInfoProto]
         for nd, od in zip(new_dims, old_dims):
             if od.HasField("dim_param"):
                 nd.dim_param = od.dim_param
-            elif not od.HasField("dim_value") and not od.HasField("dim_param"):
+            elif not _fixed(od):
                 nd.Clear()
 
 
@@ -434,7 +466,7 @@ def _constant_value(attr: onnx.AttributeProto) -> np.ndarray | None:
 
 
 def _resolve_input_shapes(proto: onnx.ModelProto, hints: dict[str, list[int]], source: str,
-                          notes: list[str]) -> dict[str, list[int]]:
+                          notes: list[str], sources: dict[str, str]) -> dict[str, list[int]]:
     """Every graph input gets a static shape: from the model, the user's hint, or batch=1."""
     initializer_names = {t.name for t in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in initializer_names]
@@ -445,29 +477,35 @@ def _resolve_input_shapes(proto: onnx.ModelProto, hints: dict[str, list[int]], s
     resolved: dict[str, list[int]] = {}
     for vi in inputs:
         dims = vi.type.tensor_type.shape.dim
+        trained = trained_size(proto, len(dims)) if len(inputs) == 1 else {}
         if vi.name in hints:
             hint = hints[vi.name]
             if len(hint) != len(dims):
                 raise PrunecError(f"--input-shape {vi.name}: rank {len(hint)} given, the model's input has rank {len(dims)}")
             for i, (d, h) in enumerate(zip(dims, hint)):
-                if d.HasField("dim_value") and d.dim_value != h:
+                if _fixed(d) and d.dim_value != h:
                     raise PrunecError(f"--input-shape {vi.name}: dim {i} is fixed to {d.dim_value} in the model, {h} given")
             shape = list(hint)
+            if not all(_fixed(d) for d in dims):
+                sources[vi.name] = "given"
         else:
             shape = []
             for i, d in enumerate(dims):
-                if d.HasField("dim_value") and d.dim_value > 0:
+                label = d.dim_param or ("unnamed" if not d.HasField("dim_value") else f"value {d.dim_value}")
+                if _fixed(d):
                     shape.append(d.dim_value)
                 elif i == 0:
                     shape.append(1)  # a symbolic leading dim is the batch: analyse at batch 1
-                    notes.append(f"input {vi.name!r}: symbolic batch dim {d.dim_param or '?'} taken as 1")
+                    notes.append(f"input {vi.name!r}: dynamic batch dim ({label}) taken as 1")
+                    sources.setdefault(vi.name, "batch 1")
                 else:
-                    raise PrunecError(
-                        f"input {vi.name!r} has a dynamic dim {i} ({d.dim_param or 'unnamed'}); "
-                        f"give its shape: --input-shape {vi.name}=" + ",".join(
-                            str(x.dim_value) if x.HasField("dim_value") and x.dim_value > 0
-                            else ("1" if k == 0 else f"<{x.dim_param or 'dim' + str(k)}>")
-                            for k, x in enumerate(dims)))
+                    # Channel groups do not depend on spatial or sequence sizes: analyse at a probe
+                    # size; the saved model keeps the dim open, and verify runs it at another size.
+                    size, why = trained.get(i, PROBE_SIZE), "the model's imgsz metadata" if i in trained else "default"
+                    shape.append(size)
+                    sources[vi.name] = "imgsz metadata" if i in trained else f"default {PROBE_SIZE}"
+                    notes.append(f"input {vi.name!r}: dynamic dim {i} ({label}) analysed at {size} ({why}); "
+                                 f"MACs refer to that size (--input-shape sets another)")
         resolved[vi.name] = shape
         vi.type.tensor_type.shape.Clear()
         for s in shape:

@@ -1,20 +1,24 @@
 """The main job: load -> passes (fold BatchNorm, prune, ...) -> verify -> write (-> compile)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from . import progress
 from .errors import PrunecError
 from .graph import Model, load, save
 from .macs import graph_macs, graph_params
 from .options import PruneOptions  # noqa: F401  (callers import it from here)
 from .outputs import RunOutputs, write_new
 from .plan import Plan
-from .report import coverage, groups_summary
+from .provenance import stamp
+from .report import SCHEMA_VERSION, coverage, groups_summary, per_group_counts
 from .verify import verify
+from .version import __version__
 
 
 def pipeline_passes(opts: PruneOptions, log=lambda s: None) -> list:
@@ -64,18 +68,24 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         raise PrunecError(f"--ratio {opts.ratio}: must be in [0, 1)")
     if opts.reconstruct and opts.calib is None:
         raise PrunecError("--reconstruct needs calibration data (--calib FILE.npz or an image folder)")
-    pruned, results = run_passes(model, pipeline_passes(opts, log))
+    with progress.phase("pruning"):
+        pruned, results = run_passes(model, pipeline_passes(opts, log))
     pruning = next(r for r in results if isinstance(r, PruneResult))
     sparse = next((r.report() for r in results if isinstance(r, SparsityResult)), None)
     analysis, plan = pruning.analysis, pruning.plan
     t_passes = time.perf_counter()
-    checks = verify(model, pruned)
+    with progress.phase("verification (onnx.checker, ONNX Runtime)"):
+        checks = verify(model, pruned)
     t_verify = time.perf_counter()
     summary = groups_summary(analysis)
     pruned_ids = set(plan.groups)
     report = {
+        "schema_version": SCHEMA_VERSION,
+        "prunec_version": __version__,
+        "command": opts.command,
         "input": model.source,
         "input_shapes": model.input_shapes,
+        **shape_basis(model, opts),
         "ratio": None if opts.plan_in else opts.ratio,  # a plan says what is removed, not a ratio
         "criterion": f"plan {opts.plan_in}" if opts.plan_in else pruning.criterion,
         "round_to": plan.meta.get("round_to"),
@@ -91,6 +101,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
                         for g in summary if not g["prunable"]],
             "approximate": [{"id": g["id"], "why": g["approximate"]} for g in summary
                             if g["approximate"] and g["id"] in pruned_ids],
+            "per_group": per_group_counts(summary, removed_per_group(plan)),
         },
         "coverage": coverage(analysis),
         "unsupported_ops": analysis.unsupported,
@@ -120,13 +131,20 @@ def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=pri
     if finish is not None and opts.target not in (None, "none"):
         outs.add("artifacts", outdir / opts.target)
     outs.check()
-    model = load(path, opts.input_shapes)
+    with progress.phase(f"loading {path.name}"):
+        model = load(path, opts.input_shapes)
+    hints = calib_shape_hints(model, opts)
+    if hints:  # dynamic dims: analyse at the calibration data's size rather than the probe size
+        opts = dataclasses.replace(opts, input_shapes={**opts.input_shapes, **hints},
+                                   shape_from_calib=sorted(hints))
+        model = load(path, opts.input_shapes)
     for i, f in enumerate(getattr(model, "external_files", [])):
         outs.inputs[f"external data {i}"] = Path(f)
     outs.check()
     outs.open_stage()
     try:
         pruned, report, plan = prune_model(model, opts, log)
+        pruned = stamp(pruned, report, opts.command)
         staged_model = outs.staged("model")
         save(pruned, staged_model)
         if staged_model.with_name(staged_model.name + ".data").exists():
@@ -167,6 +185,61 @@ def _json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+def removed_per_group(plan: Plan) -> dict[str, int]:
+    """Channels removed from each group over all rounds (a multi-round plan keeps earlier rounds in meta)."""
+    removed: dict[str, int] = {}
+    for groups in [r.get("groups", {}) for r in plan.meta.get("rounds", [])] + [plan.groups]:
+        for gid, idx in groups.items():
+            removed[gid] = removed.get(gid, 0) + len(idx)
+    return removed
+
+
+def shape_basis(model: Model, opts: PruneOptions) -> dict:
+    """Which input shapes the figures (MACs, calibration, latency) refer to, and where they came from.
+    Dims the model leaves dynamic stay dynamic in the output whatever size they were analysed at."""
+    dynamic = model.dynamic_dims
+    if not dynamic:
+        return {}
+    from_calib = set(opts.shape_from_calib)
+    source = {}
+    for name, dims in dynamic.items():
+        if name in from_calib:
+            source[name] = "calibration data"
+        elif name in opts.input_shapes:
+            source[name] = "--input-shape"
+        else:
+            source[name] = model.input_shapes_source.get(name, "given")
+    return {"dynamic_dims": {n: {str(a): p or "?" for a, p in d.items()} for n, d in dynamic.items()},
+            "input_shapes_source": source}
+
+
+def calib_shape_hints(model: Model, opts: PruneOptions) -> dict[str, list[int]]:
+    """Shapes for inputs with dynamic dims and no --input-shape, read from an .npz's array headers."""
+    open_dims = {n: d for n, d in model.dynamic_dims.items() if n not in opts.input_shapes and set(d) - {0}}
+    calib = opts.calib
+    if not open_dims or not isinstance(calib, (str, Path)) or not str(calib).endswith(".npz") or not Path(calib).is_file():
+        return {}
+    import zipfile
+
+    import numpy as np
+
+    hints = {}
+    try:
+        with zipfile.ZipFile(calib) as z:
+            for name in open_dims:
+                if f"{name}.npy" not in z.namelist():
+                    continue
+                with z.open(f"{name}.npy") as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape = read(f)[0]
+                if len(shape) == len(model.input_shapes[name]):
+                    hints[name] = [1] + [int(d) for d in shape[1:]]
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return {}  # the calibration loader reports a bad file with its own message
+    return hints
 
 
 def write_report(report: dict, outdir: Path) -> Path:

@@ -21,6 +21,7 @@ tvm = pytest.importorskip("tvm")
 def _args(target: str, *extra: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--target", default=target)
+    p.add_argument("--quiet", action="store_true")  # the CLI's -q, which run() reads too
     backend.add_arguments(p)
     return p.parse_args(["--target", target, "--repeat", "3", "--rounds", "1", *extra])
 
@@ -195,10 +196,10 @@ def test_fold_conv_bn_is_exact():
 
 
 def test_arm_cross_compiles_to_aarch64_elf(pair, tmp_path):
-    import shutil
+    from prunec.backend.toolchain import arm_linker
 
-    if not shutil.which("aarch64-linux-gnu-g++"):
-        pytest.skip("aarch64-linux-gnu-g++ not installed (apt: g++-aarch64-linux-gnu)")
+    if arm_linker() is None:
+        pytest.skip("no aarch64 linker (pip install 'prunec[arm]', or apt: g++-aarch64-linux-gnu)")
     r = backend.run(_opts("arm", "--target-cpu", "cortex-a72", "--tuning-db",
                           str(tmp_path / "db")), pair[0], pair[1], SHAPES, tmp_path, print)
     assert r["measured"] is False and "no device" in r["reason"]

@@ -524,7 +524,7 @@ OPTION_CASES = [
     option_case("min-channels-0", "min-channels", "--min-channels", "0"),
     option_case("criterion-bogus", "criterion", "--criterion", "bogus"),
     option_case("criterion-needs-data", "needs calibration data", "--criterion", "act"),
-    option_case("exclude-unknown-node", "no node of that name", "--exclude", "not_a_node"),
+    option_case("exclude-unknown-node", "matches no node name, op type or group id", "--exclude", "not_a_node"),
     option_case("steps-0", "steps", "--steps", "0"),
     option_case("calib-samples-0", "calib-samples", "--calib-samples", "0"),
     option_case("target-bogus", "target", "--target", "bogus"),

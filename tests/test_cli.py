@@ -130,16 +130,21 @@ def test_custom_op(tmp_path):
 
 
 def test_dynamic_shape_without_hint(tmp_path):
+    """Dynamic H/W need no hint: analysed at a default size, kept dynamic in the output."""
     m = build("resnet18")
     dims = m.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = "height", "width"
     path = tmp_path / "dyn.onnx"
     onnx.save(m, path)
-    _expect_clean_failure(run(path, "-o", tmp_path / "o"), tmp_path / "o", "--input-shape input=1,3,<height>,<width>")
+    res = run(path, "-o", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["input_shapes"] == {"input": [1, 3, 224, 224]}
     res = run(path, "-o", tmp_path / "o2", "--input-shape", "input=1,3,64,64")
     assert res.returncode == 0, res.stderr
     out = onnx.load(tmp_path / "o2" / "dyn.pruned.onnx")
     assert out.graph.input[0].type.tensor_type.shape.dim[2].dim_param == "height"
+    assert json.loads((tmp_path / "o2" / "report.json").read_text())["input_shapes"] == {"input": [1, 3, 64, 64]}
 
 
 def test_bad_plan(resnet, tmp_path):

@@ -35,7 +35,7 @@ def test_symbolic_batch_is_taken_as_one_and_kept_on_save(tmp_path):
     proto = with_symbolic_batch(build("resnet18"), "N")
     model = prunec.from_proto(proto)
     assert model.input_shapes["input"][0] == 1
-    assert any("symbolic batch" in n for n in model.notes)
+    assert any("batch dim (N) taken as 1" in n for n in model.notes)
     pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5))
     out = pruned.to_proto()
     assert out.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"

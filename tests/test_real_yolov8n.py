@@ -37,3 +37,24 @@ def test_prunes_to_half_the_macs(yolo_path, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["macs"]["before"] / report["macs"]["after"] >= 2
     assert report["verify"]["outputs"] == {"output0": [1, 22, 2100]}  # 4 box + 18 classes
+
+
+def test_pruned_model_keeps_every_metadata_entry(yolo_path, tmp_path):
+    """Ultralytics loaders read names/stride/imgsz/task from metadata_props: all of them survive,
+    and the dynamic batch/height/width stay dynamic (analysed at the model's imgsz, no hint given)."""
+    import onnx
+
+    res = subprocess.run([sys.executable, "-m", "prunec", str(yolo_path), "--ratio", "0.5", "-o", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    src, out = onnx.load(yolo_path), onnx.load(tmp_path / "320n.pruned.onnx")
+    before = [(p.key, p.value) for p in src.metadata_props]
+    after = [(p.key, p.value) for p in out.metadata_props]
+    assert {"names", "stride", "imgsz", "task"} <= dict(before).keys()
+    assert after[:len(before)] == before and after[-1][0] == "prunec.provenance"
+    assert (out.producer_name, out.producer_version) == (src.producer_name, src.producer_version)
+    dims = [d.dim_param or d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["input_shapes"] == {"images": [1, 3, 320, 320]}
+    assert report["verify"]["other_input_size"]["checked"]

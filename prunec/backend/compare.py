@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from prunec.errors import PrunecError
+from prunec.progress import phase
 
 from .options import BackendOptions
 
@@ -83,8 +84,9 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
         t0 = time.time()
         try:
             stats: dict = {}
-            ex = B.build(mods[name], target, tgt, db_dir, stats, winograd, blocked)
-            lib = tgt.export(ex, art_dir / f"{name}.so")
+            with phase(f"[{tgt.name}] TVM compile of the {name} model"):
+                ex = B.build(mods[name], target, tgt, db_dir, stats, winograd, blocked)
+                lib = tgt.export(ex, art_dir / f"{name}.so")
             choice = check_tuned(tgt, name, mods[name], target, lib, sigs[name], threads, log,
                                  opts) if stats.get("from_database") else None
         except PrunecError:
@@ -163,9 +165,10 @@ def _tune(tgt, opts, mods, target, db_dir, winograd, blocked, progress, log) -> 
     t0 = time.time()
     builder, runner = tgt.tune_infra(opts)
     for name, mod in mods.items():
-        fused = tgt.fuse(mod, target, winograd, blocked)
-        r = TU.tune(fused, target, db_dir, per_model, progress, name, builder, runner,
-                    seed_hand_schedules=tgt.seeds_hand_schedules)
+        with phase(f"[{tgt.name}] tuning the {name} model ({per_model} trials)"):
+            fused = tgt.fuse(mod, target, winograd, blocked)
+            r = TU.tune(fused, target, db_dir, per_model, progress, name, builder, runner,
+                        seed_hand_schedules=tgt.seeds_hand_schedules)
         tuning["measured_trials"][name] = r["trials"]
     tuning["time_s"] = round(time.time() - t0, 1)
     tuning["new_records"] = TU.count_records(db_dir) - before

@@ -146,12 +146,17 @@ def timed_rounds(samplers: dict, repeat: int, rounds: int, settle_s: float = SET
     one process, 6.3 ms single-threaded throughout), so a single phase per model says more
     about when it ran than about the model; noise only ever adds time, and taking the best
     round of each, interleaved, gives every model the same chance at a quiet period."""
+    from prunec import progress
+
     per: dict[str, list[list[float]]] = {name: [] for name in samplers}
-    for _ in range(max(1, rounds)):
-        for name, sample in samplers.items():
-            if settle_s:
-                time.sleep(settle_s)
-            per[name].append(sample(repeat))
+    with progress.phase(f"timing ({max(1, rounds)} interleaved rounds)", total=max(1, rounds) * len(samplers),
+                        unit="timings") as bar:
+        for _ in range(max(1, rounds)):
+            for name, sample in samplers.items():
+                if settle_s:
+                    time.sleep(settle_s)
+                per[name].append(sample(repeat))
+                bar.update()
     out = {}
     for name, rs in per.items():
         best = min(rs, key=lambda r: float(np.median(r)))

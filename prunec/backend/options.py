@@ -64,7 +64,7 @@ class BackendOptions:
                    tune_trials=args.tune_trials, tuning_db=args.tuning_db, threads=args.threads,
                    repeat=args.repeat, rounds=args.rounds, rpc=args.rpc, tracker=args.tracker,
                    key=args.key, winograd=not args.no_winograd,
-                   blocked_layout=not args.no_blocked_layout, quiet=args.quiet,
+                   blocked_layout=not args.no_blocked_layout, quiet=getattr(args, "quiet", False),  # the CLI's -q
                    sparse_kernels=not getattr(args, "no_sparse_kernels", False))
 
 
@@ -129,4 +129,3 @@ def add_arguments(parser: argparse.ArgumentParser, target_names=("x86", "arm", "
     g.add_argument("--no-sparse-kernels", action="store_true",
                    help="x86: compile a sparsified model's weights dense instead of timing the block-sparse "
                         "kernel per layer (prunec/backend/sparse.py)")
-    g.add_argument("--quiet", action="store_true", help="no tuning progress lines")

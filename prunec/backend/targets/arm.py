@@ -9,14 +9,15 @@ from .base import Measurement, host_threads, llvm_features
 from .cpu import CpuTarget
 
 ARM_TRIPLE = "aarch64-linux-gnu"
-ARM_CXX = "aarch64-linux-gnu-g++"
+ARM_CXX = "aarch64-linux-gnu-g++"  # the system fallback (toolchain.SYSTEM_ARM_CXX)
 
 
 def export_library(mod, path: str) -> None:
-    """Link for the board with the cross compiler (the device has none)."""
-    from tvm.support import cc
+    """Link for the board here (the device has no compiler): Zig from PyPI or the system cross
+    compiler, whichever prunec/backend/toolchain.py finds."""
+    from ..toolchain import arm_fcompile
 
-    mod.export_library(path, fcompile=cc.cross_compiler(ARM_CXX))
+    mod.export_library(path, fcompile=arm_fcompile())
 
 
 def _ms_export(mod) -> str:

@@ -273,11 +273,11 @@ def _run_output(args, outdir: Path):
         with progress.library_logs_to(tmp):
             yield tmp
     finally:
-        if tmp.exists():
+        if tmp.exists():  # a failed run that wrote no OUTDIR leaves nothing behind (errors stay one line)
             if outdir.is_dir():
                 shutil.move(str(tmp), outdir / "prunec.log")
             else:
-                print(f"prunec: library logs of this failed run: {tmp}", file=sys.stderr)
+                tmp.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -550,5 +550,24 @@ def _shapes_text(shapes: dict) -> str:
     return ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
 
 
+def run() -> None:
+    """The `prunec` command: main(), then exit with its code.
+
+    Why not plain sys.exit: a Ctrl-C that lands inside code Python runs through exec() (dataclass
+    and namedtuple creation during a lazy import) leaves a flag in the interpreter that makes it
+    kill itself with SIGINT at exit, after the run has already cleaned up and said so: the exit
+    status would be -2 instead of 130. After an interrupt there is nothing left to finalize."""
+    code = main()
+    if code in _SIGNAL_EXITS:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+_SIGNAL_EXITS = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGHUP}
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,12 +26,28 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 @contextmanager
 def signals_held():
     """Delay Ctrl-C and SIGTERM while files are moved or removed: a half-done publish or cleanup is
-    what they must never leave. A signal that arrives meanwhile is delivered right after."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    what they must never leave. A signal that arrives meanwhile is delivered right after.
+
+    Why Python handlers and not only the thread's signal mask: ONNX Runtime, BLAS and TVM keep
+    threads of their own, the kernel hands the signal to any of them, and Python then runs its
+    handler in the main thread whatever that thread's mask says."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    previous = {s: h for s, h in previous.items() if h is not None}  # None: not set from Python
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    for s in previous:
+        signal.signal(s, lambda signum, _frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if pending:
+            signal.raise_signal(pending[0])  # now, to the handler the run had before
 
 
 def _identity(p: Path) -> tuple:
@@ -113,7 +130,8 @@ class RunOutputs:
 
     # ------------------------------------------------------------------ staging
     def open_stage(self) -> Path:
-        """Create OUTDIR (remembering which folders were new) and the hidden stage folder in it."""
+        """Create OUTDIR (remembering which folders were new) and the hidden stage folder in it.
+        Signals wait until the stage is recorded, so that discard() knows every folder made."""
         missing = []
         d = Path(os.path.abspath(self.outdir))
         while not d.exists():
@@ -121,14 +139,15 @@ class RunOutputs:
             d = d.parent
         if not d.is_dir():
             raise PrunecError(f"-o {self.outdir}: {d} is a file, so the folder cannot be created")
-        try:
-            for m in reversed(missing):
-                m.mkdir()
-                self._created.append(m)
-            self.stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.outdir))
-        except OSError as exc:
-            self._remove_created()
-            raise PrunecError(f"-o {self.outdir}: cannot write there ({exc.strerror or exc})") from None
+        with signals_held():
+            try:
+                for m in reversed(missing):
+                    m.mkdir()
+                    self._created.append(m)
+                self.stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.outdir))
+            except OSError as exc:
+                self._remove_created()
+                raise PrunecError(f"-o {self.outdir}: cannot write there ({exc.strerror or exc})") from None
         return self.stage
 
     def publish(self) -> dict[str, Path]:

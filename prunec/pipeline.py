@@ -141,8 +141,8 @@ def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=pri
     for i, f in enumerate(getattr(model, "external_files", [])):
         outs.inputs[f"external data {i}"] = Path(f)
     outs.check()
-    outs.open_stage()
     try:
+        outs.open_stage()
         pruned, report, plan = prune_model(model, opts, log)
         pruned = stamp(pruned, report, opts.command)
         staged_model = outs.staged("model")

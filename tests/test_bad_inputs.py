@@ -918,3 +918,22 @@ def test_publish_waits_for_another_run_holding_outdir(tmp_path):
     t.join(10)
     assert (out / "m.pruned.onnx").read_text() == "model of run B" and (out / "report.json").exists()
     assert sorted(p.name for p in out.iterdir()) == ["m.pruned.onnx", "report.json"]
+
+
+def test_signals_held_delivers_a_signal_only_at_the_end():
+    """A Ctrl-C during a publish or cleanup waits for it to finish, then arrives; even when a library
+    thread (BLAS, ONNX Runtime) is the one the kernel hands it to."""
+    import threading
+
+    from prunec.outputs import signals_held
+
+    reached = []
+    worker = threading.Thread(target=time.sleep, args=(0.3,))  # a thread that does not block signals
+    worker.start()
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            reached.extend(range(1000))
+    worker.join()
+    assert len(reached) == 1000

@@ -24,7 +24,7 @@ from prunec.recovery.statistics import GramAccumulator, collect_stats
 from prunec.recovery.stream import Tapper
 from prunec.errors import PrunecError
 from prunec.graph import Model
-from prunec.layers import refit_kind
+from prunec.layers import layer_levels, refit_kind
 from prunec.sparsity import (ANNOTATION_NAME, LAYOUTS, Pattern, conv_view_order, from_matrix_view, make_mask,
                              matrix_view, merged_annotation, pattern_violations, unit_scores)
 
@@ -185,18 +185,6 @@ def _global_targets(layers: list[_Layer], scores: dict[str, np.ndarray], pattern
 
 
 # --------------------------------------------------------------------------- reconstruction
-def _levels(graph: gs.Graph, layers: list[_Layer]) -> None:
-    by_name = {l.node.name: l for l in layers}
-    level_of: dict[str, int] = {}
-    for n in graph.nodes:  # topological order
-        lvl = max([level_of.get(t.name, 0) for t in n.inputs] or [0])
-        if n.name in by_name:
-            by_name[n.name].level = lvl
-            lvl += 1
-        for o in n.outputs:
-            level_of[o.name] = lvl
-
-
 def _obs_layer(layer: _Layer, refit, pattern: Pattern, damp: float) -> float:
     """OBS-prune one layer from its Gram accumulators; writes weights and bias. Returns the share
     of the layer's output energy the sparse weights lose on the calibration rows (relative)."""
@@ -239,7 +227,9 @@ def _obs_layer(layer: _Layer, refit, pattern: Pattern, damp: float) -> float:
 
 def _reconstruct(model: Model, graph: gs.Graph, layers: list[_Layer], data: CalibData, pattern: Pattern,
                  opts: SparsityOptions, log) -> None:
-    _levels(graph, layers)
+    by_name = {l.node.name: l for l in layers}
+    for name, lvl in layer_levels(graph, by_name).items():
+        by_name[name].level = lvl
     current = model
     for lvl in sorted({l.level for l in layers}):
         todo = [l for l in layers if l.level == lvl]

@@ -96,6 +96,22 @@ def consumers(analysis, group) -> list[tuple[gs.Node, gs.Tensor, object, object]
     return out
 
 
+def layer_levels(graph: gs.Graph, names) -> dict[str, int]:
+    """Level of each node named in `names`: one more than that of the deepest named node above it
+    (0 for none). Layers of one level do not feed each other, so they can be refitted together."""
+    names = set(names)
+    levels: dict[str, int] = {}
+    level_of: dict[str, int] = {}  # tensor -> level of the layers it feeds
+    for n in graph.nodes:  # graph nodes are in topological order
+        lvl = max([level_of.get(t.name, 0) for t in n.inputs] or [0])
+        if n.name in names:
+            levels[n.name] = lvl
+            lvl += 1
+        for o in n.outputs:
+            level_of[o.name] = lvl
+    return levels
+
+
 def set_bias(node: gs.Node, bias: np.ndarray, dtype) -> None:
     """Write a bias into input 2: in place when it has that size, else as a new constant."""
     if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant) and node.inputs[2].values.size == bias.size:

@@ -27,7 +27,7 @@ import onnx_graphsurgeon as gs
 
 from prunec.dependency import Analysis
 from prunec.graph import Model
-from prunec.layers import consumers, refit_kind
+from prunec.layers import consumers, layer_levels, refit_kind
 from prunec.plan import Plan, removal_map
 
 from .data import CalibData
@@ -70,15 +70,8 @@ def find_layers(analysis: Analysis, plan: Plan) -> list[Layer]:
             layers[node.name] = Layer(node.name, x.name, y.name,
                                       keep(analysis.layouts[(x.name, xa)], removed),
                                       keep(analysis.layouts[(y.name, ya)], removed))
-    # levels: a layer's level is one more than that of the deepest refitted layer above it
-    level_of_tensor: dict[str, int] = {}
-    for n in analysis.graph.nodes:  # graph nodes are in topological order
-        lvl = max([level_of_tensor.get(t.name, 0) for t in n.inputs] or [0])
-        if n.name in layers:
-            layers[n.name].level = lvl
-            lvl += 1
-        for o in n.outputs:
-            level_of_tensor[o.name] = lvl
+    for name, lvl in layer_levels(analysis.graph, layers).items():
+        layers[name].level = lvl
     return sorted(layers.values(), key=lambda l: l.level)
 
 

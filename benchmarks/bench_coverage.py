@@ -26,14 +26,14 @@ def sources():
         if name != "resnet50_full":
             yield name, lambda name=name: prunec.from_proto(build(name))
     try:
-        from models.fetch_nudenet import nudenet_yolov8n_path
+        from models.fetch_pypi import nudenet_yolov8n_path
 
         path = nudenet_yolov8n_path()
         yield "yolov8n (nudenet, real)", lambda: prunec.load(path, {"images": [1, 3, 320, 320]})
     except Exception as exc:  # offline
         print(f"(yolov8n skipped: {exc})")
     try:
-        from models.fetch_ddddocr import ddddocr_path
+        from models.fetch_pypi import ddddocr_path
 
         for f, label in (("common.onnx", "LSTM"), ("common_old.onnx", "int8 dynamic")):
             path = ddddocr_path(f)

@@ -1,7 +1,7 @@
 """Accuracy recovery on real pretrained models: refit (least squares) vs distillation, at 1.5x and 2x
 fewer MACs, with unlabeled inputs made here and no labels.
 
-Models (PyPI wheels, fetched with --no-deps into models/cache by models/fetch_ddddocr.py and models/fetch_nudenet.py):
+Models (PyPI wheels, fetched with --no-deps into models/cache by models/fetch_pypi.py):
 - ddddocr 1.6.1 `common.onnx`: conv stem + bidirectional LSTM + CTC text recognizer. Score: exact
   match of the decoded text with the unpruned model's decoding (and with the rendered truth).
 - ddddocr 1.6.1 `common_det.onnx`: YOLOX-style detector; nudenet 3.4.2 `320n.onnx`: YOLOv8n. Score:
@@ -40,7 +40,7 @@ class OCR:
 
     def __init__(self, n_calib: int, n_eval: int):
         from benchmarks.real_data import render_text_lines
-        from models.fetch_ddddocr import ddddocr_path
+        from models.fetch_pypi import ddddocr_path
 
         self.path = ddddocr_path("common.onnx")
         self.shape = {"input1": [1, 1, 64, 192]}
@@ -81,7 +81,7 @@ class YOLOX(Detector):
 
     def __init__(self, n_calib: int, n_eval: int):
         from benchmarks.real_data import render_click_captchas
-        from models.fetch_ddddocr import ddddocr_path
+        from models.fetch_pypi import ddddocr_path
 
         self.path = ddddocr_path("common_det.onnx")
         self.shape = {"images": [1, 3, 416, 416]}
@@ -121,7 +121,7 @@ class YOLOv8n(Detector):
 
     def __init__(self, n_calib: int, n_eval: int):
         from benchmarks.bench_yolo import images
-        from models.fetch_nudenet import nudenet_yolov8n_path
+        from models.fetch_pypi import nudenet_yolov8n_path
 
         self.path = nudenet_yolov8n_path()
         self.shape = {"images": [1, 3, 320, 320]}

@@ -59,7 +59,7 @@ def _original(name: str):
         return mobilenetv2(image=224, num_classes=1000, settings=MBV2_SETTINGS, stem=32,
                            head=1280), {"input": [1, 3, 224, 224]}
     if name == "yolov8n":
-        from models.fetch_nudenet import nudenet_yolov8n_path
+        from models.fetch_pypi import nudenet_yolov8n_path
 
         return onnx.load(str(nudenet_yolov8n_path())), {"images": [1, 3, 320, 320]}
     raise SystemExit(f"unknown model {name!r}")

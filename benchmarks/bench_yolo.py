@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import prunec
-from models.fetch_nudenet import nudenet_yolov8n_path
+from models.fetch_pypi import nudenet_yolov8n_path
 from prunec.recovery.data import CalibData, resize_bilinear
 from prunec.recovery.statistics import collect_stats
 from prunec import criteria

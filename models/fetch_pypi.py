@@ -1,32 +1,111 @@
-"""A model file shipped inside a PyPI package, fetched with pip (no dependencies) into models/cache/.
+"""Real models shipped inside PyPI wheels, fetched into models/cache/ (git-ignored).
 
-    from models.fetch_pypi import pypi_file
-    path = pypi_file("ddddocr", "1.6.1", "ddddocr/common.onnx")   # a dynamic-width OCR recognizer
+One job: download a pinned wheel with `pip download --no-deps` (nothing of it is installed, imported
+or run), extract its named members into models/cache/<package>-<version>/ and check each against its
+pinned sha256 before it appears there.
 
-The package is installed with `pip install --no-deps --target models/cache/<package>`, so nothing
-of it is imported or run; only the file is read.
+    python -m models.fetch_pypi                       # fetch every pinned model, print the paths
+
+    from models.fetch_pypi import ddddocr_path, nudenet_yolov8n_path, pypi_file
+    ddddocr_path("common.onnx")                       # a member of ddddocr 1.6.1 by file name
+    nudenet_yolov8n_path()                            # nudenet 3.4.2's YOLOv8n export
+    pypi_file("ddddocr", "1.6.1", "ddddocr/common.onnx")   # any pinned member
 """
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent / "cache"
 
+# (package, version) -> {member path in the wheel: sha256}; a new model is one more entry here.
+PINNED: dict[tuple[str, str], dict[str, str]] = {
+    ("ddddocr", "1.6.1"): {
+        # conv stem + bidirectional LSTM + CTC head, dynamic width
+        "ddddocr/common.onnx": "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
+        # the same family dynamically quantized: ConvInteger, MatMulInteger, DynamicQuantizeLSTM
+        "ddddocr/common_old.onnx": "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
+        # a YOLOX-style character detector, 416x416
+        "ddddocr/common_det.onnx": "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+    },
+    ("nudenet", "3.4.2"): {
+        # an Ultralytics YOLOv8n export, 320x320, dynamic batch/height/width
+        "nudenet/320n.onnx": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+    },
+}
+DDDDOCR = ("ddddocr", "1.6.1")
+NUDENET = ("nudenet", "3.4.2")
 
-def pypi_file(package: str, version: str, relpath: str, cache_dir: str | Path | None = None) -> Path:
+
+class FetchError(RuntimeError):
+    """pip could not download the wheel (most often: no package index reachable)."""
+
+
+def pypi_file(package: str, version: str, member: str, cache_dir: str | Path | None = None) -> Path:
+    """Path of a pinned wheel member, fetched on first use. `cache_dir` replaces
+    models/cache/<package>-<version> (members keep their path inside it)."""
+    members = PINNED.get((package, version), {})
+    if member not in members:
+        raise ValueError(f"{member!r} of {package}=={version} is not pinned; add it and its sha256 to "
+                         f"PINNED in {__name__}")
     target = Path(cache_dir) if cache_dir is not None else CACHE / f"{package}-{version}"
-    path = target / relpath
-    if not path.is_file():
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-               "--target", str(target), f"{package}=={version}"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0 or not path.is_file():
-            raise RuntimeError(f"could not fetch {relpath} from {package}=={version} with {' '.join(cmd)}:\n"
-                               f"{r.stderr.strip()}")
+    path = target / member
+    if not path.is_file():  # only verified files are ever written there
+        with tempfile.TemporaryDirectory() as tmp:
+            with zipfile.ZipFile(_download_wheel(package, version, Path(tmp))) as wheel:
+                for name, sha256 in members.items():  # one download serves every pinned member
+                    extract_verified(wheel, name, sha256, target / name)
     return path
 
 
+def ddddocr_path(name: str = "common.onnx", cache_dir: str | Path | None = None) -> Path:
+    """ddddocr 1.6.1's `common.onnx`, `common_old.onnx` or `common_det.onnx`."""
+    known = [Path(m).name for m in PINNED[DDDDOCR]]
+    if name not in known:
+        raise ValueError(f"unknown ddddocr model {name!r}; known: {', '.join(known)}")
+    return pypi_file(*DDDDOCR, f"ddddocr/{name}", cache_dir)
+
+
+def nudenet_yolov8n_path(cache_dir: str | Path | None = None) -> Path:
+    """nudenet 3.4.2's `320n.onnx`, a real exported YOLOv8n."""
+    return pypi_file(*NUDENET, "nudenet/320n.onnx", cache_dir)
+
+
+def _download_wheel(package: str, version: str, folder: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-d", str(folder), f"{package}=={version}"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(folder.glob("*.whl"))
+    if r.returncode != 0 or not wheels:
+        raise FetchError(f"could not fetch {package}=={version} with {' '.join(cmd)}:\n{r.stderr.strip()}")
+    return wheels[0]
+
+
+def extract_verified(wheel: zipfile.ZipFile, member: str, sha256: str, dest: Path) -> None:
+    """Write `member` to `dest` only if its sha256 is the pinned one; atomic, so a cut-off or
+    refused extraction leaves no file behind."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    with wheel.open(member) as src, open(part, "wb") as out:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != sha256:
+        part.unlink()
+        raise RuntimeError(f"{member} in {Path(str(wheel.filename)).name} has sha256 {digest.hexdigest()}, "
+                           f"pinned {sha256}: the package index served other contents")
+    part.replace(dest)
+
+
 if __name__ == "__main__":
-    print(pypi_file(*sys.argv[1:4]))
+    if len(sys.argv) == 4:
+        print(pypi_file(*sys.argv[1:4]))
+    else:
+        for (package, version), members in PINNED.items():
+            for member in members:
+                print(pypi_file(package, version, member))

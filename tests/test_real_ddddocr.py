@@ -8,16 +8,12 @@ import onnx
 import pytest
 
 import prunec
-from models.fetch_ddddocr import ddddocr_path
 from prunec.runtime import run_model
 
 
 @pytest.fixture(scope="module")
-def ocr_path():
-    try:
-        return ddddocr_path("common.onnx")
-    except Exception as exc:  # no package index reachable
-        pytest.skip(f"ddddocr could not be fetched: {exc}")
+def ocr_path(ddddocr_model):
+    return ddddocr_model("common.onnx")
 
 
 def test_inspect_covers_the_lstm(ocr_path):
@@ -45,13 +41,10 @@ def test_prunes_by_half_and_runs_at_any_width(ocr_path, tmp_path):
         assert a.shape == b.shape and a.shape[1:] == (1, 8210)
 
 
-def test_dynamically_quantized_recognizer_prunes():
+def test_dynamically_quantized_recognizer_prunes(ddddocr_model):
     """common_old.onnx: DynamicQuantizeLinear -> ConvInteger, a com.microsoft DynamicQuantizeLSTM
     with per-direction int8 weights, MatMulInteger head."""
-    try:
-        path = ddddocr_path("common_old.onnx")
-    except Exception as exc:
-        pytest.skip(f"ddddocr could not be fetched: {exc}")
+    path = ddddocr_model("common_old.onnx")
     model = prunec.load(path, {"input1": [1, 1, 64, 256]})
     info = prunec.inspect(model)
     assert info["coverage"]["macs_share"] >= 0.95

@@ -10,15 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from models.fetch_pypi import pypi_file
-
 
 @pytest.fixture(scope="module")
-def recognizer():
-    try:
-        return pypi_file("ddddocr", "1.6.1", "ddddocr/common.onnx")
-    except Exception as exc:  # no package index reachable
-        pytest.skip(f"ddddocr could not be fetched: {exc}")
+def recognizer(ddddocr_model):
+    return ddddocr_model("common.onnx")
 
 
 @pytest.mark.slow

@@ -3,24 +3,12 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from models.fetch_nudenet import nudenet_yolov8n_path
-
 import prunec
 from prunec.pipeline import PruneOptions, prune_model
 
 
-@pytest.fixture(scope="module")
-def yolo_path():
-    try:
-        return nudenet_yolov8n_path()
-    except Exception as exc:  # no package index reachable
-        pytest.skip(f"nudenet could not be fetched: {exc}")
-
-
-def test_inspect_covers_the_network(yolo_path):
-    model = prunec.load(yolo_path, {"images": [1, 3, 320, 320]})
+def test_inspect_covers_the_network(yolov8n_path):
+    model = prunec.load(yolov8n_path, {"images": [1, 3, 320, 320]})
     info = prunec.inspect(model)
     assert info["coverage"]["macs_share"] >= 0.9
     assert not info["unsupported_ops"]
@@ -29,8 +17,8 @@ def test_inspect_covers_the_network(yolo_path):
     assert any("Softmax" in r for r in reasons)  # the DFL bins
 
 
-def test_prunes_to_half_the_macs(yolo_path, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "prunec.cli", str(yolo_path), "--ratio", "0.5",
+def test_prunes_to_half_the_macs(yolov8n_path, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "prunec.cli", str(yolov8n_path), "--ratio", "0.5",
                           "--input-shape", "images=1,3,320,320", "-o", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -39,15 +27,15 @@ def test_prunes_to_half_the_macs(yolo_path, tmp_path):
     assert report["verify"]["outputs"] == {"output0": [1, 22, 2100]}  # 4 box + 18 classes
 
 
-def test_pruned_model_keeps_every_metadata_entry(yolo_path, tmp_path):
+def test_pruned_model_keeps_every_metadata_entry(yolov8n_path, tmp_path):
     """Ultralytics loaders read names/stride/imgsz/task from metadata_props: all of them survive,
     and the dynamic batch/height/width stay dynamic (analysed at the model's imgsz, no hint given)."""
     import onnx
 
-    res = subprocess.run([sys.executable, "-m", "prunec", str(yolo_path), "--ratio", "0.5", "-o", str(tmp_path)],
+    res = subprocess.run([sys.executable, "-m", "prunec", str(yolov8n_path), "--ratio", "0.5", "-o", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    src, out = onnx.load(yolo_path), onnx.load(tmp_path / "320n.pruned.onnx")
+    src, out = onnx.load(yolov8n_path), onnx.load(tmp_path / "320n.pruned.onnx")
     before = [(p.key, p.value) for p in src.metadata_props]
     after = [(p.key, p.value) for p in out.metadata_props]
     assert {"names", "stride", "imgsz", "task"} <= dict(before).keys()

@@ -1,23 +1,17 @@
 """Interfaces that fit people's habits: --version, python -m prunec, subcommands, exit codes,
 --exclude patterns, inspect's node names and legend, report.json's schema."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
 from models.zoo import build
+from tests.cli_helpers import run_prunec as run
 
 import prunec
 
-PRUNEC = [sys.executable, "-m", "prunec"]
 SCHEMA = Path(prunec.__file__).parent / "report.schema.json"
-
-
-def run(*args, **kw):
-    return subprocess.run(PRUNEC + [str(a) for a in args], capture_output=True, text=True, timeout=300, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """Models as they come: dynamic dims without hints, -1 dim values, metadata kept, provenance added."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -9,17 +7,13 @@ import onnxruntime as ort
 import pytest
 
 from models.recognizer import text_recognizer
+from tests.cli_helpers import run_prunec as run
 
 import prunec
 from prunec.provenance import PROVENANCE_KEY
 
-PRUNEC = [sys.executable, "-m", "prunec"]
 ULTRALYTICS_STYLE = {"author": "Ultralytics", "stride": "32", "task": "detect", "batch": "1",
                      "imgsz": "[32, 64]", "names": "{0: 'a', 1: 'b'}"}
-
-
-def run(*args):
-    return subprocess.run(PRUNEC + [str(a) for a in args], capture_output=True, text=True, timeout=300)
 
 
 def _dims(vi):

@@ -10,13 +10,9 @@ import onnx
 import pytest
 
 from models.zoo import build
+from tests.cli_helpers import run_prunec as run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "prunec", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 class _Fields(HTMLParser):

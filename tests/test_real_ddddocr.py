@@ -1,14 +1,11 @@
 """The real ddddocr 1.6.1 recognizer: conv stem, bidirectional LSTM, CTC head, dynamic width."""
-import json
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
 
 import prunec
 from prunec.runtime import run_model
+from tests.cli_helpers import prune_ok
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +22,7 @@ def test_inspect_covers_the_lstm(ocr_path):
 
 
 def test_prunes_by_half_and_runs_at_any_width(ocr_path, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "prunec.cli", str(ocr_path), "--ratio", "0.5",
-                          "--input-shape", "input1=1,1,64,256", "-o", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = prune_ok(ocr_path, "--ratio", "0.5", "--input-shape", "input1=1,1,64,256", out=tmp_path)
     assert report["verify"]["ok"] and report["macs"]["before"] / report["macs"]["after"] >= 2
     pruned = onnx.load(tmp_path / "common.pruned.onnx")
     lstm = next(n for n in pruned.graph.node if n.op_type == "LSTM")

@@ -1,14 +1,12 @@
 """A real OCR recognizer as it comes: ddddocr 1.6.1's common.onnx (PyPI), input [1, 1, 64, image_width]
 with a dynamic width, convolutions then an LSTM. Pruned with no --input-shape, it keeps the dynamic
 width and runs at three widths with the original's output shapes."""
-import json
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+from tests.cli_helpers import prune_ok
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +16,7 @@ def recognizer(ddddocr_model):
 
 @pytest.mark.slow
 def test_dynamic_width_ocr_prunes_without_hint_and_runs_at_three_widths(recognizer, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "prunec", str(recognizer), "--ratio", "0.3", "-o", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = prune_ok(recognizer, "--ratio", "0.3", out=tmp_path, timeout=600)
     assert report["dynamic_dims"] == {"input1": {"3": "image_width"}}
     assert report["groups"]["pruned"] >= 8 and report["macs"]["after"] < 0.8 * report["macs"]["before"]
     pruned = tmp_path / "common.pruned.onnx"

@@ -1,10 +1,6 @@
 """The real YOLOv8n export shipped by nudenet 3.4.2: C2f Split/Concat blocks and in-graph box decoding."""
-import json
-import subprocess
-import sys
-
 import prunec
-from prunec.pipeline import PruneOptions, prune_model
+from tests.cli_helpers import prune_ok
 
 
 def test_inspect_covers_the_network(yolov8n_path):
@@ -18,11 +14,7 @@ def test_inspect_covers_the_network(yolov8n_path):
 
 
 def test_prunes_to_half_the_macs(yolov8n_path, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "prunec.cli", str(yolov8n_path), "--ratio", "0.5",
-                          "--input-shape", "images=1,3,320,320", "-o", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = prune_ok(yolov8n_path, "--ratio", "0.5", "--input-shape", "images=1,3,320,320", out=tmp_path)
     assert report["macs"]["before"] / report["macs"]["after"] >= 2
     assert report["verify"]["outputs"] == {"output0": [1, 22, 2100]}  # 4 box + 18 classes
 
@@ -32,9 +24,7 @@ def test_pruned_model_keeps_every_metadata_entry(yolov8n_path, tmp_path):
     and the dynamic batch/height/width stay dynamic (analysed at the model's imgsz, no hint given)."""
     import onnx
 
-    res = subprocess.run([sys.executable, "-m", "prunec", str(yolov8n_path), "--ratio", "0.5", "-o", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    report = prune_ok(yolov8n_path, "--ratio", "0.5", out=tmp_path)
     src, out = onnx.load(yolov8n_path), onnx.load(tmp_path / "320n.pruned.onnx")
     before = [(p.key, p.value) for p in src.metadata_props]
     after = [(p.key, p.value) for p in out.metadata_props]
@@ -43,6 +33,5 @@ def test_pruned_model_keeps_every_metadata_entry(yolov8n_path, tmp_path):
     assert (out.producer_name, out.producer_version) == (src.producer_name, src.producer_version)
     dims = [d.dim_param or d.dim_value for d in out.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
-    report = json.loads((tmp_path / "report.json").read_text())
     assert report["input_shapes"] == {"images": [1, 3, 320, 320]}
     assert report["verify"]["other_input_size"]["checked"]

@@ -2,8 +2,6 @@
 is refused before any pruning, with the command that installs one."""
 import json
 import os
-import subprocess
-import sys
 import time
 
 import onnx
@@ -11,11 +9,11 @@ import pytest
 
 from models.recognizer import text_recognizer
 from prunec.backend import toolchain
+from tests.cli_helpers import run_prunec
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "prunec", *map(str, args)], capture_output=True, text=True,
-                          timeout=900, env=env)
+    return run_prunec(*args, timeout=900, env=env)
 
 
 def test_missing_linker_fails_before_pruning_with_install_command(tmp_path):

@@ -226,12 +226,22 @@ def run(capsys, *args):
     return subprocess.CompletedProcess(args, code, out, err)
 
 
-def test_cli_sparsity_then_inspect(tmp_path, capsys):
+def run_json(capsys, *args) -> dict:
+    """The CLI with --json: it must succeed; its report."""
+    r = run(capsys, *args, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.fixture
+def cnn_file(tmp_path):
     path = tmp_path / "cnn.onnx"
     onnx.save(small_cnn(), path)
-    r = run(capsys, path, "--sparsity", "0.5", "--pattern", "block:1x8", "-o", tmp_path / "out", "--json")
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
+    return path
+
+
+def test_cli_sparsity_then_inspect(tmp_path, capsys, cnn_file):
+    report = run_json(capsys, cnn_file, "--sparsity", "0.5", "--pattern", "block:1x8", "-o", tmp_path / "out")
     assert report["sparsity"]["pattern"] == "block:1x8" and report["groups"]["pruned"] == 0
     saved = onnx.load(tmp_path / "out" / "cnn.pruned.onnx")
     props = {p.key: p.value for p in saved.metadata_props}
@@ -241,12 +251,8 @@ def test_cli_sparsity_then_inspect(tmp_path, capsys):
     assert "c2.w" in r.stdout
 
 
-def test_cli_structured_then_sparse(tmp_path, capsys):
-    path = tmp_path / "cnn.onnx"
-    onnx.save(small_cnn(), path)
-    r = run(capsys, path, "--ratio", "0.5", "--sparsity", "0.5", "-o", tmp_path / "out", "--json")
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
+def test_cli_structured_then_sparse(tmp_path, capsys, cnn_file):
+    report = run_json(capsys, cnn_file, "--ratio", "0.5", "--sparsity", "0.5", "-o", tmp_path / "out")
     assert report["groups"]["pruned"] > 0 and report["params"]["after"] < report["params"]["before"]
     assert report["sparsity"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert report["params"]["sparse_zeros"] == report["sparsity"]["zeros"]
@@ -259,10 +265,8 @@ def test_cli_structured_then_sparse(tmp_path, capsys):
     (["--sparsity", "0.5", "--sparsity-criterion", "wanda"], "calibration data"),
     (["--pattern", "2:4", "--sparsity-global"], "sparsity-global"),
 ])
-def test_cli_bad_sparsity_arguments(tmp_path, capsys, args, msg):
-    path = tmp_path / "cnn.onnx"
-    onnx.save(small_cnn(), path)
-    r = run(capsys, path, *args, "-o", tmp_path / "out")
+def test_cli_bad_sparsity_arguments(tmp_path, capsys, cnn_file, args, msg):
+    r = run(capsys, cnn_file, *args, "-o", tmp_path / "out")
     assert r.returncode == 2 and r.stderr.startswith("prunec: error:") and msg in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 

@@ -19,21 +19,12 @@ class Quantized(LayerKind):
         return self.float_kind.channel_axis(rank)
 
 
-@register
-class ConvInteger(Quantized):
-    op, float_kind = "ConvInteger", Conv()
-
-
-@register
-class QLinearConv(Quantized):
-    op, float_kind, weight_input = "QLinearConv", Conv(), 3
-
-
-@register
-class MatMulInteger(Quantized):
-    op, float_kind = "MatMulInteger", MatMul()
-
-
-@register
-class QLinearMatMul(Quantized):
-    op, float_kind, weight_input = "QLinearMatMul", MatMul(), 3
+# op -> (the float kind whose arithmetic it computes, the input holding its weight)
+QUANTIZED = {
+    "ConvInteger": (Conv, 1),
+    "QLinearConv": (Conv, 3),
+    "MatMulInteger": (MatMul, 1),
+    "QLinearMatMul": (MatMul, 3),
+}
+for _op, (_float_kind, _weight_input) in QUANTIZED.items():
+    register(type(_op, (Quantized,), {"op": _op, "float_kind": _float_kind(), "weight_input": _weight_input}))

@@ -156,11 +156,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target")
     backend.add_arguments(ap)
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "?"
-    print(f"load average at start: {load}; cores usable: {len(os.sched_getaffinity(0))}; "
+    print(f"load average at start: {load_average()}; cores usable: {len(os.sched_getaffinity(0))}; "
           f"TVM_BIND_THREADS={os.environ.get('TVM_BIND_THREADS')} (0: TVM workers not pinned, "
           f"as ONNX Runtime's)", flush=True)
     rows = []
@@ -205,18 +201,22 @@ def main(argv=None) -> int:
             print("      rounds (ms): " + "  ".join(
                 f"{k} {'/'.join(f'{x:.2f}' for x in v or [])}"
                 for k, v in row["round_medians"].items()), flush=True)
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "?"
     print(f"(ms: median of the best of {a.rounds} interleaved rounds of {a.repeat} samples of "
           f">=200 ms; threads={rows[0]['threads']}; "
-          f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load})")
+          f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load_average()})")
     print("efficiency = TVM speedup / MACs ratio (goal >= 0.7); "
           "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1)")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def load_average() -> str:
+    """The host's 1, 5 and 15 minute load averages ("?" where /proc has none)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def print_row(r, header=False):

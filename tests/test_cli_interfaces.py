@@ -3,22 +3,13 @@
 import json
 from pathlib import Path
 
-import onnx
 import pytest
 
-from models.zoo import build
 from tests.cli_helpers import run_prunec as run
 
 import prunec
 
 SCHEMA = Path(prunec.__file__).parent / "report.schema.json"
-
-
-@pytest.fixture(scope="module")
-def resnet(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("m") / "resnet18.onnx"
-    onnx.save(build("resnet18"), path)
-    return path
 
 
 def test_version_and_help():
@@ -32,9 +23,9 @@ def test_version_and_help():
     assert res.returncode == 2 and "usage: prunec COMMAND" in res.stdout
 
 
-def test_prune_subcommand_and_bare_model_are_the_same(resnet, tmp_path):
-    a = run("prune", resnet, "--ratio", "0.5", "-o", tmp_path / "a", "-q")
-    b = run(resnet, "--ratio", "0.5", "-o", tmp_path / "b", "-q")
+def test_prune_subcommand_and_bare_model_are_the_same(resnet18_file, tmp_path):
+    a = run("prune", resnet18_file, "--ratio", "0.5", "-o", tmp_path / "a", "-q")
+    b = run(resnet18_file, "--ratio", "0.5", "-o", tmp_path / "b", "-q")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     ra = json.loads((tmp_path / "a" / "report.json").read_text())
     rb = json.loads((tmp_path / "b" / "report.json").read_text())
@@ -43,20 +34,20 @@ def test_prune_subcommand_and_bare_model_are_the_same(resnet, tmp_path):
     assert a.stderr == ""  # --quiet: only the result
 
 
-def test_bad_usage_exit_code_2(resnet, tmp_path):
-    res = run("prune", resnet, "--ratio", "1.5", "-o", tmp_path / "o")
+def test_bad_usage_exit_code_2(resnet18_file, tmp_path):
+    res = run("prune", resnet18_file, "--ratio", "1.5", "-o", tmp_path / "o")
     assert res.returncode == 2 and res.stderr.startswith("prunec: error:") and len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
-def test_exclude_by_node_name_op_type_group_id_and_glob(resnet):
-    model = prunec.load(resnet)
+def test_exclude_by_node_name_op_type_group_id_and_glob(resnet18_file):
+    model = prunec.load(resnet18_file)
     analysis = prunec.analyze(model)
     gid = analysis.prunable_groups[0].id
     conv = next(n for n in analysis.graph.nodes if n.op == "Conv")
 
     def excluded(patterns):
-        a = prunec.analyze(prunec.load(resnet), exclude=patterns)
+        a = prunec.analyze(prunec.load(resnet18_file), exclude=patterns)
         return {g.id for g in a.groups if any("excluded by user" in r for r in g.blocked)}
 
     assert excluded([gid]) == {gid}
@@ -71,21 +62,21 @@ def test_exclude_by_node_name_op_type_group_id_and_glob(resnet):
     globbed = excluded([prefix + ".*"])
     assert gid in globbed and globbed <= {g.id for g in analysis.groups if g.id.startswith(prefix + ".")}
     with pytest.raises(prunec.PrunecError, match="matches no node name, op type or group id"):
-        prunec.analyze(prunec.load(resnet), exclude=["no_such_thing*"])
+        prunec.analyze(prunec.load(resnet18_file), exclude=["no_such_thing*"])
 
 
-def test_exclude_that_matches_nothing_fails_cleanly(resnet, tmp_path):
-    res = run(resnet, "--exclude", "cnov1", "-o", tmp_path / "o")
+def test_exclude_that_matches_nothing_fails_cleanly(resnet18_file, tmp_path):
+    res = run(resnet18_file, "--exclude", "cnov1", "-o", tmp_path / "o")
     assert res.returncode == 2 and "--exclude 'cnov1' matches no node name" in res.stderr
     assert not (tmp_path / "o").exists()
 
 
-def test_inspect_shows_nodes_and_explains_columns(resnet):
-    res = run("inspect", resnet)
+def test_inspect_shows_nodes_and_explains_columns(resnet18_file):
+    res = run("inspect", resnet18_file)
     assert res.returncode == 0, res.stderr
     assert "    nodes: out " in res.stdout
     assert "shares overlap" in res.stdout and "group id:" in res.stdout
-    info = json.loads(run("inspect", resnet, "--json").stdout)
+    info = json.loads(run("inspect", resnet18_file, "--json").stdout)
     g = next(g for g in info["groups"] if g["prunable"])
     assert g["nodes"]["out"] and g["nodes"]["in"]
     # ids print whole (no ellipsis), so they can be pasted into --exclude
@@ -93,9 +84,9 @@ def test_inspect_shows_nodes_and_explains_columns(resnet):
         assert group["id"] in res.stdout
 
 
-def test_report_matches_schema_and_counts(resnet, tmp_path):
+def test_report_matches_schema_and_counts(resnet18_file, tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    res = run(resnet, "--ratio", "0.5", "-o", tmp_path / "o", "--exclude", "Gemm")
+    res = run(resnet18_file, "--ratio", "0.5", "-o", tmp_path / "o", "--exclude", "Gemm")
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     schema = json.loads(SCHEMA.read_text())

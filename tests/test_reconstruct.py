@@ -20,6 +20,21 @@ from tests.calib_helpers import calib_arrays, small_cnn
 from tests.exactness import assert_verified
 
 
+def with_c1(model, edit) -> prunec.Model:
+    """A copy of the model whose conv c1 weight and bias went through edit(w, b) (in place)."""
+    tensors = model.graph.tensors()
+    w, b = np.array(tensors["c1.w"].values), np.array(tensors["c1.b"].values)
+    edit(w, b)
+    copy = prunec.from_proto(model.to_proto())
+    t = copy.graph.tensors()
+    t["c1.w"].values, t["c1.b"].values = w, b
+    return prunec.from_proto(copy.to_proto())
+
+
+def duplicate_channels(w, b):
+    w[8:], b[8:] = w[:8], b[:8]  # channels 8..15 duplicate 0..7
+
+
 @pytest.fixture(scope="module")
 def setup():
     model = prunec.from_proto(small_cnn())
@@ -59,13 +74,7 @@ def test_lossless_when_channels_are_redundant(setup):
     """A channel that is an exact copy of another can be removed and refitted with (almost) no error."""
     model, data, analysis = setup
     g = analysis.group("c1.w[0]")
-    tensors = model.graph.tensors()
-    w, b = np.array(tensors["c1.w"].values), np.array(tensors["c1.b"].values)
-    w[8:], b[8:] = w[:8], b[:8]  # channels 8..15 duplicate 0..7
-    dup = prunec.from_proto(model.to_proto())
-    dt = dup.graph.tensors()
-    dt["c1.w"].values, dt["c1.b"].values = w, b
-    dup = prunec.from_proto(dup.to_proto())
+    dup = with_c1(model, duplicate_channels)
     a = prunec.analyze(dup)
     plan = prunec.Plan({g.id: list(range(8, 16))})
     pruned = shrink(a, plan)
@@ -86,15 +95,12 @@ def test_data_criteria_score_every_group(setup, criterion):
 
 def test_output_criterion_finds_dead_channels(setup):
     model, data, analysis = setup
-    tensors = model.graph.tensors()
-    w = np.array(tensors["c1.w"].values)
-    b = np.array(tensors["c1.b"].values)
-    w[[3, 11]] = 0
-    b[[3, 11]] = -1.0  # ReLU kills them: they never reach c2
-    m2 = prunec.from_proto(model.to_proto())
-    t2 = m2.graph.tensors()
-    t2["c1.w"].values, t2["c1.b"].values = w, b
-    m2 = prunec.from_proto(m2.to_proto())
+
+    def kill(w, b):
+        w[[3, 11]] = 0
+        b[[3, 11]] = -1.0  # ReLU kills them: they never reach c2
+
+    m2 = with_c1(model, kill)
     a2 = prunec.analyze(m2)
     stats = collect_stats(m2, data, criteria.get("act").stat_keys(a2, a2.prunable_groups))
     s = criteria.score_groups(a2, "output", evidence=Evidence(stats=stats))["c1.w[0]"]
@@ -174,13 +180,7 @@ def test_lsq_criterion_removes_redundant_channels_first(setup):
     from prunec.recovery.statistics import collect_grams
 
     model, data, analysis = setup
-    tensors = model.graph.tensors()
-    w, b = np.array(tensors["c1.w"].values), np.array(tensors["c1.b"].values)
-    w[8:], b[8:] = w[:8], b[:8]
-    dup = prunec.from_proto(model.to_proto())
-    dt = dup.graph.tensors()
-    dt["c1.w"].values, dt["c1.b"].values = w, b
-    dup = prunec.from_proto(dup.to_proto())
+    dup = with_c1(model, duplicate_channels)
     a = prunec.analyze(dup)
     lsq = criteria.get("lsq")
     grams = collect_grams(dup, data, lsq.gram_jobs(a, a.prunable_groups), rows=lsq.rows)

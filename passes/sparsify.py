@@ -235,7 +235,8 @@ def _reconstruct(model: Model, graph: gs.Graph, layers: list[_Layer], data: Cali
         todo = [l for l in layers if l.level == lvl]
         refits = {l.node.name: GramAccumulator(l.node, opts.rows, seed=i)
                   for i, l in enumerate(todo)}
-        x_tap, y_tap = Tapper(current, sorted({l.x for l in todo})), Tapper(model, sorted({l.y for l in todo}))
+        x_tap = Tapper(current, sorted({l.x for l in todo}), only_taps=True)
+        y_tap = Tapper(model, sorted({l.y for l in todo}), only_taps=True)
         size = min(x_tap.batch, y_tap.batch) if x_tap.batched and y_tap.batched else 1
         for batch in data.batches(size):
             vx, vy = x_tap.run(batch), y_tap.run(batch)

@@ -138,18 +138,18 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
             for values in cache.values:
                 local(values)
         else:
-            Tapper(original, sorted({t for l in layers for t in (l.x, l.y)})).stream(data, local)
+            Tapper(original, sorted({t for l in layers for t in (l.x, l.y)}), only_taps=True).stream(data, local)
         done = sum(solve(r, lam) for r in refits.values())
         current = pruned.with_graph(graph)
     else:
         current = pruned
         for lvl in levels:
             todo = [l for l in layers if l.level == lvl]
-            cur_tap = Tapper(current, sorted({l.x for l in todo}))
+            cur_tap = Tapper(current, sorted({l.x for l in todo}), only_taps=True)
             if cache is not None:
                 size, cached = cache.size, iter(cache.values)
             else:
-                y_tap = Tapper(original, sorted({l.y for l in todo}))
+                y_tap = Tapper(original, sorted({l.y for l in todo}), only_taps=True)
                 size = min(cur_tap.batch, y_tap.batch) if cur_tap.batched and y_tap.batched else 1
             for batch in data.batches(size):
                 vx = cur_tap.run(batch)

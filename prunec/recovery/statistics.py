@@ -64,7 +64,7 @@ def collect_stats(model: Model, data: CalibData, keys: list[tuple[str, int]], li
                   threads: int | None = None) -> dict[tuple[str, int], ChannelStats]:
     """Per-channel statistics of each (activation tensor, axis) over the calibration samples."""
     stats = {k: ChannelStats() for k in keys}
-    tapper = Tapper(model, sorted({t for t, _ in keys}), threads)
+    tapper = Tapper(model, sorted({t for t, _ in keys}), threads, only_taps=True)
 
     def update(values: dict) -> None:
         for (t, axis), s in stats.items():
@@ -131,7 +131,7 @@ def collect_grams(model: Model, data: CalibData, jobs: list, rows: int = 64) -> 
     accs = [GramAccumulator(j.node, rows, seed=i) for i, j in enumerate(jobs)]
     if not accs:
         return []
-    tap = Tapper(model, sorted({t for j in jobs for t in (j.x, j.y)}))
+    tap = Tapper(model, sorted({t for j in jobs for t in (j.x, j.y)}), only_taps=True)
 
     def add(values):
         for j, acc in zip(jobs, accs):

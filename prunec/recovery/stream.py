@@ -32,13 +32,48 @@ def batch_capable(model: Model) -> bool:
     return True
 
 
+def keep_only(proto: onnx.ModelProto, outputs: list[str]) -> None:
+    """Make `outputs` the graph's only outputs and drop every node they do not depend on.
+
+    Why: ONNX Runtime runs every node of a graph whatever outputs a run asks for; a refit level near
+    the input of a recognizer needs its first convolutions, not its LSTM (measured on ddddocr
+    common.onnx: 4.8 ms instead of 110 ms per sample)."""
+    need, kept = set(outputs), []
+    for node in reversed(proto.graph.node):
+        if any(o in need for o in node.output):
+            kept.append(node)
+            need.update(i for i in node.input if i)
+            need.update(_subgraph_reads(node))
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(kept))
+    del proto.graph.output[:]
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in outputs)
+    inits = [t for t in proto.graph.initializer if t.name in need]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(inits)
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every name read inside a node's subgraphs (If/Loop/Scan bodies may read outer tensors)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for g in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+            for n in g.node:
+                names.update(n.input)
+                names.update(_subgraph_reads(n))
+    return names
+
+
 class Tapper:
-    """One ONNX Runtime session that returns the graph outputs plus the chosen intermediate tensors."""
+    """One ONNX Runtime session that returns the graph outputs plus the chosen intermediate tensors
+    (`only_taps`: just those tensors, computing nothing else)."""
 
     def __init__(self, model: Model, taps: list[str], threads: int | None = None,
-                 weights_as_inputs: list[str] | None = None):
+                 weights_as_inputs: list[str] | None = None, only_taps: bool = False):
         # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples.
         proto = model.to_proto(restore_io=batch_capable(model))
+        if only_taps and taps:
+            keep_only(proto, list(dict.fromkeys(taps)))
         existing = [o.name for o in proto.graph.output]
         self.outputs = list(existing)
         for name in taps:
@@ -106,7 +141,7 @@ class OriginalValues:
     that refits many candidate plans (prunec.recovery.sensitivity) reuses the same targets instead of rerunning them."""
 
     def __init__(self, original: Model, data: CalibData, tensors: list[str]):
-        tap = Tapper(original, sorted(set(tensors)))
+        tap = Tapper(original, sorted(set(tensors)), only_taps=True)
         self.data, self.size = data, tap.batch if tap.batched else 1
         self.values = [tap.run(b) for b in data.batches(self.size)]
 

@@ -22,6 +22,22 @@ def model():
     return prunec.from_proto(small_cnn())
 
 
+
+def test_tapper_with_only_taps_runs_only_what_they_need(model):
+    """only_taps: the same values, from a graph cut down to the nodes the taps depend on."""
+    from prunec.recovery.stream import keep_only
+
+    data = load_calib(calib_arrays(5), model)
+    first_conv = next(n for n in model.graph.nodes if n.op == "Conv").outputs[0].name
+    full = Tapper(model, [first_conv]).run(data.arrays)
+    only = Tapper(model, [first_conv], only_taps=True)
+    assert only.outputs == [first_conv] and only.n_graph_outputs == 0
+    np.testing.assert_array_equal(only.run(data.arrays)[first_conv], full[first_conv])
+    proto = model.to_proto()
+    keep_only(proto, [first_conv])
+    assert [n.op_type for n in proto.graph.node] == ["Conv"]
+    assert len(proto.graph.initializer) == len(next(n for n in model.graph.nodes if n.op == "Conv").inputs) - 1
+
 def test_streaming_stats_equal_full_batch(model):
     data = load_calib(calib_arrays(37), model)
     analysis = prunec.analyze(model)

@@ -72,12 +72,13 @@ class Tapper:
                  weights_as_inputs: list[str] | None = None, only_taps: bool = False):
         # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples.
         proto = model.to_proto(restore_io=batch_capable(model))
+        existing = [o.name for o in proto.graph.output]
         if only_taps and taps:
             keep_only(proto, list(dict.fromkeys(taps)))
-        existing = [o.name for o in proto.graph.output]
-        self.outputs = list(existing)
+            existing = []  # the graph's own outputs are no longer computed
+        self.outputs = [o.name for o in proto.graph.output]
         for name in taps:
-            if name not in existing:
+            if name not in self.outputs:
                 proto.graph.output.append(onnx.ValueInfoProto(name=name))
                 self.outputs.append(name)
         # Weights listed as inputs can be replaced per run (sensitivity probes) with one session.

@@ -166,7 +166,7 @@ def main() -> int:
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--eval", type=int, default=256)
     ap.add_argument("--budget", type=float, default=600, help="distillation time budget (s)")
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=1e-3, help="step size relative to each tensor's RMS")
     ap.add_argument("--save", metavar="DIR", help="also write the refitted and distilled models here")
     args = ap.parse_args()
     for key in args.models.split(","):

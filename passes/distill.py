@@ -65,7 +65,7 @@ class Distill:
     name = "distill"
 
     def __init__(self, original: Model, fit: CalibData, check: CalibData, *, budget_s: float | None = None,
-                 epochs: int | None = None, lr: float = 3e-4, batch: int = 16, log=lambda s: None):
+                 epochs: int | None = None, lr: float = 1e-3, batch: int = 16, log=lambda s: None):
         self.original, self.fit, self.check = original, fit, check
         self.kw = dict(budget_s=budget_s, epochs=epochs, lr=lr, batch=batch, log=log)
         self.log = log
@@ -117,8 +117,9 @@ def channel_weights(target: np.ndarray) -> np.ndarray:
 
 
 def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
-            budget_s: float | None = None, epochs: int | None = None, lr: float = 3e-4,
-            batch: int = 16, seed: int = 0, log=lambda s: None, progress=None) -> tuple[Model, DistillResult]:
+            budget_s: float | None = None, epochs: int | None = None, lr: float = 1e-3,
+            batch: int = 16, seed: int = 0, log=lambda s: None, progress=None,
+            relative_lr: bool = True) -> tuple[Model, DistillResult]:
     """Returns the distilled student (a new Model) and what was done."""
     from prunec.onnx_jax import JaxGraph, require_jax
 
@@ -176,6 +177,13 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     total_steps = max_epochs * steps_per_epoch
     step, epoch, stopped = 0, 0, "epochs"
     b1, b2, eps = 0.9, 0.999, 1e-8
+    # Steps relative to each tensor's size (relative_lr): a pruned and refitted model starts near a
+    # good solution, and one absolute rate moves a small-valued tensor (a classifier over thousands
+    # of classes) far more, relatively, than a large-valued one. Warmup: Adam's first steps are
+    # full-size whatever the gradient.
+    scale = {k: (max(float(jnp.sqrt(jnp.mean(jnp.square(v)))), 1e-3) if relative_lr else 1.0)
+             for k, v in params.items()}
+    warmup = max(1, min(steps_per_epoch, 50)) if relative_lr else 1
     log(f"distill: {len(net.trainable)} tensors, {n} fit / {len(check)} held-out samples, held-out loss "
         f"{before:.4g}, budget {budget_s:.0f} s")
     while epoch < max_epochs:
@@ -187,12 +195,13 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             ts = {k: v[idx] for k, v in t_fit.items()}
             # cosine decay over the planned steps (planned from the time budget after the first epoch)
             rate = lr * 0.5 * (1 + math.cos(math.pi * min(step / max(total_steps, 1), 1.0)))
+            rate *= min(1.0, (step + 1) / warmup)
             loss, g = grad_fn(params, xs, ts)
             step += 1
             m = {k: b1 * m[k] + (1 - b1) * g[k] for k in params}
             v2 = {k: b2 * v2[k] + (1 - b2) * g[k] * g[k] for k in params}
             c1, c2 = 1 - b1 ** step, 1 - b2 ** step
-            params = {k: params[k] - rate * (m[k] / c1) / (jnp.sqrt(v2[k] / c2) + eps) for k in params}
+            params = {k: params[k] - rate * scale[k] * (m[k] / c1) / (jnp.sqrt(v2[k] / c2) + eps) for k in params}
         epoch += 1
         held = evaluate(params)
         if held < best_loss:

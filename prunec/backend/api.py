@@ -151,10 +151,7 @@ def compile_model(model, target="x86", *, input_shapes: dict | None = None,
                 seed_hand_schedules=tgt.seeds_hand_schedules)
     stats: dict = {}
     lowered = B.lower(mod, tvm_tgt, tgt, db_dir, stats, winograd, blocked)
-    import tvm
-    from tvm import relax
-
-    ex = tvm.compile(lowered, target=tvm_tgt, relax_pipeline=relax.get_pipeline("default_build"))
+    ex = B.compile_lowered(lowered, tvm_tgt)
     result.mod, result.lowered, result.executable = mod, lowered, ex
     result.signature, result.stats, result.onnx_path = sig, stats, path
     return result

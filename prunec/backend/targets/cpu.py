@@ -14,6 +14,7 @@ def fuse(mod, target, winograd: bool = True, blocked: bool = True):
 
     from ..cpu import layout
     from ..cpu.facts import vector_lanes
+    from ..cpu.fold import fold_weight_transforms
     from ..cpu.legalize import legalize_passes
 
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings()]
@@ -23,6 +24,7 @@ def fuse(mod, target, winograd: bool = True, blocked: bool = True):
     passes += [
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
+        fold_weight_transforms(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),

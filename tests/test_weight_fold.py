@@ -1,0 +1,82 @@
+"""prunec's compile-time weight folding (backend/cpu/fold.py) gives exactly what Relax's
+FoldConstant gives, leaves no call on constants behind, and compiles each distinct folding
+kernel once per process (the original and the pruned model share them)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.zoo import build  # noqa: E402
+
+
+def _legalized(model, target):
+    """The Relax module just before constant folding in targets/cpu.fuse."""
+    import tempfile
+
+    import onnx
+    from tvm import relax
+
+    from prunec.backend import frontend
+    from prunec.backend.cpu import layout
+    from prunec.backend.cpu.facts import vector_lanes
+    from prunec.backend.cpu.legalize import legalize_passes
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        onnx.save(model, path)
+        shapes = {i.name: [x.dim_value or 1 for x in i.type.tensor_type.shape.dim]
+                  for i in model.graph.input}
+        mod, _ = frontend.import_onnx(path, shapes)
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+              layout.blocked_layout_pass(vector_lanes(target)), *legalize_passes(target),
+              relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def _calls_on_constants(mod) -> int:
+    from tvm import relax
+
+    n = 0
+    consts = set()
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, tvm.ir.expr.Constant):
+                consts.add(b.var)
+            elif isinstance(v, relax.Call) and getattr(v.op, "name", "") == "relax.call_tir" \
+                    and all(isinstance(a, tvm.ir.expr.Constant) or a in consts
+                            for a in v.args[1].fields):
+                n += 1
+    return n
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])  # Winograd / NCHWc packing
+def test_fold_matches_relax_fold_constant(name):
+    from tvm import relax
+    from tvm_ffi import structural_equal
+
+    from prunec.backend.cpu import fold
+    from prunec.backend.targets import get_target
+
+    target = get_target("x86").make_target(
+        {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell", "num-cores": 2})
+    mod = _legalized(build(name), target)
+    assert _calls_on_constants(mod) > 10
+    with target:
+        theirs = relax.transform.FoldConstant()(mod)
+        fold._BUILT.clear()
+        ours = relax.transform.FoldConstant()(fold.fold_weight_transforms()(mod))
+        kernels = sum(len(v) for v in fold._BUILT.values())
+        assert kernels > 0
+        fold.fold_weight_transforms()(mod)  # the same model again: nothing new compiled
+        assert sum(len(v) for v in fold._BUILT.values()) == kernels
+    assert _calls_on_constants(ours) == 0
+    # constants compared by value: the folded weights are bit for bit Relax's
+    assert structural_equal(ours["main"], theirs["main"], map_free_vars=True)

@@ -221,3 +221,49 @@ def test_concat_bounds_reads_every_comparison_form(form, cut):
     out = te.compute((16,), lambda x: tirx.Select(cond(x), a[x], b[x]), name="cat")
     sch = s_tir.Schedule(te.create_prim_func([a, b, out]))
     assert concat_bounds(sch, blocks(sch)[0], 16) == [cut]
+
+
+def _edge_model() -> onnx.ModelProto:
+    """Shapes that once left functions to TVM's naive loops: a 1x1 stride-2 conv whose input
+    needs no padding (no padded copy to lay out as column pairs), SE-style 1x1 convs on a
+    1x1 map (one-pixel register tiles), and a 3x3 max pool of a 1x1 map."""
+    rng = np.random.default_rng(3)
+    w = lambda *s: numpy_helper.from_array(  # noqa: E731
+        (rng.standard_normal(s) * 0.3).astype(np.float32), f"w{len(inits)}")
+    inits: list = []
+    nodes = []
+
+    def conv(x, y, cout, cin, stride=1):
+        inits.append(w(cout, cin, 1, 1))
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32),
+                                             f"b{len(inits)}"))
+        nodes.append(helper.make_node("Conv", [x, inits[-2].name, inits[-1].name], [y],
+                                      strides=[stride, stride]))
+
+    conv("x", "down", 32, 16, stride=2)                      # 32x32 -> 16x16, no padding
+    nodes.append(helper.make_node("GlobalAveragePool", ["down"], ["pooled"]))
+    conv("pooled", "se1", 16, 32)
+    nodes.append(helper.make_node("Relu", ["se1"], ["se1r"]))
+    conv("se1r", "se2", 32, 16)
+    nodes.append(helper.make_node("HardSigmoid", ["se2"], ["gate"], alpha=1 / 6, beta=0.5))
+    nodes.append(helper.make_node("MaxPool", ["gate"], ["pool"], kernel_shape=[3, 3],
+                                  pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Mul", ["down", "gate"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "edges", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16]),
+         helper.make_tensor_value_info("pool", TensorProto.FLOAT, [1, 32, 1, 1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("mcpu", [None, "haswell"])
+def test_one_pixel_tiles_and_unpadded_stride2_are_scheduled(tmp_path, mcpu):
+    m = _edge_model()
+    onnx.checker.check_model(m, full_check=True)
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "edges.onnx", mcpu=mcpu)
+    funcs = scheduled_functions(scheduled, "")
+    assert any("maxpool" in f for f in funcs) and sum("conv2d" in f for f in funcs) == 3, funcs
+    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

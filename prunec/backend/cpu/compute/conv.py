@@ -62,7 +62,9 @@ def legalize_conv2d(bb, call, lanes, use_winograd=True):
     # YOLOv8n 2-3% slower and MobileNetV2's stem 20% (long reductions: the channel tile wins)
     spatial = (_spatial_tile(oc, ow, sw, lanes) if c * kh * kw <= SHORT_REDUCTION else None)
     phases = False
-    if spatial is None and sw == 2 and dw == 1 and c * kh * kw <= SHORT_REDUCTION:
+    if spatial is None and sw == 2 and dw == 1 and c * kh * kw <= SHORT_REDUCTION \
+            and any((pt, pl, pb, _phase_right_pad(w, kw, ow, pl, pr))):
+        # (the schedule lays out the padded copy as column pairs: an unpadded input has none)
         spatial = _phase_tile(oc, ow, lanes)
         phases = spatial is not None
     if spatial is None and (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0):
@@ -242,6 +244,14 @@ def conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, ou
                       name="prunec_blocked_out")
 
 
+def _phase_right_pad(w, kw, ow, pl, pr) -> int:
+    """Columns phase_conv_te pads on the right: the last tap's last vector pair reads one
+    column past its odd lanes, so room for it; rows in whole 16-float vectors, so the padding
+    pass is plain vector stores."""
+    wq = -(-max(-(-(w + pl + pr) // 2), ow + kw // 2) // 8) * 8
+    return 2 * wq - w - pl
+
+
 def phase_conv_te(data, wp, strides, pads, cols):
     """Stride-2 conv (NCHW, no dilation) vectorized along output columns.
 
@@ -258,11 +268,8 @@ def phase_conv_te(data, wp, strides, pads, cols):
     ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
     (sh, _), (pt, pl, pb, pr) = strides, pads
     oh, ow = conv_out_hw(h, w, kh, kw, strides, pads, (1, 1))
-    # the last tap's last vector pair reads one column past its odd lanes: room for it; rows
-    # in whole 16-float vectors, so the padding pass is plain vector stores
-    wq = -(-max(-(-(w + pl + pr) // 2), ow + kw // 2) // 8) * 8
     # NCHW here; the schedule views its rows as (x // 2, x % 2) pairs (same memory)
-    xp = pad(data, (pt, pl, pb, 2 * wq - w - pl))
+    xp = pad(data, (pt, pl, pb, _phase_right_pad(w, kw, ow, pl, pr)))
     taps = te.compute((n, c, kh, kw, oh, ow), lambda b, i, ry, rx, y, x:
                       xp[b, i, y * sh + ry, x * 2 + rx], name=TAPS_BLOCK)
     ic = te.reduce_axis((0, c), "ic")

@@ -98,3 +98,14 @@ def vectorize_tail(sch, loop, lanes):
         sch.vectorize(inner)
     elif ext <= 64:
         sch.vectorize(loop)
+
+
+def loops_below(sch, loops, loop) -> int:
+    """How many of `loops` (a block's, outermost first) lie below `loop`: a block moved under
+    `loop` (reverse_compute_at, a register tile's write-back) gets one per axis longer than 1,
+    none for a one-element tile (1x1 outputs: SE gates as convs, pools of a 1x1 map)."""
+    at = sch.get(loop)
+    for k, lp in enumerate(loops):
+        if sch.get(lp).same_as(at):
+            return len(loops) - k - 1
+    raise ValueError("the loop is not above the block")

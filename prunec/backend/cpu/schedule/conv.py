@@ -11,8 +11,8 @@ from ..compute.conv import CONV_BLOCK, TAPS_BLOCK
 from ..facts import row_tile
 from ..intrinsics import even_lanes_intrin
 from ..rule import Rule
-from .common import (ann_int, has_block, inline_injective, region_buffer, register_tile,
-                     vectorize_tail)
+from .common import (ann_int, has_block, inline_injective, loops_below, region_buffer,
+                     register_tile, vectorize_tail)
 from .rest import schedule_rest
 
 _log = logging.getLogger(__name__)
@@ -68,7 +68,12 @@ def schedule_conv(sch, lanes, threads):
     sch.vectorize(iloops[-1])
     aloops = sch.get_loops(acc)  # ..., owo, oc tile (ob), ow tile (reg_n)
     out_block = ann_int(sch, conv, "prunec_out_block")
-    if out_block:
+    if out_block and loops_below(sch, aloops, owo) == 1:
+        # a one-column tile (a 1x1 output: SE gates as convs): the tile is one channel run
+        blk, lane = sch.split(aloops[-1], [None, out_block])
+        sch.unroll(blk)
+        sch.vectorize(lane)
+    elif out_block:
         # NCHW{b}c output: each b channels of a pixel are contiguous, so the tile's vectors go
         # out as they are, channels innermost
         sch.reorder(aloops[-1], aloops[-2])

@@ -10,7 +10,7 @@ from ..compute.depthwise import DW_BLOCK, DW_EVEN, DWB_BLOCK, dw_row_vectors
 from ..facts import row_tile
 from ..intrinsics import even_lanes_intrin
 from ..rule import Rule
-from .common import (ann_int, has_block, inline_injective, register_tile,
+from .common import (ann_int, has_block, inline_injective, loops_below, register_tile,
                      tile_init_and_writeback, vectorize_tail)
 from .rest import schedule_rest
 
@@ -81,7 +81,9 @@ def schedule_dwconv(sch, lanes, threads):
     sch.unroll(il[-2])
     sch.vectorize(il[-1])
     el = sch.get_loops(epi)
-    if padded:
+    if not loops_below(sch, el, oh if padded else owo):
+        pass  # a one-element output row: nothing to vectorize
+    elif padded:
         vectorize_tail(sch, el[-1], v)
     else:
         sch.vectorize(el[-1])

@@ -6,14 +6,20 @@ MobileNetV2 at 224 (the real width table, width 1.0) and the real YOLOv8n at 320
 for every pair, at 0 tuning trials and (with --budget N) after tuning with N trials per pair
 (N/2 per model, one shared persistent database), prints one table:
 
-  model, MACs ratio (orig/pruned), ORT orig/pruned ms, TVM orig/pruned ms, TVM speedup,
-  efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig (>1: TVM pruned is faster).
+  model, MACs ratio (orig/pruned), ORT orig/pruned ms, OpenVINO orig/pruned ms (f32), TVM
+  orig/pruned ms, TVM speedup, efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig
+  (>1: TVM pruned is faster), TVM-orig vs OpenVINO-orig.
+
+OpenVINO (`pip install 'prunec[bench]'`; never a runtime dependency of prunec) runs on the CPU
+with f32 forced (INFERENCE_PRECISION_HINT=f32: its default on CPUs with AVX512-BF16 or AMX is
+bf16, not like for like), the same thread count, its outputs checked against ONNX Runtime's;
+without it its columns show "-".
 
   python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
       [--budget 64] [--threads 2] [--repeat 3] [--rounds 8] [--tuning-db DIR] [--json out.json]
 
-Timing (as `prunec --target x86` does it): the four runs of a row (ORT and TVM, original and
-pruned) are timed in --rounds interleaved rounds of --repeat samples of >= 200 ms, and each
+Timing (as `prunec --target x86` does it): the runs of a row (ORT, OpenVINO and TVM, original
+and pruned) are timed in --rounds interleaved rounds of --repeat samples of >= 200 ms, and each
 figure is the median of its best round (prunec.backend.measure.timed_rounds says why). Many
 short rounds rather than a few long ones: on a shared VM the host's slow spells last seconds,
 and each model needs one round outside them.
@@ -93,6 +99,66 @@ def given_pair(orig: Path, pruned: Path, overrides: dict[str, list[int]]) -> dic
             "macs_before": macs[0], "macs_after": macs[1]}
 
 
+def openvino_sampler(onnx_path: Path, inputs: dict, threads: int, min_repeat_ms: int = 200):
+    """(sample(n) -> n latencies in seconds, outputs) of OpenVINO's CPU plugin in f32 with
+    `threads` inference threads, sampled like prunec.backend.measure's samplers; None when
+    openvino is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    import numpy as np
+
+    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY"})
+    req = compiled.create_infer_request()
+    res = req.infer(inputs)
+    outs = [np.array(res[o]) for o in compiled.outputs]
+    for _ in range(2):
+        req.infer(inputs)
+
+    def sample(n: int) -> list[float]:
+        samples = []
+        for _ in range(n):
+            k, t0 = 0, time.perf_counter()
+            while True:
+                req.infer(inputs)
+                k += 1
+                dt = time.perf_counter() - t0
+                if dt * 1e3 >= min_repeat_ms:
+                    break
+            samples.append(dt / k)
+        return samples
+
+    return sample, outs
+
+
+def time_row(info: dict, result: dict, threads: int, repeat: int, rounds: int) -> tuple[dict, dict]:
+    """ONNX Runtime, OpenVINO (when installed) and the compiled TVM libraries of `result`
+    (backend.run's), original and pruned, timed in interleaved rounds. Returns ({key: latency
+    stats}, {"ov_o"/"ov_p": output check against ONNX Runtime})."""
+    import onnx
+
+    from prunec.backend import frontend
+    from prunec.backend import measure as M
+
+    M.set_tvm_threads(threads)
+    samplers, checks = {}, {}
+    for tag, name in (("o", "original"), ("p", "pruned")):
+        path = Path(info[name])
+        sig = frontend.onnx_signature(onnx.load(str(path), load_external_data=False), info["shapes"])
+        inputs = M.make_inputs(sig)
+        samplers["ort_" + tag], ref = M.ort_sampler(path, inputs, threads)
+        ov = openvino_sampler(path, inputs, threads)
+        if ov is not None:
+            samplers["ov_" + tag], outs = ov
+            checks["ov_" + tag] = M.compare(outs, ref)
+        samplers["tvm_" + tag], _ = M.tvm_sampler(Path(result["models"][name]["artifact"]), sig,
+                                                   inputs)
+    return M.timed_rounds(samplers, repeat, rounds), checks
+
+
 def make_pair(name: str, ratio: float, workdir: Path, log=print) -> dict:
     """Writes workdir/<name>.onnx and workdir/<name>.r<ratio>.onnx (cached); returns paths,
     input shapes and MACs of both."""
@@ -168,34 +234,35 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as out:
                 # 0 trials means no tuning records either: the persistent database would apply
                 # what an earlier --budget run tuned to every workload it recognizes
+                # backend.run compiles, exports and checks the outputs (one short timing);
+                # the row's figures come from time_row, with OpenVINO in the same rounds
                 argv2 = ["--target", "x86", "--tune-trials", str(budget), "--tuning-db",
                          db if budget else str(Path(out) / "empty-db"),
-                         "--repeat", str(a.repeat), "--rounds", str(a.rounds)] + (["--threads", str(a.threads)]
-                                                       if a.threads else [])
+                         "--repeat", "1", "--rounds", "1"] + (["--threads", str(a.threads)]
+                                                              if a.threads else [])
                 args = ap.parse_args(argv2)
                 r = backend.run(backend.BackendOptions.from_args(args), Path(info["original"]), Path(info["pruned"]),
                                 info["shapes"], Path(out), log)
+                lat, ov_checks = time_row(info, r, r["compiler"]["threads"], a.repeat, a.rounds)
             mo, mp = r["models"]["original"], r["models"]["pruned"]
             macs_ratio = info["macs_before"] / info["macs_after"]
+            med = {k: v["median"] for k, v in lat.items()}
+            speedup = med["tvm_o"] / med["tvm_p"]
+            checks = [mo["output_check"], mp["output_check"], *ov_checks.values()]
             row = {
                 "model": name, "trials": budget, "macs_ratio": round(macs_ratio, 3),
                 "tune_s": r["tuning"]["time_s"],
                 "measured_trials": sum(r["tuning"]["measured_trials"].values()),
-                "ort_o": mo["onnxruntime_latency_ms"]["median"],
-                "ort_p": mp["onnxruntime_latency_ms"]["median"],
-                "tvm_o": mo["latency_ms"]["median"], "tvm_p": mp["latency_ms"]["median"],
-                "speedup": r["speedup"],
-                "efficiency": round(r["speedup"] / macs_ratio, 3),
-                "pruned_vs_ort": round(mo["onnxruntime_latency_ms"]["median"]
-                                       / mp["latency_ms"]["median"], 3),
-                "ok": bool(mo["output_check"]["ok"] and mp["output_check"]["ok"]),
-                "max_rel": max(mo["output_check"].get("max_rel", 0),
-                               mp["output_check"].get("max_rel", 0)),
+                **med, "ov_o": med.get("ov_o"), "ov_p": med.get("ov_p"),
+                "speedup": round(speedup, 3),
+                "efficiency": round(speedup / macs_ratio, 3),
+                "pruned_vs_ort": round(med["ort_o"] / med["tvm_p"], 3),
+                "tvm_vs_ov": round(med["ov_o"] / med["tvm_o"], 3) if "ov_o" in med else None,
+                "ok": all(c["ok"] for c in checks),
+                "max_rel": max(c.get("max_rel", 0) for c in checks),
                 "threads": r["compiler"]["threads"],
                 "compile_s": [mo["compile_s"], mp["compile_s"]],
-                "round_medians": {k: v.get("round_medians") for k, v in (
-                    ("ort_o", mo["onnxruntime_latency_ms"]), ("ort_p", mp["onnxruntime_latency_ms"]),
-                    ("tvm_o", mo["latency_ms"]), ("tvm_p", mp["latency_ms"]))}}
+                "round_medians": {k: v.get("round_medians") for k, v in lat.items()}}
             rows.append(row)
             print_row(row, header=len(rows) == 1)
             print("      rounds (ms): " + "  ".join(
@@ -204,8 +271,10 @@ def main(argv=None) -> int:
     print(f"(ms: median of the best of {a.rounds} interleaved rounds of {a.repeat} samples of "
           f">=200 ms; threads={rows[0]['threads']}; "
           f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load_average()})")
-    print("efficiency = TVM speedup / MACs ratio (goal >= 0.7); "
-          "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1)")
+    print("efficiency = TVM speedup / MACs ratio (goal >= 0.9 on CNNs); "
+          "pruned/ORT = ORT original ms / TVM pruned ms (goal > 1); "
+          "TVM/OV = OpenVINO original ms / TVM original ms (goal >= 0.9); "
+          "match: TVM and OpenVINO outputs vs ONNX Runtime's")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     return 0
@@ -220,13 +289,18 @@ def load_average() -> str:
 
 
 def print_row(r, header=False):
+    ms = lambda v: f"{v:>8.2f}" if v is not None else f"{'-':>8}"  # noqa: E731
     if header:
         print(f"{'model':<12} {'trials':>6} {'tune s':>6} {'MACs x':>6} {'ORT orig':>8} "
-              f"{'ORT prun':>8} {'TVM orig':>8} {'TVM prun':>8} {'TVM spd':>7} {'effic':>5} "
-              f"{'prun/ORT':>8} {'match':>5}")
+              f"{'ORT prun':>8} {'OV orig':>8} {'OV prun':>8} {'TVM orig':>8} {'TVM prun':>8} "
+              f"{'TVM spd':>7} {'effic':>5} {'prun/ORT':>8} {'TVM/OV':>6} {'compile s':>11} "
+              f"{'match':>5}")
+    tvm_ov = f"{r['tvm_vs_ov']:>5.2f}x" if r["tvm_vs_ov"] is not None else f"{'-':>6}"
     print(f"{r['model']:<12} {r['trials']:>6} {r['tune_s']:>6.0f} {r['macs_ratio']:>5.2f}x "
-          f"{r['ort_o']:>8.2f} {r['ort_p']:>8.2f} {r['tvm_o']:>8.2f} {r['tvm_p']:>8.2f} "
-          f"{r['speedup']:>6.2f}x {r['efficiency']:>5.2f} {r['pruned_vs_ort']:>7.2f}x "
+          f"{ms(r['ort_o'])} {ms(r['ort_p'])} {ms(r['ov_o'])} {ms(r['ov_p'])} "
+          f"{ms(r['tvm_o'])} {ms(r['tvm_p'])} "
+          f"{r['speedup']:>6.2f}x {r['efficiency']:>5.2f} {r['pruned_vs_ort']:>7.2f}x {tvm_ov} "
+          f"{r['compile_s'][0]:>5.1f}/{r['compile_s'][1]:<5.1f} "
           f"{'yes' if r['ok'] else 'NO':>5}", flush=True)
 
 

@@ -158,3 +158,14 @@ def test_default_data_criterion_is_lsq_for_small_models_output_for_large(monkeyp
     assert report["criterion"] == "output"
     _, report, _ = prune_model(model, PruneOptions(ratio=0.3, round_to=1))
     assert report["criterion"] == "l2"
+
+
+def test_a_macs_budget_counts_an_lstm_once():
+    """An LSTM's MACs are spent across W and R: counted once per weight, a 0.5 budget was reported
+    met while 0.67 of the MACs were left."""
+    from models.zoo import build
+
+    model = prunec.from_proto(build("rnn_audio"))
+    _, report, plan = prune_model(model, PruneOptions(target_macs=0.5))
+    assert plan.meta["budget"] == "met"
+    assert report["macs"]["after"] <= 0.5 * report["macs"]["before"]

@@ -106,12 +106,16 @@ class MacsModel:
     def __init__(self, analysis: Analysis, groups: list[Group]):
         shapes = analysis.model.shapes
         self.total = sum(node_macs(n, shapes) for n in analysis.graph.nodes)
-        weight_nodes: dict[str, int] = {}
+        weight_nodes: dict[str, float] = {}
         for n in analysis.graph.nodes:
             m = node_macs(n, shapes)
-            for t in n.inputs:
-                if m and isinstance(t, gs.Constant) and t.values.ndim >= 2:
-                    weight_nodes[t.name] = weight_nodes.get(t.name, 0) + m
+            weights = [t for t in n.inputs if isinstance(t, gs.Constant) and t.values.ndim >= 2]
+            # A node with several weights (an LSTM's W and R) spends its MACs across them, each
+            # weight element once per step: split by size, or the node's MACs count once per weight
+            # and a budget is "met" on paper with more MACs left (ddddocr: 0.55 kept for 0.5 asked).
+            total = sum(t.values.size for t in weights)
+            for t in weights if m else []:
+                weight_nodes[t.name] = weight_nodes.get(t.name, 0) + m * t.values.size / total
         tensors = analysis.graph.tensors()
         # per (weight, axis): its size, and for each group the positions each channel holds there
         self.axes: dict[tuple[str, int], tuple[int, int, list[tuple[int, int]]]] = {}

@@ -118,20 +118,9 @@ def openvino_sampler(onnx_path: Path, inputs: dict, threads: int, min_repeat_ms:
     for _ in range(2):
         req.infer(inputs)
 
-    def sample(n: int) -> list[float]:
-        samples = []
-        for _ in range(n):
-            k, t0 = 0, time.perf_counter()
-            while True:
-                req.infer(inputs)
-                k += 1
-                dt = time.perf_counter() - t0
-                if dt * 1e3 >= min_repeat_ms:
-                    break
-            samples.append(dt / k)
-        return samples
+    from prunec.backend.measure import repeat_sampler
 
-    return sample, outs
+    return repeat_sampler(lambda: req.infer(inputs), min_repeat_ms), outs
 
 
 def time_row(info: dict, result: dict, threads: int, repeat: int, rounds: int) -> tuple[dict, dict]:

@@ -55,22 +55,14 @@ def _digest(text: str) -> str:
 def record_model(model, target_cfg: dict, winograd: bool = True, blocked: bool = True) -> dict:
     """{"funcs": {PrimFunc: {"rule": rule name or None, "tir": digest}}, "main": digest of the
     Relax main after the zero-copy views} for one model on one target."""
-    import tempfile
+    from schedule_helpers import import_relax
 
-    import onnx
-
-    from prunec.backend import frontend
     from prunec.backend.cpu import schedule_module
     from prunec.backend.targets import get_target
     from prunec.backend.targets.cpu import fuse, zero_copy_views
 
     tgt = get_target("x86").make_target(target_cfg)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "m.onnx"
-        onnx.save(model, path)
-        shapes = {i.name: [d.dim_value or 1 for d in i.type.tensor_type.shape.dim]
-                  for i in model.graph.input}
-        mod, _ = frontend.import_onnx(path, shapes)
+    mod, _ = import_relax(model)
     fused = fuse(mod, tgt, winograd=winograd, blocked=blocked)
     rules: dict = {}
     mod = schedule_module(fused, tgt, applied=rules)

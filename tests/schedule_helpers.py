@@ -18,6 +18,20 @@ def host_target(cores: int = 2, mcpu: str | None = None):
                                "num-cores": cores})
 
 
+def import_relax(model: onnx.ModelProto):
+    """(relax module, input signature) of an ONNX model through prunec's frontend; unknown dims as 1."""
+    import tempfile
+    from pathlib import Path
+
+    from prunec.backend import frontend
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        onnx.save(model, path)
+        shapes = {i.name: [x.dim_value or 1 for x in i.type.tensor_type.shape.dim] for i in model.graph.input}
+        return frontend.import_onnx(path, shapes)
+
+
 def schedule_onnx(model: onnx.ModelProto, tmp_path, name: str = "model.onnx",
                   mcpu: str | None = None, blocked: bool = True):
     """(relax module with every PrimFunc scheduled by prunec, input signature, target).

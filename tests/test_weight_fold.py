@@ -13,26 +13,18 @@ tvm = pytest.importorskip("tvm")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.zoo import build  # noqa: E402
+from tests.schedule_helpers import import_relax  # noqa: E402
 
 
 def _legalized(model, target):
     """The Relax module just before constant folding in targets/cpu.fuse."""
-    import tempfile
-
-    import onnx
     from tvm import relax
 
-    from prunec.backend import frontend
     from prunec.backend.cpu import layout
     from prunec.backend.cpu.facts import vector_lanes
     from prunec.backend.cpu.legalize import legalize_passes
 
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "m.onnx"
-        onnx.save(model, path)
-        shapes = {i.name: [x.dim_value or 1 for x in i.type.tensor_type.shape.dim]
-                  for i in model.graph.input}
-        mod, _ = frontend.import_onnx(path, shapes)
+    mod, _ = import_relax(model)
     passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
               layout.blocked_layout_pass(vector_lanes(target)), *legalize_passes(target),
               relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]

@@ -102,12 +102,18 @@ def ort_sampler(onnx_path: Path, inputs: dict, threads: int, min_repeat_ms: int 
     for _ in range(2):
         sess.run(None, inputs)
 
+    return repeat_sampler(lambda: sess.run(None, inputs), min_repeat_ms), [np.asarray(o) for o in outs]
+
+
+def repeat_sampler(run_once, min_repeat_ms: int):
+    """sample(n) -> n latencies in seconds, each the mean of as many runs as fill min_repeat_ms:
+    the sampling scheme of TVM's time_evaluator, for runtimes timed from Python."""
     def sample(n: int) -> list[float]:
         samples = []
-        for _ in range(n):  # same sampling scheme as time_evaluator above
+        for _ in range(n):
             k, t0 = 0, time.perf_counter()
             while True:
-                sess.run(None, inputs)
+                run_once()
                 k += 1
                 dt = time.perf_counter() - t0
                 if dt * 1e3 >= min_repeat_ms:
@@ -115,7 +121,7 @@ def ort_sampler(onnx_path: Path, inputs: dict, threads: int, min_repeat_ms: int 
             samples.append(dt / k)
         return samples
 
-    return sample, [np.asarray(o) for o in outs]
+    return sample
 
 
 def tvm_run_and_time(lib_path: Path, sig: dict, inputs: dict, repeat: int, dev=None,

@@ -109,7 +109,7 @@ def _select(index, table):
 
     out = table[-1]
     for k in range(len(table) - 2, -1, -1):
-        out = tirx.Select(index == k, table[k], out)
+        out = tirx.if_then_else(index == k, table[k], out)
     return out
 
 

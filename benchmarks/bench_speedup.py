@@ -10,6 +10,11 @@ for every pair, at 0 tuning trials and (with --budget N) after tuning with N tri
   orig/pruned ms, TVM speedup, efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig
   (>1: TVM pruned is faster), TVM-orig vs OpenVINO-orig.
 
+Compile seconds are each model's whole compile and export (`compile_s`), then per phase: fuse
+(Relax passes, compile-time weight transforms), schedule (prunec's rules), relax_build, kernels
+(TIR and LLVM, only the kernels not cached yet: the pruned model reuses the original's; at 0
+trials every row starts from an empty kernel cache), export (weights and link).
+
 OpenVINO (`pip install 'prunec[bench]'`; never a runtime dependency of prunec) runs on the CPU
 with f32 forced (INFERENCE_PRECISION_HINT=f32: its default on CPUs with AVX512-BF16 or AMX is
 bf16, not like for like), the same thread count, its outputs checked against ONNX Runtime's;
@@ -251,9 +256,15 @@ def main(argv=None) -> int:
                 "max_rel": max(c.get("max_rel", 0) for c in checks),
                 "threads": r["compiler"]["threads"],
                 "compile_s": [mo["compile_s"], mp["compile_s"]],
+                "compile_phases": [mo.get("compile_phases"), mp.get("compile_phases")],
+                "kernels": [mo.get("kernels"), mp.get("kernels")],
                 "round_medians": {k: v.get("round_medians") for k, v in lat.items()}}
             rows.append(row)
             print_row(row, header=len(rows) == 1)
+            print("      compile (s): " + "  |  ".join(
+                f"{tag} " + ", ".join(f"{k} {v:.1f}" for k, v in (ph or {}).items())
+                + (f" ({kn['compiled']} kernels compiled, {kn['cached']} cached)" if kn else "")
+                for tag, ph, kn in zip(("orig", "pruned"), row["compile_phases"], row["kernels"])))
             print("      rounds (ms): " + "  ".join(
                 f"{k} {'/'.join(f'{x:.2f}' for x in v or [])}"
                 for k, v in row["round_medians"].items()), flush=True)

@@ -151,7 +151,9 @@ def compile_model(model, target="x86", *, input_shapes: dict | None = None,
                 seed_hand_schedules=tgt.seeds_hand_schedules)
     stats: dict = {}
     lowered = B.lower(mod, tvm_tgt, tgt, db_dir, stats, winograd, blocked)
-    ex = B.compile_lowered(lowered, tvm_tgt)
+    kernel_dir = (B.kernel_dir_for(db_dir or base.default_db_dir(cfg), tvm_tgt)
+                  if tgt.runs_here else None)
+    ex = B.compile_lowered(lowered, tvm_tgt, kernel_dir, stats)
     result.mod, result.lowered, result.executable = mod, lowered, ex
     result.signature, result.stats, result.onnx_path = sig, stats, path
     return result

@@ -80,15 +80,21 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
     art_dir = Path(outdir) / kind
     per: dict = {}
     unscheduled: dict = {}
+    # kernels compiled once per workload, kept beside the tuning database (code that runs here)
+    kernel_dir = B.kernel_dir_for(db_dir, target) if tgt.runs_here else None
     for name in models:
         t0 = time.time()
         try:
             stats: dict = {}
             with phase(f"[{tgt.name}] TVM compile of the {name} model"):
-                ex = B.build(mods[name], target, tgt, db_dir, stats, winograd, blocked)
+                ex = B.build(mods[name], target, tgt, db_dir, stats, winograd, blocked,
+                             kernel_dir)
+                t1 = time.perf_counter()
                 lib = tgt.export(ex, art_dir / f"{name}.so")
+                stats.setdefault("compile_phases", {})["export"] = round(
+                    time.perf_counter() - t1, 2)
             choice = check_tuned(tgt, name, mods[name], target, lib, sigs[name], threads, log,
-                                 opts) if stats.get("from_database") else None
+                                 opts, kernel_dir) if stats.get("from_database") else None
         except PrunecError:
             raise
         except Exception as e:  # a compiler failure is ours, but the user needs one line
@@ -101,14 +107,21 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
                       "vm['main'](*inputs in this order)"}
         (art_dir / f"{name}.json").write_text(json.dumps(io, indent=2))
         per[name] = {"artifact": str(lib), "io": str(art_dir / f"{name}.json"),
-                     "compile_s": round(time.time() - t0, 1)}
+                     "compile_s": round(time.time() - t0, 1),
+                     "compile_phases": stats.get("compile_phases", {})}
+        if "kernels" in stats:
+            per[name]["kernels"] = stats["kernels"]
         if choice:
             per[name]["schedule_check"] = choice
         unscheduled[name] = stats.get("unscheduled", [])
         if unscheduled[name]:
             log(f"[{kind}] {name}: {len(unscheduled[name])} function(s) left unscheduled (TVM's "
                 f"naive loops, often 10x slower): {', '.join(unscheduled[name])}")
-        log(f"[{kind}] {name}: compiled in {per[name]['compile_s']} s -> {lib}")
+        log(f"[{kind}] {name}: compiled in {per[name]['compile_s']} s ("
+            + ", ".join(f"{k} {v}" for k, v in per[name]["compile_phases"].items())
+            + (f"; kernels: {stats['kernels']['compiled']} compiled, "
+               f"{stats['kernels']['cached']} cached" if "kernels" in stats else "")
+            + f") -> {lib}")
     result["unscheduled"] = {"count": sum(len(v) for v in unscheduled.values()), **unscheduled}
 
     _measure(tgt, opts, models, sigs, per, threads, result, log)
@@ -116,7 +129,8 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
     return result
 
 
-def check_tuned(tgt, name, mod, target, lib: Path, sig, threads, log, opts):
+def check_tuned(tgt, name, mod, target, lib: Path, sig, threads, log, opts,
+                kernel_dir: str | None = None):
     """After a build that used tuning records, on a target whose code runs here (x86): time the
     whole model with the records and with the default schedules only, alternating, and keep the
     faster library at `lib`. None elsewhere (nothing to time it on).
@@ -131,7 +145,8 @@ def check_tuned(tgt, name, mod, target, lib: Path, sig, threads, log, opts):
 
     if not tgt.runs_here:
         return None
-    plain = tgt.export(B.build(mod, target, tgt, None, None, opts.winograd, opts.blocked_layout),
+    plain = tgt.export(B.build(mod, target, tgt, None, None, opts.winograd, opts.blocked_layout,
+                               kernel_dir),
                        lib.with_name(lib.stem + ".default.so"))
     M.set_tvm_threads(threads)
     tuned_ms, default_ms = M.compare_latency([lib, plain], sig)

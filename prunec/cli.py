@@ -153,6 +153,9 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="time budget for distillation (default 600 s); epochs are planned to fit it")
     g.add_argument("--recover-epochs", type=_positive_int, metavar="N",
                    help="distill for exactly N epochs (still stopping early on the held-out error)")
+    g.add_argument("--quantize", choices=["int8"], help=(
+        "last step: quantize the pruned model to int8 with ONNX Runtime's static quantization (QDQ, per-channel "
+        "weights, activation ranges from --calib, which it needs); refused if outputs move beyond a tolerance"))
 
 
 def _layer_share(text: str) -> tuple[str, float]:
@@ -373,7 +376,7 @@ def _prune(args) -> int:
         calib_mirror=args.calib_mirror, target_macs=args.target_macs,
         protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
         allocation=args.allocation, recover=args.recover, recover_budget=args.recover_budget,
-        recover_epochs=args.recover_epochs, command=command_line())
+        recover_epochs=args.recover_epochs, quantize=args.quantize, command=command_line())
     outdir = Path(args.outdir)
     if args.target != "none":
         from .backend import toolchain
@@ -523,6 +526,12 @@ def _summary(r: dict) -> str:
             lines.append(f"  sparsity {sp['pattern']} ({sp['criterion']}{', reconstructed' if sp['reconstructed'] else ''}): "
                          f"{sp['zeros']:,} of {sp['weights']:,} weights in {len(sp['layers'])} layers zero "
                          f"({100 * sp['sparsity']:.1f}%); {len(sp['skipped'])} layers left dense")
+        qz = r.get("quantize")
+        if qz:
+            worst = max((e["rel_rms"] for e in qz["output_error_vs_float"].values()), default=0.0)
+            lines.append(f"  quantized to {qz['format']} (QDQ, ONNX Runtime static, {qz['calibration_samples']} samples): "
+                         f"outputs within {worst:.3g} relative RMS of the float model on {qz['check_samples']} held-out "
+                         f"samples; file {qz['size_bytes']['float']:,} -> {qz['size_bytes']['int8']:,} bytes")
         if cal.get("samples"):
             lines.append(f"  criterion {r.get('criterion')}; calibration {cal['samples']} samples from {cal['source']}; "
                          f"relative output error {cal.get('output_error', float('nan')):.4g} on held-out samples")

@@ -43,6 +43,7 @@ class PruneOptions:
     recover_epochs: int | None = None  # a fixed number of distillation epochs instead of the time budget
     # zeros inside the weights after the channel pruning (passes/sparsify.py); ratio 0 = sparsity only
     sparsity: object = None  # a prunec.passes.sparsify.SparsityOptions
+    quantize: str | None = None  # "int8": static QDQ quantization of the pruned model (passes/quantize.py; needs calib)
     command: str | None = None  # the command line, recorded in report.json and the model's provenance
     shape_from_calib: list[str] = field(default_factory=list)  # inputs whose dynamic dims the calib data sized
 

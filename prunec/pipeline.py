@@ -29,7 +29,37 @@ def pipeline_passes(opts: PruneOptions, log=lambda s: None) -> list:
     passes.append(Prune(opts, log))
     if opts.sparsity is not None:  # shrink first, then sparsify what is left
         passes.append(_SparsifyWithCalib(opts, log))
+    if opts.quantize:  # last: int8 of the final float model
+        passes.append(_QuantizeWithCalib(opts, log))
     return passes
+
+
+def _calib_for(model: Model, opts: PruneOptions):
+    """The run's calibration data, read for the model a late pass is given (None without --calib)."""
+    from .recovery.data import load_calib, mirrored
+
+    if opts.calib is None:
+        return None
+    data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
+    return mirrored(data, opts.calib_mirror) if opts.calib_mirror else data
+
+
+class _QuantizeWithCalib:
+    """The quantize pass: activation ranges from the fit split, error measured on the held-out one."""
+
+    name = "quantize"
+
+    def __init__(self, opts: PruneOptions, log):
+        self.opts, self.log = opts, log
+
+    def __call__(self, model: Model):
+        from prunec.passes.quantize import Quantize, scheme_for
+
+        from .recovery.data import fit_and_check
+
+        _, fit, check = fit_and_check(_calib_for(model, self.opts))
+        with progress.phase(f"int8 quantization (ONNX Runtime, {len(fit)} calibration samples)"):
+            return Quantize(fit, check, self.opts.quantize, scheme_for(self.opts.target), log=self.log)(model)
 
 
 class _SparsifyWithCalib:
@@ -45,13 +75,7 @@ class _SparsifyWithCalib:
 
         from prunec.passes.sparsify import Sparsify
 
-        from .recovery.data import load_calib, mirrored
-
-        opts, data = self.opts, None
-        if opts.calib is not None:
-            data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
-            if opts.calib_mirror:
-                data = mirrored(data, opts.calib_mirror)
+        opts, data = self.opts, _calib_for(model, self.opts)
         sopts = opts.sparsity
         if opts.reconstruct is not None and sopts.reconstruct is None:  # --no-reconstruct covers both
             sopts = replace(sopts, reconstruct=opts.reconstruct)
@@ -68,10 +92,14 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         raise PrunecError(f"--ratio {opts.ratio}: must be in [0, 1)")
     if opts.reconstruct and opts.calib is None:
         raise PrunecError("--reconstruct needs calibration data (--calib FILE.npz or an image folder)")
+    if opts.quantize and opts.calib is None:
+        raise PrunecError(f"--quantize {opts.quantize} needs calibration data to measure activation ranges: "
+                          "give --calib FILE.npz or an image folder")
     with progress.phase("pruning"):
         pruned, results = run_passes(model, pipeline_passes(opts, log))
     pruning = next(r for r in results if isinstance(r, PruneResult))
     sparse = next((r.report() for r in results if isinstance(r, SparsityResult)), None)
+    quantized = next((r.report() for r in results if r.name == "quantize"), None)
     analysis, plan = pruning.analysis, pruning.plan
     t_passes = time.perf_counter()
     with progress.phase("verification (onnx.checker, ONNX Runtime)"):
@@ -109,6 +137,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         "notes": model.notes + [n for r in results for n in r.notes],
         **pruning.entries,
         **({"sparsity": sparse} if sparse else {}),
+        **({"quantize": quantized} if quantized else {}),
         "timing_s": {**pruning.timing, "verify": t_verify - t_passes, "total": t_verify - t0},
     }
     return pruned, report, plan

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from prunec.errors import PrunecError, one_line
 from prunec.graph import Model, from_proto
@@ -127,6 +128,7 @@ class Quantize:
 
         float_proto = model.to_proto()
         act = QuantType.QUInt8 if self.scheme.activations == "uint8" else QuantType.QInt8
+        tail = output_tail(model)
         with tempfile.TemporaryDirectory(prefix="prunec-quantize-") as tmp:
             src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
             onnx.save(float_proto, str(src), save_as_external_data=float_proto.ByteSize() > 1_900_000_000)
@@ -135,6 +137,7 @@ class Quantize:
                 logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": prunec's graph is clean
                 quantize_static(str(src), str(dst), _Reader(self.fit), quant_format=QuantFormat.QDQ,
                                 per_channel=True, reduce_range=self.scheme.reduce_range, activation_type=act,
+                                nodes_to_exclude=sorted(tail),
                                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                                 # the calibrator keeps two reduced scalars per tensor and sample, not the
                                 # activations (and its CalibMaxIntermediateOutputs drops ranges: unused)
@@ -149,7 +152,7 @@ class Quantize:
         quantized = from_proto(q_proto, input_shapes=model.input_shapes, source=model.source,
                                io_proto=model.io_proto, notes=list(model.notes), annotations=dict(model.annotations))
         quantized = dataclasses.replace(quantized, header=model.header, metadata_props=dict(model.metadata_props))
-        result = QuantizeResult(format=self.format, scheme=self.scheme.describe(), calibration_samples=len(self.fit),
+        result = QuantizeResult(format=self.format, scheme={**self.scheme.describe(), "float_output_tail": len(tail)}, calibration_samples=len(self.fit),
                                 check_samples=len(self.check), tolerance=self.tolerance,
                                 quantized_nodes=_count_qdq(q_proto),
                                 size_bytes={"float": float_proto.ByteSize(), "int8": quantized.to_proto().ByteSize()})
@@ -164,6 +167,31 @@ class Quantize:
                 f"on {len(self.check)} held-out samples), over the {self.tolerance} tolerance: this model does not "
                 "quantize well statically; drop --quantize or give more representative --calib data")
         return quantized, result
+
+
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def output_tail(model: Model) -> set[str]:
+    """Nodes between the last weighted layers and the graph outputs (decoding heads: sigmoid, box
+    arithmetic, the Concat of boxes and scores). They stay float: a per-tensor int8 scale over a
+    Concat of pixel coordinates (0..640) and scores (0..1) would leave the scores a few levels."""
+    tail: set[str] = set()
+    stack = list(model.graph.outputs)
+    seen = {t.name for t in stack}
+    while stack:
+        t = stack.pop()
+        for node in t.inputs:  # the producer, if any
+            if node.op in WEIGHTED and any(isinstance(i, gs.Constant) for i in node.inputs[1:2]):
+                continue  # a layer with a weight: it is quantized, and the walk stops here
+            if node.name in tail:
+                continue
+            tail.add(node.name)
+            for i in node.inputs:
+                if isinstance(i, gs.Variable) and i.name not in seen:
+                    seen.add(i.name)
+                    stack.append(i)
+    return tail
 
 
 def _with_interface(q_proto: onnx.ModelProto, float_proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,7 +1,8 @@
 """Coverage and reduction at a given ratio on every test model, the real YOLOv8n and the real
 architectures shipped in the onnx wheel.
 
-    python benchmarks/bench_coverage.py [--ratio 0.5]
+    python benchmarks/bench_coverage.py [--ratio 0.5] [--exports DIR]
+--exports DIR adds every DIR/*.onnx (torchvision's Swin, Swin-V2, MaxViT from models/export_torchvision.py).
 Prints: groups (prunable/total), share of Conv/Gemm/MatMul weights and MACs a prunable group can
 shrink, MACs and params reduction, and whether the pruned model verified.
 """
@@ -21,10 +22,17 @@ from models.zoo import BUILDERS, build  # noqa: E402
 from prunec.pipeline import PruneOptions, prune_model  # noqa: E402
 
 
-def sources():
+def sources(exports: str | None = None):
     for name in BUILDERS:
         if name != "resnet50_full":
             yield name, lambda name=name: prunec.from_proto(build(name))
+    from models.window_attention import window_attention
+
+    yield "window_attention (shapes folded)", lambda: prunec.from_proto(window_attention())
+    yield "window_attention (dynamic H, W)", lambda: prunec.from_proto(window_attention(dynamic=True),
+                                                                        {"x": [1, 8, 8, 16]})
+    for path in sorted(Path(exports).glob("*.onnx")) if exports else []:
+        yield f"{path.stem} (export)", lambda path=path: prunec.load(path)
     try:
         from models.fetch_pypi import nudenet_yolov8n_path
 
@@ -50,9 +58,10 @@ def sources():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--exports", metavar="DIR", help="also every DIR/*.onnx")
     args = ap.parse_args()
     print(f"{'model':<34} {'groups':>9} {'weights':>8} {'MACs':>7} {'MACs x':>7} {'params x':>8} {'time s':>7}  verified")
-    for name, load in sources():
+    for name, load in sources(args.exports):
         t0 = time.perf_counter()
         model = load()
         info = prunec.inspect(model)

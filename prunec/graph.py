@@ -177,6 +177,10 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     for name, shape in resolved.items():
         check_size(shape, f"input {name!r}", source)
     shapes = _infer_shapes(proto, resolved, source)
+    if _all_inputs_static(io_proto, proto) and _fold_static_shapes(proto, shapes):
+        notes.append("shapes computed at run time (Shape -> Gather -> Concat ...) folded into constants: every "
+                     "input size is fixed")
+        shapes = _infer_shapes(proto, resolved, source)
     _name_nodes(proto)
     graph = gs.import_onnx(proto)
     for name, tensor in graph.tensors().items():
@@ -385,9 +389,49 @@ FOLDABLE_SKIP = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUni
                  "DequantizeLinear", "QuantizeLinear")  # quantized weights stay stored as integers
 
 
-def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
+def _all_inputs_static(io_proto: dict, proto: onnx.ModelProto) -> bool:
+    """The model as exported fixes every dim of every input (no name, -1 or 0 left open)."""
+    inits = {t.name for t in proto.graph.initializer}
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        declared = io_proto.get(vi.name, vi)
+        if not declared.type.HasField("tensor_type") or not all(_fixed(d) for d in declared.type.tensor_type.shape.dim):
+            return False
+    return True
+
+
+# Constants folded from run-time shape computations stay small: a computed mask or position table
+# is folded, an Expand of a bias over a whole activation is left to run.
+_SHAPE_FOLD_MAX_ELEMENTS = 1 << 16
+
+
+def _fold_static_shapes(proto: onnx.ModelProto, shapes: dict) -> int:
+    """With every input size fixed, each Shape node's value is known: make it a constant and fold
+    what computes from it (Reshape/Pad/Slice/Expand arguments of window attention, patch merging),
+    so the rules see constants they can rewrite. Returns the number of Shape nodes folded."""
+    keep, count = [], 0
+    for node in proto.graph.node:
+        src = node.input[0] if node.input else ""
+        if node.op_type == "Shape" and node.domain in STANDARD_DOMAINS and src in shapes:
+            dims = list(shapes[src])
+            attrs = {a.name: a.i for a in node.attribute}
+            value = dims[slice(attrs.get("start", 0), attrs.get("end"))]
+            proto.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), node.output[0]))
+            count += 1
+            continue
+        keep.append(node)
+    if count:
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+        _fold_constant_nodes(proto, shapes, _SHAPE_FOLD_MAX_ELEMENTS)
+    return count
+
+
+def _fold_constant_nodes(proto: onnx.ModelProto, shapes: dict | None = None, max_elements: int | None = None) -> int:
     """Nodes whose inputs are all constants (Identity of a shared weight, ConstantOfShape, a weight
-    Transpose or Cast) are evaluated once, so rules see the weights as constants."""
+    Transpose or Cast) are evaluated once, so rules see the weights as constants. With
+    `max_elements`, only nodes whose outputs `shapes` knows to be that small."""
     from onnx.reference import ReferenceEvaluator
 
     consts = {t.name: t for t in proto.graph.initializer}
@@ -397,6 +441,10 @@ def _fold_constant_nodes(proto: onnx.ModelProto) -> int:
         inputs = [i for i in node.input if i]
         if (node.domain not in STANDARD_DOMAINS or node.op_type in FOLDABLE_SKIP or not inputs
                 or not all(i in consts for i in inputs) or any(o in graph_outputs for o in node.output)):
+            keep.append(node)
+            continue
+        if max_elements is not None and not all(
+                o in shapes and int(np.prod(shapes[o], dtype=np.int64)) <= max_elements for o in node.output if o):
             keep.append(node)
             continue
         if not fold_size_ok(node, consts, list(proto.opset_import)):

@@ -106,13 +106,34 @@ def _rewrite_slice(node, rw):
         rw.set_const_input(node, 2, ends)
 
 
+def _slice_computed_bounds(node, ctx, r: int) -> None:
+    """Bounds read at run time (x[:, :H, :W] after a window pad): the sliced axes follow nothing,
+    the axes the slice does not name pass through."""
+    x, y = node.inputs[0], node.outputs[0]
+    axes_t, starts_t = input_at(node, 3), input_at(node, 1)
+    if axes_t is not None:
+        axes = ctx.const(axes_t)
+        axes = None if axes is None else [a % r for a in int_list(axes)]
+    else:
+        axes = list(range(ctx.shape(starts_t)[0])) if starts_t is not None and ctx.shape(starts_t) else None
+    if axes is None:
+        ctx.block_tensor(x, f"{ctx.where()} bounds are computed at run time")
+        return
+    for i in range(r):
+        if i not in axes:
+            ctx.set_axis(y, i, ctx.axis(x, i))
+        elif ctx.shape(x)[i] > 1 or ctx.shape(y)[i] > 1:
+            ctx.block(ctx.axis(x, i), f"{ctx.where()} bounds are computed at run time")
+            ctx.set_axis(y, i, ctx.spaces.new(ctx.shape(y)[i], blocked=f"{ctx.where()} bounds are computed at run time"))
+
+
 @rule("Slice", rewrite=_rewrite_slice)
 def slice_(node, ctx):
     x, y = node.inputs[0], node.outputs[0]
     r = ctx.rank(x)
     params = _slice_params(node, ctx)
     if params is None:
-        ctx.block_tensor(x, f"{ctx.where()} bounds are computed at run time")
+        _slice_computed_bounds(node, ctx, r)
         return
     starts, ends, axes, steps = params
     sliced = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import rule
 from .common import axes_of, input_at, int_list
+from .shapes import trace
 
 
 @rule("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
@@ -71,12 +72,21 @@ def pad(node, ctx):
     pads_t = input_at(node, 1)
     pads = node.attrs.get("pads") if pads_t is None else ctx.const(pads_t)
     axes = axes_of(node, ctx, 3, r) if input_at(node, 3) is not None else list(range(r))
-    if pads is None or axes is None:
-        ctx.block_tensor(x, f"{ctx.where()} pads are computed at run time")
+    if axes is None:
+        ctx.block_tensor(x, f"{ctx.where()} axes are computed at run time")
         return
-    pads = int_list(pads)
     n = len(axes)
-    padded = {a for k, a in enumerate(axes) if pads[k] or pads[k + n]}
+    if pads is None:  # computed (window attention pads H and W up to a multiple of the window)
+        elems = trace(pads_t, ctx) if pads_t is not None else None
+        if elems is None or len(elems) != 2 * n:
+            ctx.block_tensor(x, f"{ctx.where()} pads are computed at run time")
+            return
+        # an axis whose two pads are constant zeros is never padded; any other may be, at some size
+        padded = {a for k, a in enumerate(axes)
+                  if not all(e is not None and e.value == 0 for e in (elems[k], elems[k + n]))}
+    else:
+        pads = int_list(pads)
+        padded = {a for k, a in enumerate(axes) if pads[k] or pads[k + n]}
     for a in padded:
         if ctx.shape(x)[a] > 1:
             ctx.block(ctx.axis(x, a), f"padded by {ctx.where()}")

@@ -11,11 +11,36 @@ from . import rule
 from .shapes import bind, rewrite_constants, trace_input
 
 
+def segments(xs, ys) -> list[tuple[int, int, int, int]]:
+    """Runs of input axes [i0, i1) and output axes [j0, j1) with equal products, as short as they
+    go. A reshape keeps the flat index, so it acts on each run alone: (B, H, W, C) -> (B, H/7, 7,
+    W/7, 7, C) is B -> B, H -> (H/7, 7), W -> (W/7, 7), C -> C, and a layout that cannot follow
+    one run (H rolled by a shift, split unevenly) leaves the others, the channels among them, free."""
+    out, i, j = [], 0, 0
+    while i < len(xs) or j < len(ys):
+        i0, j0, px, py = i, j, 1, 1
+        if i < len(xs):
+            px, i = xs[i], i + 1
+        if j < len(ys):
+            py, j = ys[j], j + 1
+        while px != py:
+            if px < py and i < len(xs):
+                px, i = px * xs[i], i + 1
+            elif py < px and j < len(ys):
+                py, j = py * ys[j], j + 1
+            else:
+                return [(0, len(xs), 0, len(ys))]  # sizes that never meet: one run
+        out.append((i0, i, j0, j))
+    return out
+
+
 def _reshape_like(node, ctx):
     x, y = node.inputs[0], node.outputs[0]
     outs = [ctx.new(n) for n in ctx.shape(y)]
     ins = [ctx.axis(x, i) for i in range(ctx.rank(x))]
-    ctx.unify(ctx.spaces.product(ins), ctx.spaces.product(outs))
+    for i0, i1, j0, j1 in segments(list(ctx.shape(x)), list(ctx.shape(y))):
+        if i1 > i0 and j1 > j0:
+            ctx.unify(ctx.spaces.product(ins[i0:i1]), ctx.spaces.product(outs[j0:j1]))
     for i, s in enumerate(outs):
         ctx.set_axis(y, i, s)
 

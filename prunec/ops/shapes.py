@@ -55,7 +55,8 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
         return [Elem(dims=((src, a),)) for a in axes]
     if op in ("Unsqueeze", "Squeeze", "Identity", "Cast", "Reshape", "Flatten"):
         return _with_slots(node, 0, trace(node.inputs[0], ctx, depth + 1))
-    if op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
+    flat = bool(node.inputs) and _rank(node.inputs[0], ctx) in (0, 1)
+    if op == "Concat" and (int(node.attrs.get("axis", 0)) == 0 or flat):  # row-major order: axis 0 is flat
         out: list[Elem | None] = []
         for i, piece in enumerate(node.inputs):
             elems = _with_slots(node, i, trace(piece, ctx, depth + 1))
@@ -63,12 +64,12 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
                 return None
             out += elems
         return out if len(out) == n_out else None
-    if op == "Gather" and int(node.attrs.get("axis", 0)) == 0:
+    if op == "Gather" and int(node.attrs.get("axis", 0)) == 0 and flat:  # rows of a 2-D vector are not elements
         src, idx = trace(node.inputs[0], ctx, depth + 1), _const(node.inputs[1])
         if src is None or idx is None:
             return [None] * n_out
         return [src[i] for i in int_list(idx)]
-    if op == "Slice":
+    if op == "Slice" and flat:
         src = trace(node.inputs[0], ctx, depth + 1)
         bounds = [_const(node.inputs[i]) if len(node.inputs) > i else None for i in (1, 2)]
         steps = _const(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else [1]
@@ -84,6 +85,12 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
             return [None] * n_out
         return [_mul(x, y) if op == "Mul" else _div(x, y) for x, y in zip(a, b)]
     return [None] * n_out
+
+
+def _rank(t: gs.Tensor, ctx) -> int | None:
+    if isinstance(t, gs.Constant):
+        return np.ndim(t.values)
+    return len(ctx.model.shapes[t.name]) if t.name in ctx.model.shapes else None
 
 
 def trace_input(node, index: int, ctx) -> list[Elem | None] | None:

@@ -1,0 +1,44 @@
+"""Run-time shape computations (window attention as torchvision's Swin exports it): folded when every
+input size is fixed, traced when it is not; the hidden channels prune through both exactly."""
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import prunec
+from exactness import check_exact
+from models.window_attention import window_attention
+from prunec.ops.reshape import segments
+from prunec.pipeline import PruneOptions, prune_model
+
+
+def test_reshape_segments_keep_the_channel_axis_apart():
+    assert segments([1, 56, 56, 96], [1, 8, 7, 8, 7, 96]) == [(0, 1, 0, 1), (1, 2, 1, 3), (2, 3, 3, 5), (3, 4, 5, 6)]
+    assert segments([4, 96], [4, 3, 32]) == [(0, 1, 0, 1), (1, 2, 1, 3)]
+    assert segments([6, 4], [4, 6]) == [(0, 2, 0, 2)]  # no common boundary: one run
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_window_attention_prunes_exactly(dynamic):
+    n_groups, err = check_exact(window_attention(dynamic=dynamic))
+    assert n_groups == 2, n_groups  # the hidden channels (in, windows, out) and the q/k channels
+    assert err < 1e-5
+
+
+def test_static_shape_computations_are_folded():
+    model = prunec.from_proto(window_attention())
+    ops = {n.op for n in model.graph.nodes}
+    assert "Shape" not in ops and "Mod" not in ops
+    assert any("folded into constants" in n for n in model.notes)
+    assert {g.id for g in prunec.analyze(model).prunable_groups} == {"w_in[1]", "w_k[1]"}
+
+
+def test_dynamic_window_attention_still_runs_at_other_sizes_after_pruning():
+    model = prunec.from_proto(window_attention(dynamic=True), input_shapes={"x": [1, 8, 8, 16]})
+    assert "Shape" in {n.op for n in model.graph.nodes}  # nothing folded: H and W are open
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
+    assert report["groups"]["pruned"] == 2
+    assert report["verify"]["other_input_size"]["checked"]
+    sess = ort.InferenceSession(pruned.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    for hw in ((8, 8), (10, 7), (5, 13)):  # padded to the window and cropped back at run time
+        y = sess.run(None, {"x": np.ones((1, *hw, 16), np.float32)})[0]
+        assert y.shape == (1, *hw, 16)

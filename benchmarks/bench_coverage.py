@@ -29,7 +29,8 @@ def sources(exports: str | None = None):
     from models.window_attention import window_attention
 
     yield "window_attention (shapes folded)", lambda: prunec.from_proto(window_attention())
-    yield "window_attention (dynamic H, W)", lambda: prunec.from_proto(window_attention(dynamic=True),
+    yield "window_attention (dynamic batch)", lambda: prunec.from_proto(window_attention(dynamic="batch"))
+    yield "window_attention (dynamic H, W)", lambda: prunec.from_proto(window_attention(dynamic="hw"),
                                                                         {"x": [1, 8, 8, 16]})
     for path in sorted(Path(exports).glob("*.onnx")) if exports else []:
         yield f"{path.stem} (export)", lambda path=path: prunec.load(path)

@@ -7,7 +7,8 @@ computed at run time from `Shape` of the activations.
     q/k projections, Softmax(q k^T) v -> window merge (Reshape, Transpose, Reshape) -> Slice back to
     H, W (bounds from Shape) -> roll back -> MatMul (D -> C) + x
 
-`dynamic=True` leaves H and W open (the model runs at any size), as an exporter with dynamic axes does.
+`dynamic="hw"` leaves H and W open (the model runs at any size), `dynamic="batch"` the batch only, as
+exporters with dynamic axes do.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ WINDOW = 4
 
 
 def window_attention(size: int = 8, channels: int = 16, hidden: int = 32, shift: int = 2, seed: int = 0,
-                     dynamic: bool = False) -> onnx.ModelProto:
+                     dynamic: str = "") -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
 
@@ -55,9 +56,9 @@ def window_attention(size: int = 8, channels: int = 16, hidden: int = 32, shift:
     pads = cat("pads", [const("z4", [0, 0, 0, 0, 0]), pad_h, pad_w, const("z1", [0])])
     padded = node("Pad", [rolled, pads], "padded")
     # window partition with computed targets
-    ph, pw, c = dim(padded, 1), dim(padded, 2), dim(padded, 3)
+    b, ph, pw, c = dim(padded, 0), dim(padded, 1), dim(padded, 2), dim(padded, 3)
     nh, nw = node("Div", [ph, w], "nh"), node("Div", [pw, w], "nw")
-    split = node("Reshape", [padded, cat("split_shape", [const("one", [1]), nh, w, nw, w, c])], "split")
+    split = node("Reshape", [padded, cat("split_shape", [b, nh, w, nw, w, c])], "split")
     moved = node("Transpose", [split], "moved", perm=[0, 1, 3, 2, 4, 5])
     windows = node("Reshape", [moved, cat("win_shape", [const("m1", [-1]), const("ww", [WINDOW * WINDOW]), c])],
                    "windows")
@@ -67,9 +68,9 @@ def window_attention(size: int = 8, channels: int = 16, hidden: int = 32, shift:
                 axis=-1)
     mixed = node("MatMul", [attn, windows], "mixed")
     # merge the windows back (computed targets again) and cut the padding off (computed bounds)
-    back = node("Reshape", [mixed, cat("back_shape", [const("one2", [1]), nh, nw, w, w, c])], "back")
+    back = node("Reshape", [mixed, cat("back_shape", [b, nh, nw, w, w, c])], "back")
     unmoved = node("Transpose", [back], "unmoved", perm=[0, 1, 3, 2, 4, 5])
-    merged = node("Reshape", [unmoved, cat("merge_shape", [const("one3", [1]), ph, pw, c])], "merged")
+    merged = node("Reshape", [unmoved, cat("merge_shape", [b, ph, pw, c])], "merged")
     ends = cat("crop_ends", [dim(h, 1), dim(h, 2)])
     cropped = node("Slice", [merged, const("crop_starts", [0, 0]), ends, const("crop_axes", [1, 2])], "cropped")
     tail2 = node("Slice", [cropped, const("u_s0", [shift]), const("u_e0", [2 ** 62]), const("u_ax", [1])], "unroll_tail")
@@ -77,10 +78,12 @@ def window_attention(size: int = 8, channels: int = 16, hidden: int = 32, shift:
     unrolled = node("Concat", [tail2, head2], "unrolled", axis=1)
     out = node("MatMul", [unrolled, weight("w_out", [hidden, channels])], "proj_out")
     nodes.append(helper.make_node("Add", [out, "x"], ["y"], name="residual"))
-    hw = ["H", "W"] if dynamic else [size, size]
+    assert dynamic in ("", "hw", "batch"), dynamic
+    hw = ["H", "W"] if dynamic == "hw" else [size, size]
+    batch = "N" if dynamic == "batch" else 1
     graph = helper.make_graph(nodes, "window_attention",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *hw, channels])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, *hw, channels])], inits)
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *hw, channels])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, *hw, channels])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="prunec.models")
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)

@@ -18,8 +18,10 @@ from onnx import external_data_helper, numpy_helper
 
 from .errors import PrunecError, one_line
 from .model_checks import MAX_OPSET, MAX_TENSOR_ELEMENTS, MIN_OPSET, STANDARD_DOMAINS  # noqa: F401 (re-exported)
-from .model_checks import (check_initializers, check_size, check_valid, external_int, fold_size_ok,
+from .model_checks import (check_initializers, check_size, check_valid, external_int,
                            lower_ir_version, lower_new_opset, static_shape, tensor_bytes)
+from .folding import (BATCH_PROBE, fold_batch_free_shape_reads, fold_constant_nodes, fold_static_shapes,
+                      open_input_dims, with_input_shapes)
 from .model_header import PROBE_SIZE, fixed as _fixed, read_header, trained_size, write_header
 
 # Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
@@ -167,7 +169,7 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     n_const = _constant_nodes_to_initializers(proto)
     if n_const:
         notes.append(f"{n_const} Constant nodes turned into initializers")
-    n_folded = _fold_constant_nodes(proto)
+    n_folded = fold_constant_nodes(proto)
     if n_folded:
         notes.append(f"{n_folded} nodes computing from constants only were folded into initializers")
     if io_proto is None:
@@ -177,10 +179,18 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     for name, shape in resolved.items():
         check_size(shape, f"input {name!r}", source)
     shapes = _infer_shapes(proto, resolved, source)
-    if _all_inputs_static(io_proto, proto) and _fold_static_shapes(proto, shapes):
+    open_dims = open_input_dims(io_proto, proto)
+    if not open_dims and fold_static_shapes(proto, shapes):
         notes.append("shapes computed at run time (Shape -> Gather -> Concat ...) folded into constants: every "
                      "input size is fixed")
         shapes = _infer_shapes(proto, resolved, source)
+    elif open_dims and all(axis == 0 for _, axis in open_dims) and any(n.op_type == "Shape" for n in proto.graph.node):
+        other = {k: ([BATCH_PROBE] + list(v[1:]) if any(n == k for n, _ in open_dims) else v)
+                 for k, v in resolved.items()}
+        if fold_batch_free_shape_reads(proto, shapes, _infer_shapes(with_input_shapes(proto, other), other, source)):
+            notes.append("shape elements that do not depend on the batch (Shape -> Gather of H, W, C) folded into "
+                         "constants: only the batch is dynamic")
+            shapes = _infer_shapes(proto, resolved, source)
     _name_nodes(proto)
     graph = gs.import_onnx(proto)
     for name, tensor in graph.tensors().items():
@@ -382,103 +392,6 @@ def _initializers_out_of_inputs(proto: onnx.ModelProto) -> int:
         proto.graph.input.extend(keep)
         proto.ir_version = max(proto.ir_version, 4)  # IR 4 is where initializers stopped being inputs
     return removed
-
-
-FOLDABLE_SKIP = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                 "Bernoulli", "If", "Loop", "Scan",
-                 "DequantizeLinear", "QuantizeLinear")  # quantized weights stay stored as integers
-
-
-def _all_inputs_static(io_proto: dict, proto: onnx.ModelProto) -> bool:
-    """The model as exported fixes every dim of every input (no name, -1 or 0 left open)."""
-    inits = {t.name for t in proto.graph.initializer}
-    for vi in proto.graph.input:
-        if vi.name in inits:
-            continue
-        declared = io_proto.get(vi.name, vi)
-        if not declared.type.HasField("tensor_type") or not all(_fixed(d) for d in declared.type.tensor_type.shape.dim):
-            return False
-    return True
-
-
-# Constants folded from run-time shape computations stay small: a computed mask or position table
-# is folded, an Expand of a bias over a whole activation is left to run.
-_SHAPE_FOLD_MAX_ELEMENTS = 1 << 16
-
-
-def _fold_static_shapes(proto: onnx.ModelProto, shapes: dict) -> int:
-    """With every input size fixed, each Shape node's value is known: make it a constant and fold
-    what computes from it (Reshape/Pad/Slice/Expand arguments of window attention, patch merging),
-    so the rules see constants they can rewrite. Returns the number of Shape nodes folded."""
-    keep, count = [], 0
-    for node in proto.graph.node:
-        src = node.input[0] if node.input else ""
-        if node.op_type == "Shape" and node.domain in STANDARD_DOMAINS and src in shapes:
-            dims = list(shapes[src])
-            attrs = {a.name: a.i for a in node.attribute}
-            value = dims[slice(attrs.get("start", 0), attrs.get("end"))]
-            proto.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), node.output[0]))
-            count += 1
-            continue
-        keep.append(node)
-    if count:
-        del proto.graph.node[:]
-        proto.graph.node.extend(keep)
-        _fold_constant_nodes(proto, shapes, _SHAPE_FOLD_MAX_ELEMENTS)
-    return count
-
-
-def _fold_constant_nodes(proto: onnx.ModelProto, shapes: dict | None = None, max_elements: int | None = None) -> int:
-    """Nodes whose inputs are all constants (Identity of a shared weight, ConstantOfShape, a weight
-    Transpose or Cast) are evaluated once, so rules see the weights as constants. With
-    `max_elements`, only nodes whose outputs `shapes` knows to be that small."""
-    from onnx.reference import ReferenceEvaluator
-
-    consts = {t.name: t for t in proto.graph.initializer}
-    graph_outputs = {o.name for o in proto.graph.output}
-    keep, folded = [], 0
-    for node in proto.graph.node:
-        inputs = [i for i in node.input if i]
-        if (node.domain not in STANDARD_DOMAINS or node.op_type in FOLDABLE_SKIP or not inputs
-                or not all(i in consts for i in inputs) or any(o in graph_outputs for o in node.output)):
-            keep.append(node)
-            continue
-        if max_elements is not None and not all(
-                o in shapes and int(np.prod(shapes[o], dtype=np.int64)) <= max_elements for o in node.output if o):
-            keep.append(node)
-            continue
-        if not fold_size_ok(node, consts, list(proto.opset_import)):
-            keep.append(node)  # an output too big (or of unknown size) to compute: shape inference decides
-            continue
-        try:
-            values = _evaluate(node, consts, ReferenceEvaluator, list(proto.opset_import))
-        except Exception:  # an op the reference evaluator can't run: leave it in the graph
-            keep.append(node)
-            continue
-        for name, value in zip(node.output, values):
-            if name:
-                tensor = numpy_helper.from_array(np.asarray(value), name)
-                proto.graph.initializer.append(tensor)
-                consts[name] = tensor
-        folded += 1
-    if folded:
-        del proto.graph.node[:]
-        proto.graph.node.extend(keep)
-        used = {i for n in keep for i in n.input} | graph_outputs
-        unused = [t for t in proto.graph.initializer if t.name not in used]
-        for t in unused:
-            proto.graph.initializer.remove(t)
-    return folded
-
-
-def _evaluate(node: onnx.NodeProto, consts: dict, evaluator_cls, opsets) -> list:
-    if node.op_type == "Identity":
-        return [numpy_helper.to_array(consts[node.input[0]])]
-    feeds = {i: numpy_helper.to_array(consts[i]) for i in node.input if i}
-    g = onnx.helper.make_graph([node], "fold", [
-        onnx.helper.make_tensor_value_info(i, consts[i].data_type, None) for i in feeds],
-        [onnx.ValueInfoProto(name=o) for o in node.output if o])
-    return evaluator_cls(onnx.helper.make_model(g, opset_imports=opsets)).run(None, feeds)
 
 
 def _constant_nodes_to_initializers(proto: onnx.ModelProto) -> int:

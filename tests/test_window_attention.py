@@ -17,7 +17,7 @@ def test_reshape_segments_keep_the_channel_axis_apart():
     assert segments([6, 4], [4, 6]) == [(0, 2, 0, 2)]  # no common boundary: one run
 
 
-@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("dynamic", ["", "batch", "hw"])
 def test_window_attention_prunes_exactly(dynamic):
     n_groups, err = check_exact(window_attention(dynamic=dynamic))
     assert n_groups == 2, n_groups  # the hidden channels (in, windows, out) and the q/k channels
@@ -32,8 +32,20 @@ def test_static_shape_computations_are_folded():
     assert {g.id for g in prunec.analyze(model).prunable_groups} == {"w_in[1]", "w_k[1]"}
 
 
+def test_with_only_the_batch_dynamic_the_batch_free_shape_reads_fold():
+    model = prunec.from_proto(window_attention(dynamic="batch"))
+    assert any("do not depend on the batch" in n for n in model.notes)
+    ops = [n.op for n in model.graph.nodes]
+    assert "Mod" not in ops and "Pad" in ops  # the pads (from H and W) are constants now
+    assert "Shape" in ops  # the batch is still read at run time
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
+    assert report["groups"]["pruned"] == 2 and report["verify"]["other_input_size"]["checked"]
+    sess = ort.InferenceSession(pruned.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": np.ones((3, 8, 8, 16), np.float32)})[0].shape == (3, 8, 8, 16)
+
+
 def test_dynamic_window_attention_still_runs_at_other_sizes_after_pruning():
-    model = prunec.from_proto(window_attention(dynamic=True), input_shapes={"x": [1, 8, 8, 16]})
+    model = prunec.from_proto(window_attention(dynamic="hw"), input_shapes={"x": [1, 8, 8, 16]})
     assert "Shape" in {n.op for n in model.graph.nodes}  # nothing folded: H and W are open
     pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
     assert report["groups"]["pruned"] == 2

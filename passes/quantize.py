@@ -170,6 +170,17 @@ class Quantize:
 
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+INTEGER_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+               "ConvInteger", "MatMulInteger", "DynamicQuantizeLSTM")
+
+
+def already_quantized(model: Model) -> str:
+    """'' for a float model, else what makes it quantized ('12 DequantizeLinear, 4 QLinearConv')."""
+    counts: dict[str, int] = {}
+    for n in model.graph.nodes:
+        if n.op in INTEGER_OPS:
+            counts[n.op] = counts.get(n.op, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
 
 
 def output_tail(model: Model) -> set[str]:

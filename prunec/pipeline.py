@@ -95,6 +95,12 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     if opts.quantize and opts.calib is None:
         raise PrunecError(f"--quantize {opts.quantize} needs calibration data to measure activation ranges: "
                           "give --calib FILE.npz or an image folder")
+    if opts.quantize:
+        from prunec.passes.quantize import already_quantized
+
+        if already := already_quantized(model):
+            raise PrunecError(f"--quantize {opts.quantize}: {model.source} is already quantized ({already}); "
+                              "prune it without --quantize (its integer weights are pruned as they are)")
     with progress.phase("pruning"):
         pruned, results = run_passes(model, pipeline_passes(opts, log))
     pruning = next(r for r in results if isinstance(r, PruneResult))

@@ -104,3 +104,11 @@ def test_cli_quantize_without_calibration_data_is_a_usage_error(tmp_path):
     assert res.stderr.strip().count("\n") == 0
     assert res.stderr.startswith("prunec: error: --quantize int8 needs calibration data")
     assert not out.exists()
+
+
+def test_an_already_quantized_model_is_refused():
+    from models.quantized import qdq_resnet
+
+    model = prunec.from_proto(qdq_resnet())
+    with pytest.raises(PrunecError, match="is already quantized .*DequantizeLinear"):
+        prune_model(model, PruneOptions(ratio=0.5, calib=_calib(8, 0), quantize="int8"))

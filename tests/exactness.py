@@ -43,7 +43,7 @@ def zero_channels(model, analysis, plan) -> "prunec.Model":
             zero = np.broadcast_to(params[1], values.shape).astype(values.dtype) if params else 0
             values[tuple(index)] = zero[tuple(index)] if params else 0
             t.values = values
-    proto = model.to_proto(restore_io=False, graph=graph)
+    proto = model.to_proto(graph=graph)  # the declared inputs: dynamic dims stay dynamic
     return prunec.from_proto(proto, input_shapes=model.input_shapes)
 
 

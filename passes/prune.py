@@ -197,11 +197,15 @@ class _Calibrated:
                 if method == "refit":
                     measure = RefitMeasure(current, analysis, self.fit, self.check, shrink, mode=opts.recon_mode)
                 elif data is not None:
-                    sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples)
+                    sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples,
+                                             fit=self.fit if self.do_recon else None)
                 plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
-                                   floors=floors_for(self.floors, method, opts), meta=meta,
+                                   floors=floors_for(self.floors, method, opts, refit_aware=sens is not None and self.do_recon),
+                                   meta=meta,
                                    base_macs=self.base_macs, measure=measure)
             alloc = {"method": method, "why": why, "time_s": time.perf_counter() - t}
+            if sens is not None:
+                alloc["probes"] = "least-squares compensated" if self.do_recon else "zeroed"
             if measure is not None:
                 alloc["evaluations"] = measure.evaluations
             self.allocations.append(alloc)

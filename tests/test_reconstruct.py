@@ -83,6 +83,25 @@ def test_lossless_when_channels_are_redundant(setup):
     assert output_error(dup, refit, data) < 1e-6
 
 
+def test_compensated_probe_sees_what_refit_repairs(setup):
+    """Zeroing the duplicated half of c1 changes the output; fed the consumers' least-squares
+    compensation (as reconstruction will do), the probe measures (almost) no error for it, while a
+    group whose channels are not redundant still costs."""
+    model, data, analysis = setup
+    dup = with_c1(model, duplicate_channels)
+    a = prunec.analyze(dup)
+    gid = "c1.w[0]"
+    scores = {g.id: np.arange(g.size, dtype=float)[::-1].copy() for g in a.prunable_groups}  # last channels first
+    zeroed = dict(group_sensitivity(dup, a, data, scores, samples=16, probes=(0.5,)))
+    compensated = dict(group_sensitivity(dup, a, data, scores, samples=16, probes=(0.5,), fit=data))
+    (n, err_zero), = zeroed[gid]
+    (n2, err_comp), = compensated[gid]
+    assert n == n2 == 8
+    assert err_zero > 1e-2 and err_comp < 1e-3 * err_zero, (err_zero, err_comp)
+    others = [gid2 for gid2 in compensated if gid2 != gid and compensated[gid2][0][1] > 1e-4]
+    assert others  # the probe still rates groups without redundant channels as costly
+
+
 @pytest.mark.parametrize("criterion", ["act", "apoz", "output", "output-var"])
 def test_data_criteria_score_every_group(setup, criterion):
     model, data, analysis = setup

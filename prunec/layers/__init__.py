@@ -45,9 +45,17 @@ class LayerKind:
         """The weight as [groups, d, outputs per group] and the bias as [groups, outputs per group]."""
         raise NotImplementedError
 
+    def arrays(self, node: gs.Node, W: np.ndarray, b: np.ndarray, w_shape: Shape) -> tuple[np.ndarray, np.ndarray | None]:
+        """Refitted matrices (same layout as `matrices`) as the node's weight and bias tensors (bias
+        None: the op has no bias input, the intercept is dropped), without touching the node."""
+        raise NotImplementedError
+
     def write(self, node: gs.Node, W: np.ndarray, b: np.ndarray, w_shape: Shape) -> None:
         """Store refitted matrices (same layout as `matrices`) into the node's constants."""
-        raise NotImplementedError
+        weight, bias = self.arrays(node, W, b, w_shape)
+        node.inputs[1].values = weight
+        if bias is not None:
+            set_bias(node, bias, weight.dtype)
 
     def rows(self, node: gs.Node, x: np.ndarray, y: np.ndarray, w_shape: Shape, rows: int,
              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

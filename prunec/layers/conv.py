@@ -6,7 +6,7 @@ from math import prod
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from . import LayerKind, const_bias, register, set_bias
+from . import LayerKind, const_bias, register
 
 
 def _geometry(node: gs.Node, x_shape, w_shape, y_shape):
@@ -71,11 +71,10 @@ class Conv(LayerKind):
         bias = np.zeros(m) if b is None else np.asarray(b, np.float64).reshape(m)
         return w.reshape(groups, cog, -1).transpose(0, 2, 1), bias.reshape(groups, cog)
 
-    def write(self, node, W, b, w_shape) -> None:
-        # same tensor names: group ids (anchored on weight names) stay stable across --steps rounds
+    def arrays(self, node, W, b, w_shape):
+        # written under the same tensor names: group ids (anchored on weight names) stay stable across --steps rounds
         dtype = node.inputs[1].values.dtype
-        node.inputs[1].values = np.ascontiguousarray(W.transpose(0, 2, 1).reshape(w_shape), dtype=dtype)
-        set_bias(node, b.reshape(-1), dtype)
+        return np.ascontiguousarray(W.transpose(0, 2, 1).reshape(w_shape), dtype=dtype), b.reshape(-1).astype(dtype)
 
     def rows(self, node, x, y, w_shape, rows, rng):
         n_pos = int(np.prod(y.shape[1:]))

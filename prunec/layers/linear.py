@@ -5,7 +5,7 @@ from math import prod
 
 import numpy as np
 
-from . import LayerKind, const_bias, register, set_bias
+from . import LayerKind, const_bias, register
 
 
 def _token_rows(x, y, rows, rng):
@@ -41,16 +41,17 @@ class Gemm(LayerKind):
         bias = np.zeros(m) if b is None else np.broadcast_to(np.asarray(b, np.float64) * beta, (m,)).copy()
         return W[None], bias[None]
 
-    def write(self, node, W, b, w_shape) -> None:
+    def arrays(self, node, W, b, w_shape):
         dtype = node.inputs[1].values.dtype
         w = W[0] / float(node.attrs.get("alpha", 1.0))
-        node.inputs[1].values = np.ascontiguousarray(w.T if node.attrs.get("transB", 0) else w, dtype=dtype)
-        bias = b.reshape(-1)
-        if len(node.inputs) > 2:
-            bias = bias / float(node.attrs.get("beta", 1.0))
-        else:
-            node.attrs["beta"] = 1.0
-        set_bias(node, bias, dtype)
+        beta = float(node.attrs.get("beta", 1.0)) if len(node.inputs) > 2 else 1.0
+        return (np.ascontiguousarray(w.T if node.attrs.get("transB", 0) else w, dtype=dtype),
+                (b.reshape(-1) / beta).astype(dtype))
+
+    def write(self, node, W, b, w_shape) -> None:
+        if len(node.inputs) <= 2:
+            node.attrs["beta"] = 1.0  # the bias input is added with the refitted intercept
+        super().write(node, W, b, w_shape)
 
     def rows(self, node, x, y, w_shape, rows, rng):
         return _token_rows(x, y, rows, rng)
@@ -77,9 +78,9 @@ class MatMul(LayerKind):
         w = np.asarray(node.inputs[1].values, np.float64)
         return w[None], np.zeros((1, w.shape[1]))
 
-    def write(self, node, W, b, w_shape) -> None:
+    def arrays(self, node, W, b, w_shape):
         # no bias input: the intercept is dropped (a following Add keeps the original one)
-        node.inputs[1].values = np.ascontiguousarray(W[0], dtype=node.inputs[1].values.dtype)
+        return np.ascontiguousarray(W[0], dtype=node.inputs[1].values.dtype), None
 
     def rows(self, node, x, y, w_shape, rows, rng):
         return _token_rows(x, y, rows, rng)

@@ -333,15 +333,16 @@ def allocation_method(opts, analysis, scores, keep_share, round_to, data, do_rec
     return choose(asked, analysis, scores, keep_share, round_to, len(data), graph_macs(model.graph, model.shapes))
 
 
-def floors_for(floors: Floors, method: str, opts) -> Floors:
-    """Stem/head floor: a refit search measures what pruning the stem costs after reconstruction, so the
-    floor only guards against noise there (50%); probe curves and importance shares misjudge the stem
-    (measured without refit), so they keep 75%. PruneOptions.protect_keep overrides both."""
+def floors_for(floors: Floors, method: str, opts, refit_aware: bool = False) -> Floors:
+    """Stem/head floor: a refit search, or probes fed the consumers' least-squares compensation
+    (`refit_aware`), measure what pruning the stem costs after reconstruction, so the floor only guards
+    against noise there (50%); zeroing probes and importance shares misjudge the stem (measured
+    without refit), so they keep 75%. PruneOptions.protect_keep overrides both."""
     keep = getattr(opts, "protect_keep", None)
     if keep is not None and not 0.0 <= keep <= 1.0:
         raise PrunecError(f"protect_keep {keep}: must be in [0, 1] (the share of a stem/head group kept)")
     if keep is None:
-        keep = REFIT_PROTECT_KEEP if method == "refit" else floors.protect_keep
+        keep = REFIT_PROTECT_KEEP if method == "refit" or refit_aware else floors.protect_keep
     return replace(floors, protect_keep=keep)
 
 

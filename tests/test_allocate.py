@@ -63,10 +63,20 @@ def test_refit_search_finds_what_reconstruction_repairs(twins):
         assert report["macs"]["after"] <= 0.65 * report["macs"]["before"]
         assert_verified(report, model)
         runs[how] = (_kept(plan, model), report["calibration"]["output_error"])
-    # the probe sees the cost of zeroing the copies and halves b; the search halves a, which refits exactly
-    assert runs["probe"][0] == {"a.w[0]": 16, "b.w[0]": 8}
-    assert runs["refit"][0] == {"a.w[0]": 8, "b.w[0]": 16}
-    assert runs["refit"][1] < 1e-3 < runs["probe"][1]
+    # a's copies refit exactly: the search and the compensated probes both halve a
+    assert runs["probe"][0] == runs["refit"][0] == {"a.w[0]": 8, "b.w[0]": 16}
+    assert report["allocation"].get("probes") is None
+    assert runs["refit"][1] < 1e-3 and runs["probe"][1] < 1e-3
+
+
+def test_zeroing_probes_without_reconstruction_miss_it(twins):
+    """Without reconstruction the probes zero channels: the copies look costly and b is halved."""
+    model, calib = twins
+    opts = PruneOptions(target_macs=0.65, calib=calib, round_to=8, protect=False, allocation="probe",
+                        criterion="output", reconstruct=False)
+    _, report, plan = prune_model(model, opts)
+    assert report["allocation"]["probes"] == "zeroed"
+    assert _kept(plan, model) == {"a.w[0]": 16, "b.w[0]": 8}
 
 
 def test_refit_search_is_deterministic_and_meets_budget_and_floors():

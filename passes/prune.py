@@ -136,12 +136,14 @@ class _Calibrated:
         self.floors = Floors(min_keep=opts.min_keep, protect=self.protect)
         self.t_stats = self.t_sens = 0.0
         self.allocations: list[dict] = []
+        self.memos: dict = {}
 
     def run(self, analysis: Analysis | None = None) -> tuple[Model, Plan, dict]:
         """The pruned model (not yet verified), the plan of the last round, and report entries.
         `analysis`: of the model, when the caller has it already."""
         opts = self.opts
         current, plans, rounds = self.model, [], []
+        self.allocations, self.t_stats, self.t_sens = [], 0.0, 0.0
         for step in range(1, opts.steps + 1):
             if analysis is None or analysis.model is not current:
                 analysis = analyze(current, exclude=opts.exclude)
@@ -183,8 +185,10 @@ class _Calibrated:
         opts, data, round_to = self.opts, self.data, self.opts.rounding
         of = f" (round {step}/{opts.steps})" if opts.steps > 1 else ""
         t = time.perf_counter()
-        with progress.phase(f"scores from calibration data ({self.criterion}){of}"):
-            measured = evidence(self.crit, current, analysis, data, self.fit)
+        measured = self._memo("evidence", current)
+        if measured is None:
+            with progress.phase(f"scores from calibration data ({self.criterion}){of}"):
+                measured = self._remember("evidence", current, evidence(self.crit, current, analysis, data, self.fit))
         self.t_stats += time.perf_counter() - t
         scores = self.crit.score_groups(analysis, analysis.prunable_groups, measured)
         meta = {"criterion": self.criterion, "step": step, "steps": opts.steps}
@@ -197,8 +201,11 @@ class _Calibrated:
                 if method == "refit":
                     measure = RefitMeasure(current, analysis, self.fit, self.check, shrink, mode=opts.recon_mode)
                 elif data is not None:
-                    sens = group_sensitivity(current, analysis, data, scores, samples=opts.sensitivity_samples,
-                                             fit=self.fit if self.do_recon else None)
+                    sens = self._memo("probes", current)
+                    if sens is None:
+                        sens = self._remember("probes", current, group_sensitivity(
+                            current, analysis, data, scores, samples=opts.sensitivity_samples,
+                            fit=self.fit if self.do_recon else None))
                 plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
                                    floors=floors_for(self.floors, method, opts, refit_aware=sens is not None and self.do_recon),
                                    meta=meta,
@@ -220,6 +227,16 @@ class _Calibrated:
         if plan.meta.get("budget", "met") != "met":
             self.log(f"--target-macs {opts.target_macs}: {plan.meta['budget']}")
         return plan
+
+    # What a round measures on its input model whatever the budget (scores' evidence, allocation
+    # probes), kept for the next run() on the same model: `prunec sweep` runs one budget after another.
+    def _memo(self, what: str, model: Model):
+        kept = self.memos.get((what, id(model)))
+        return kept[1] if kept is not None and kept[0] is model else None
+
+    def _remember(self, what: str, model: Model, value):
+        self.memos[(what, id(model))] = (model, value)
+        return value
 
     def _refit(self, current: Model, analysis: Analysis, plan: Plan, pruned: Model, step: int) -> tuple[Model, dict]:
         """Reconstruct, kept only if it lowers the held-out output error."""

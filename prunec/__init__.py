@@ -30,6 +30,7 @@ _LAZY = {
     "PruneOptions": "pipeline", "prune_file": "pipeline", "prune_model": "pipeline",
     "coverage": "report", "format_inspect": "report", "inspect_dict": "report",
     "verify": "verify",
+    "sweep": "sweep",
 }
 
 

@@ -149,6 +149,18 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     return pruned, report, plan
 
 
+def load_for(path: Path, opts: PruneOptions) -> tuple[Model, PruneOptions]:
+    """Load a model file at the shapes the options (or, for dynamic dims, the calibration data) say."""
+    with progress.phase(f"loading {path.name}"):
+        model = load(path, opts.input_shapes)
+    hints = calib_shape_hints(model, opts)
+    if hints:  # dynamic dims: analyse at the calibration data's size rather than the probe size
+        opts = dataclasses.replace(opts, input_shapes={**opts.input_shapes, **hints},
+                                   shape_from_calib=sorted(hints))
+        model = load(path, opts.input_shapes)
+    return model, opts
+
+
 def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=print, finish=None) -> dict:
     """Prune a model file; writes OUTDIR/<stem>.pruned.onnx and OUTDIR/report.json (and the plan).
 
@@ -166,13 +178,7 @@ def prune_file(path: str | Path, outdir: str | Path, opts: PruneOptions, log=pri
     if finish is not None and opts.target not in (None, "none"):
         outs.add("artifacts", outdir / opts.target)
     outs.check()
-    with progress.phase(f"loading {path.name}"):
-        model = load(path, opts.input_shapes)
-    hints = calib_shape_hints(model, opts)
-    if hints:  # dynamic dims: analyse at the calibration data's size rather than the probe size
-        opts = dataclasses.replace(opts, input_shapes={**opts.input_shapes, **hints},
-                                   shape_from_calib=sorted(hints))
-        model = load(path, opts.input_shapes)
+    model, opts = load_for(path, opts)
     for i, f in enumerate(getattr(model, "external_files", [])):
         outs.inputs[f"external data {i}"] = Path(f)
     outs.check()

@@ -16,34 +16,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .cli_args import Parser as _Parser, checked as _checked, common as _common
+from .cli_args import positive_int as _positive_int, ratio as _ratio, share as _share, verbosity as _verbosity
 from .errors import PrunecError, one_line
 from .provenance import command_line
-
-
-def _checked(convert, ok, what: str):
-    """An argparse type: convert, then check the value (one message per failure)."""
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if convert is int else 'a number'}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"{value} {what}")
-        return value
-    return parse
-
-
-_ratio = _checked(float, lambda v: 0.0 <= v < 1.0, "is outside [0, 1)")
-_share = _checked(float, lambda v: 0.0 < v <= 1.0, "is outside (0, 1]")
-_positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line on stderr, like every other prunec error."""
-
-    def error(self, message):
-        raise PrunecError(message)
 
 
 COMMANDS = {
@@ -53,28 +29,6 @@ COMMANDS = {
     "report": "write OUTDIR/report.html, a self-contained page with charts, from OUTDIR/report.json",
     "sweep": "held-out output error, MACs and latency over a range of MACs budgets, before choosing one",
 }
-
-
-def _verbosity(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="print only the result (no progress, no notes)")
-    g.add_argument("-v", "--verbose", action="store_true",
-                   help="more detail, and TVM's / ONNX Runtime's own logs on the terminal instead of OUTDIR/prunec.log")
-
-
-def _model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="the ONNX model to read (never modified)")
-    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
-                   help="the size to analyse and measure an input with dynamic dims at (repeatable; optional: "
-                        "dynamic dims are analysed at the calibration data's size, the model's imgsz, or 224, "
-                        "and stay dynamic in the output)")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    _model_arguments(p)
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help=(
-        "keep channels untouched: a node name (its output channels), an op type (Gemm), or a group id as "
-        "`prunec inspect` prints it; * and ? are wildcards (repeatable; a pattern matching nothing is an error)"))
 
 
 def prune_parser() -> argparse.ArgumentParser:
@@ -211,44 +165,6 @@ def compile_parser() -> argparse.ArgumentParser:
     return p
 
 
-def sweep_parser() -> argparse.ArgumentParser:
-    from . import criteria
-
-    p = _Parser(prog="prunec sweep", description=(
-        "Prune at several MACs budgets (least-squares refit, as `prunec MODEL --calib C --target-macs F "
-        "--recover refit`) and print, for each, the MACs and parameters left, the held-out output error "
-        "against the original and the ONNX Runtime latency. Writes nothing unless asked (--plot, --json)."))
-    _common(p)
-    _verbosity(p)
-    p.add_argument("--calib", metavar="FILE.npz|DIR", required=True,
-                   help="unlabeled inputs, as for prunec prune (the error of each budget is measured on them)")
-    p.add_argument("--preprocess", metavar="SPEC", help="for an image folder, as for prunec prune")
-    p.add_argument("--calib-samples", type=_positive_int, default=512, help="use at most this many samples (default 512)")
-    p.add_argument("--calib-mirror", type=_positive_int, metavar="AXIS", help="as for prunec prune")
-    p.add_argument("--targets", default="0.9,0.8,0.67,0.5,0.4", metavar="F,F,...",
-                   help="shares of the original MACs to keep (default 0.9,0.8,0.67,0.5,0.4)")
-    p.add_argument("--criterion", default="auto", choices=["auto", *criteria.CRITERIA], metavar="C",
-                   help="channel importance, as for prunec prune")
-    p.add_argument("--round-to", type=_positive_int, default=None, help="keep a multiple of this many channels (default 8)")
-    p.add_argument("--min-channels", type=_positive_int, default=1, help="never keep fewer channels in a group (default 1)")
-    p.add_argument("--allocation", choices=["auto", "probe", "refit"], default="auto", help="as for prunec prune")
-    p.add_argument("--no-reconstruct", dest="reconstruct", action="store_false", default=None,
-                   help="measure without the least-squares refit")
-    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the ONNX Runtime timing")
-    p.add_argument("--threads", type=_positive_int, default=1, help="ONNX Runtime threads for the timing (default 1)")
-    p.add_argument("--plot", metavar="FILE.png", help="also plot error against MACs and latency (needs matplotlib)")
-    p.add_argument("--json", metavar="FILE", help="also write the points as JSON")
-    return p
-
-
-def _targets(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise PrunecError(f"--targets {text!r}: give shares like 0.8,0.67,0.5") from None
-    return values
-
-
 def report_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="prunec report", description=(
         "Write a self-contained HTML page (charts embedded) from the report.json of a prune or compile run."))
@@ -355,7 +271,8 @@ def _main(argv: list[str]) -> int:
         if command == "report":
             return _report(report_parser().parse_args(rest))
         if command == "sweep":
-            return _sweep(sweep_parser().parse_args(rest))
+            from .cli_sweep import sweep_command, sweep_parser
+            return sweep_command(sweep_parser().parse_args(rest))
         return _prune(prune_parser().parse_args(rest))
     except PrunecError as exc:
         # a signal inside a C extension can come back as another error (numpy's import turns it
@@ -390,42 +307,6 @@ def _inspect(args) -> int:
     info = inspect_dict(analyze(model, exclude=args.exclude))
     print(json.dumps(info, indent=1) if args.json else format_inspect(info))
     return 0
-
-
-def _sweep(args) -> int:
-    from . import progress
-    from .graph import parse_input_shapes
-    from .pipeline import PruneOptions, load_for
-    from .sweep import format_table, plot, sweep, to_json
-
-    targets = _targets(args.targets)
-    for out in (args.plot, args.json):
-        if out and not Path(out).resolve().parent.is_dir():
-            raise PrunecError(f"{out}: its folder does not exist; create it or write elsewhere")
-    opts = PruneOptions(ratio=0.0, criterion=args.criterion, round_to=args.round_to, min_keep=args.min_channels,
-                        exclude=args.exclude, input_shapes=parse_input_shapes(args.input_shape), calib=args.calib,
-                        preprocess=args.preprocess, calib_samples=args.calib_samples, calib_mirror=args.calib_mirror,
-                        allocation=args.allocation, reconstruct=args.reconstruct,
-                        recover="none" if args.reconstruct is False else "refit", command=command_line())
-    if not Path(args.model).is_file():
-        raise PrunecError(f"{args.model}: no such file")
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    progress.configure(progress.QUIET if args.quiet else progress.VERBOSE if args.verbose else progress.NORMAL)
-    model, opts = load_for(Path(args.model), opts)
-    points = sweep(model, opts, targets, latency=args.latency, threads=args.threads, log=log)
-    print(format_table(points))
-    if args.json:
-        _write_atomic(Path(args.json), json.dumps(to_json(points), indent=1).encode())
-    if args.plot:
-        with tempfile.TemporaryDirectory(dir=Path(args.plot).resolve().parent, prefix=".prunec-") as tmp:
-            os.replace(plot(points, Path(tmp) / "sweep.png"), args.plot)
-    return 0
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _prune(args) -> int:

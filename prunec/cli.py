@@ -89,8 +89,8 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
         "on pruned and refitted models, measured on held-out samples; small models), auto: refit when its "
         "estimated cost is small (default)"))
     g.add_argument("--protect", dest="protect", action="store_true", default=None,
-                   help="keep >= 75%% of stem and head groups (50%% with the refit allocation) and all of groups <= 8 "
-                        "channels (default with --target-macs)")
+                   help="keep >= 75%% of stem and head groups (50%% when the allocation measures after refit: the refit "
+                        "search, or probes with reconstruction on) and all of groups <= 8 channels (default with --target-macs)")
     g.add_argument("--no-protect", dest="protect", action="store_false", help="no stem/head/tiny-group floors")
     g.add_argument("--reconstruct", dest="reconstruct", action="store_true", default=None,
                    help="refit the layers after pruned channels by least squares on the calibration data "

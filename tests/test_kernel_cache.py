@@ -85,6 +85,15 @@ def test_cache_off_compiles_the_whole_module(tmp_path, monkeypatch):
     assert not (tmp_path / "db" / "kernels").exists()
 
 
+def test_an_unusable_cache_folder_compiles_without_it(tmp_path):
+    import prunec
+
+    (tmp_path / "db").write_text("a file where the tuning folder would be")
+    compiled = prunec.compile(_convs(8), "x86", threads=1, tuning_db=str(tmp_path / "db"))
+    assert "kernels" not in compiled.stats
+    assert "tvm_compile" in compiled.stats["compile_phases"]
+
+
 def test_content_names_ignore_the_importers_numbering():
     from prunec.backend.kernel_cache import _readable
 

@@ -92,9 +92,10 @@ def compile_lowered(mod, target, kernel_dir: str | None = None, stats: dict | No
     without it (see the README's compile-time section). With kernel_dir (LLVM targets), each
     kernel is compiled once per workload and kept there (kernel_cache.py)."""
     if kernel_dir is not None and target.kind.name == "llvm":
-        from .kernel_cache import compile_cached
+        from .kernel_cache import compile_cached, usable
 
-        return compile_cached(mod, target, kernel_dir, stats)
+        if usable(kernel_dir):
+            return compile_cached(mod, target, kernel_dir, stats)
     t0 = time.perf_counter()
     ex = _compile_whole(mod, target)
     if stats is not None:

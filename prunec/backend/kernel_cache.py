@@ -38,6 +38,16 @@ def _readable(name: str) -> str:
     return re.sub(r"(?<=[A-Za-z])\d+(?=_|$)", "", name)[:48]
 
 
+def usable(cache_dir) -> bool:
+    """Whether kernels can be kept in cache_dir (made if missing): a read-only or misplaced
+    cache means compiling without it, not failing."""
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(cache_dir, os.W_OK | os.X_OK)
+
+
 def kernel_names(mod, target) -> dict[str, str]:
     """{PrimFunc name: content name}: one content name per (structure, target, TVM version)."""
     import tvm

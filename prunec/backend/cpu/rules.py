@@ -44,35 +44,6 @@ def schedule_func(func, target, name: str = "main", rules=None):
     return None, None
 
 
-# (structural hash, target, rules) -> [(PrimFunc, rule name or None, scheduled PrimFunc or None)]: the
-# pruned model's layers that pruning left alone, and a rebuild, are not scheduled again
-_DONE: dict = {}
-_MAX_DONE = 2048
-
-
-def _schedule_memo(func, target, name, rules):
-    """schedule_func's (rule name, scheduled PrimFunc), remembered for the process (default
-    rules only: a caller's own list may differ from one call to the next)."""
-    from tvm_ffi import structural_equal, structural_hash
-
-    if rules is not None:
-        rule, sch = schedule_func(func, target, name, rules)
-        return (rule.name if rule else None), (sch.mod["main"] if sch is not None else None)
-    # the rules' code is part of the key: a test (or a plugin) that replaces a rule's schedule
-    # must not get the schedule the old one made
-    key = (structural_hash(func), str(target),
-           tuple((type(r).__name__, id(type(r).schedule)) for r in RULES))
-    for f, rule_name, done in _DONE.get(key, ()):
-        if structural_equal(f, func):
-            return rule_name, done
-    rule, sch = schedule_func(func, target, name, rules)
-    entry = (func, rule.name if rule else None, sch.mod["main"] if sch is not None else None)
-    if sum(len(v) for v in _DONE.values()) >= _MAX_DONE:
-        _DONE.clear()
-    _DONE.setdefault(key, []).append(entry)
-    return entry[1], entry[2]
-
-
 def schedule_module(mod, target, applied: dict | None = None, rules=None):
     """Schedules every PrimFunc of mod not yet scheduled (by a tuning record, say) with the first
     rule that takes it. `applied`, when given, receives {function name: rule name or None}."""
@@ -84,11 +55,11 @@ def schedule_module(mod, target, applied: dict | None = None, rules=None):
             continue
         if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
             continue
-        rule_name, done = _schedule_memo(func, target, gv.name_hint, rules)
+        rule, sch = schedule_func(func, target, gv.name_hint, rules)
         if applied is not None:
-            applied[gv.name_hint] = rule_name
-        if done is not None:
-            out[gv] = done.with_attr("tirx.is_scheduled", True)
+            applied[gv.name_hint] = rule.name if rule else None
+        if sch is not None:
+            out[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
     for gv, f in out.items():
         mod[gv] = f
     return mod

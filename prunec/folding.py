@@ -100,21 +100,33 @@ def fold_static_shapes(proto: onnx.ModelProto, shapes: dict) -> int:
     """With every input size fixed, each Shape node's value is known: make it a constant and fold
     what computes from it (Reshape/Pad/Slice/Expand arguments of window attention, patch merging),
     so the rules see constants they can rewrite. Returns the number of Shape nodes folded."""
+    def shape_value(node):
+        src = node.input[0] if node.input else ""
+        if node.op_type != "Shape" or node.domain not in STANDARD_DOMAINS or src not in shapes:
+            return None
+        attrs = {a.name: a.i for a in node.attribute}
+        return np.array(list(shapes[src])[slice(attrs.get("start", 0), attrs.get("end"))], np.int64)
+
+    count = nodes_to_initializers(proto, shape_value)
+    if count:
+        fold_constant_nodes(proto, shapes, _SHAPE_FOLD_MAX_ELEMENTS)
+    return count
+
+
+def nodes_to_initializers(proto: onnx.ModelProto, value_of) -> int:
+    """Replace each node whose output `value_of(node)` knows (an array; None: keep the node) by an
+    initializer of that value under the node's output name. Returns how many were replaced."""
     keep, count = [], 0
     for node in proto.graph.node:
-        src = node.input[0] if node.input else ""
-        if node.op_type == "Shape" and node.domain in STANDARD_DOMAINS and src in shapes:
-            dims = list(shapes[src])
-            attrs = {a.name: a.i for a in node.attribute}
-            value = dims[slice(attrs.get("start", 0), attrs.get("end"))]
-            proto.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), node.output[0]))
-            count += 1
+        value = value_of(node)
+        if value is None:
+            keep.append(node)
             continue
-        keep.append(node)
+        proto.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        count += 1
     if count:
         del proto.graph.node[:]
         proto.graph.node.extend(keep)
-        fold_constant_nodes(proto, shapes, _SHAPE_FOLD_MAX_ELEMENTS)
     return count
 
 

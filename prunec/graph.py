@@ -21,7 +21,7 @@ from .model_checks import MAX_OPSET, MAX_TENSOR_ELEMENTS, MIN_OPSET, STANDARD_DO
 from .model_checks import (check_initializers, check_size, check_valid, external_int,
                            lower_ir_version, lower_new_opset, static_shape, tensor_bytes)
 from .folding import (BATCH_PROBE, fold_batch_free_shape_reads, fold_constant_nodes, fold_static_shapes,
-                      open_input_dims, with_input_shapes)
+                      nodes_to_initializers, open_input_dims, with_input_shapes)
 from .model_header import PROBE_SIZE, fixed as _fixed, read_header, trained_size, write_header
 
 # Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
@@ -396,20 +396,8 @@ def _initializers_out_of_inputs(proto: onnx.ModelProto) -> int:
 
 def _constant_nodes_to_initializers(proto: onnx.ModelProto) -> int:
     """Paddle and some PyTorch exports keep weights in Constant nodes; make them initializers."""
-    keep, count = [], 0
-    for node in proto.graph.node:
-        if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and len(node.attribute) == 1:
-            attr = node.attribute[0]
-            array = _constant_value(attr)
-            if array is not None:
-                proto.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
-                count += 1
-                continue
-        keep.append(node)
-    if count:
-        del proto.graph.node[:]
-        proto.graph.node.extend(keep)
-    return count
+    return nodes_to_initializers(proto, lambda node: _constant_value(node.attribute[0]) if (
+        node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and len(node.attribute) == 1) else None)
 
 
 def _constant_value(attr: onnx.AttributeProto) -> np.ndarray | None:

@@ -10,7 +10,7 @@ prune + refit per group, so it is for small models (allocation.choose).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -43,12 +43,15 @@ class Consumer:
     B: np.ndarray  # [X 1]^T Y
     blocks: list[np.ndarray]  # row/column indices of G belonging to each channel of the group
     bias: str | None  # the bias constant fed per probe (None: no intercept, e.g. MatMul)
+    _start: tuple | None = field(default=None, repr=False)
 
     def compensated(self, removed: np.ndarray, lam: float = 1e-3) -> tuple[np.ndarray, np.ndarray | None] | None:
         """Weight and bias after the layer is refitted without the `removed` channels (local mode:
         on the original model's input), as the reconstruction pass would; None if the solve fails."""
         kind = refit_kind(self.node)
-        W0, b0 = kind.matrices(self.node, 1)
+        if self._start is None:  # the layer's own weights, read once for all probes
+            self._start = kind.matrices(self.node, 1)
+        W0, b0 = self._start
         d = self.G.shape[0] - 1
         gone = np.concatenate([self.blocks[int(c)] for c in removed]) if len(removed) else np.zeros(0, int)
         keep = np.setdiff1d(np.arange(d), gone)

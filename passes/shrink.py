@@ -15,6 +15,7 @@ from prunec.dependency import Analysis, analyze
 from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.ops import rule_for
+from prunec.subgraphs import all_nodes, all_tensors
 from prunec.plan import Plan, removal_map
 
 from .base import PassResult
@@ -75,7 +76,7 @@ def shrink(analysis: Analysis, plan: Plan) -> Model:
     removed = removal_map(analysis, plan)
     rw = Rewriter(analysis, removed)
     graph = model.graph.copy()  # the analysed graph stays as it was
-    tensors = graph.tensors()
+    tensors = all_tensors(graph)  # If/Loop/Scan bodies included
     sliced: dict[str, np.ndarray] = {}
     for (name, axis), space in analysis.layouts.items():
         t = tensors.get(name)
@@ -86,10 +87,17 @@ def shrink(analysis: Analysis, plan: Plan) -> Model:
             sliced[name] = np.compress(mask, sliced.get(name, t.values), axis=axis)
     for name, values in sliced.items():
         tensors[name].values = values
-    for node in graph.nodes:
+    for node in all_nodes(graph):
         rule = rule_for(node)
         if rule is not None and rule.rewrite is not None:
             rule.rewrite(node, rw)
+    top = graph.tensors()
+    for name, t in tensors.items():
+        # Body tensors keep the shapes they declare (dynamic dims too), with pruned axes' new sizes.
+        if name not in top and isinstance(t, gs.Variable) and t.shape is not None and name in model.shapes:
+            old, new = model.shapes[name], rw.new_shape(t)
+            if len(t.shape) == len(old):
+                t.shape = [b if b != a else d for d, a, b in zip(t.shape, old, new)]
     try:
         return model.with_graph(graph)
     except PrunecError as exc:

@@ -16,6 +16,7 @@ from .exclude import Excludes
 from .graph import Model
 from .macs import node_macs
 from .ops import rule_for
+from .subgraphs import all_nodes, all_tensors
 
 # Roles of constant axes: what a weight slice means for importance and for the exactness property.
 WEIGHT_ROLES = ("out", "in", "norm")
@@ -144,7 +145,21 @@ class Analysis:
         for t in g.inputs:
             for i, n in enumerate(self.shape(t)):
                 self.layouts[(t.name, i)] = self.spaces.new(n, blocked="graph input")
-        for node in g.nodes:
+        self.walk(g.nodes)
+        for t in g.outputs:
+            self.block_tensor(t, f"reaches graph output {t.name!r}")
+        self.groups = self._collect_groups()
+        if self.exclude:
+            for group in self.groups:
+                hit = self.exclude.group(group.id)
+                if hit:
+                    group.blocked.append(f"excluded by user (--exclude {hit!r})")
+            self.exclude.check_all_matched()
+
+    def walk(self, nodes: list[gs.Node]) -> None:
+        """Analyse nodes in order: the main graph, or (called by the If/Loop/Scan rule) a body."""
+        outer, accepted = self._node, getattr(self, "_accepted", set())
+        for node in nodes:
             self._node = node
             self._analyze(node)
             for out in node.outputs:
@@ -158,16 +173,7 @@ class Analysis:
                 for out in node.outputs:
                     if out.name in self.model.shapes:
                         self.block_tensor(out, f"excluded by user (--exclude {hit!r}: node {node.name})")
-        self._node = None
-        for t in g.outputs:
-            self.block_tensor(t, f"reaches graph output {t.name!r}")
-        self.groups = self._collect_groups()
-        if self.exclude:
-            for group in self.groups:
-                hit = self.exclude.group(group.id)
-                if hit:
-                    group.blocked.append(f"excluded by user (--exclude {hit!r})")
-            self.exclude.check_all_matched()
+        self._node, self._accepted = outer, accepted
 
     def _analyze(self, node: gs.Node) -> None:
         rule = rule_for(node)
@@ -214,7 +220,7 @@ class Analysis:
         find, leaves = self.spaces.find, self.spaces.leaves
         by_leaf: dict[Space, list[tuple[str, int, Space, str, str]]] = {}
         order: list[Space] = []
-        tensors = self.graph.tensors()
+        tensors = all_tensors(self.graph)
         for (name, axis), space in self.layouts.items():
             default = ("const", "") if isinstance(tensors.get(name), gs.Constant) else ("act", "")
             role, node = self.roles.get((name, axis), default)
@@ -255,7 +261,7 @@ class Analysis:
         """Compute nodes (those with MACs) reading each tensor, and their MACs."""
         readers: dict[str, list[str]] = {}
         macs_of: dict[str, int] = {}
-        for node in self.graph.nodes:
+        for node in all_nodes(self.graph):
             m = node_macs(node, self.model.shapes)
             if m:
                 macs_of[node.name] = m

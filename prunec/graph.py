@@ -22,6 +22,7 @@ from .model_checks import (check_initializers, check_size, check_valid, external
                            lower_ir_version, lower_new_opset, static_shape, tensor_bytes)
 from .folding import (BATCH_PROBE, fold_batch_free_shape_reads, fold_constant_nodes, fold_static_shapes,
                       nodes_to_initializers, open_input_dims, with_input_shapes)
+from .subgraphs import body_constants_to_initializers, body_shapes, name_body_nodes
 from .model_header import PROBE_SIZE, fixed as _fixed, read_header, trained_size, write_header
 
 # Model.annotations are saved as the model's metadata_props under this key prefix (values as JSON)
@@ -166,7 +167,7 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     n_inputs = _initializers_out_of_inputs(proto)
     if n_inputs:
         notes.append(f"{n_inputs} initializers listed as graph inputs (IR < 4 style) treated as constants")
-    n_const = _constant_nodes_to_initializers(proto)
+    n_const = _constant_nodes_to_initializers(proto) + body_constants_to_initializers(proto, _constant_value)
     if n_const:
         notes.append(f"{n_const} Constant nodes turned into initializers")
     n_folded = fold_constant_nodes(proto)
@@ -192,6 +193,7 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
                          "constants: only the batch is dynamic")
             shapes = _infer_shapes(proto, resolved, source)
     _name_nodes(proto)
+    name_body_nodes(proto)
     graph = gs.import_onnx(proto)
     for name, tensor in graph.tensors().items():
         if name in shapes and isinstance(tensor, gs.Variable):
@@ -486,6 +488,9 @@ def _infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, list[int]], so
             if s is not None:
                 check_size(s, f"tensor {vi.name!r}", source)
                 shapes[vi.name] = s
+        for name, s in body_shapes(inferred).items():  # If/Loop/Scan bodies
+            check_size(s, f"tensor {name!r}", source)
+            shapes.setdefault(name, s)
         if any(o not in shapes for n in proto.graph.node if n.op_type == "Range" for o in n.output if o):
             break
     missing = [o for n in proto.graph.node for o in n.output if o and o not in shapes]

@@ -7,6 +7,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .layers import kind_of
+from .subgraphs import all_nodes, all_tensors
 
 
 def _shape(t: gs.Tensor, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
@@ -27,13 +28,13 @@ def node_macs(node: gs.Node, shapes: dict[str, tuple[int, ...]]) -> int:
 
 
 def graph_macs(graph: gs.Graph, shapes: dict[str, tuple[int, ...]]) -> int:
-    return sum(node_macs(n, shapes) for n in graph.nodes)
+    return sum(node_macs(n, shapes) for n in all_nodes(graph))  # a body counted once
 
 
 def graph_params(graph: gs.Graph) -> int:
     """Elements of weights (floating-point and 8-bit quantized constants), counted once each."""
     total = 0
-    for t in graph.tensors().values():
+    for t in all_tensors(graph).values():
         if isinstance(t, gs.Constant) and (np.issubdtype(np.dtype(t.dtype), np.floating)
                                            or np.dtype(t.dtype) in (np.int8, np.uint8)):
             total += int(prod(t.shape))

@@ -5,6 +5,7 @@ from .dependency import Analysis
 from .layers import kind_of
 from .macs import node_macs
 from .sparsity import format_annotation, read_annotation
+from .subgraphs import all_nodes
 from .version import __version__
 
 # report.json's layout version (schema: prunec/report.schema.json); bumped when a field changes meaning.
@@ -26,7 +27,7 @@ def coverage(analysis: Analysis) -> dict:
     shrinkable = _prunable_leaves_by_tensor(analysis)
     shapes = analysis.model.shapes
     n_weights = n_weights_ok = macs = macs_ok = 0
-    for node in analysis.graph.nodes:
+    for node in all_nodes(analysis.graph):  # If/Loop/Scan bodies too
         kind = kind_of(node)
         if kind is None:
             continue
@@ -48,7 +49,7 @@ def coverage(analysis: Analysis) -> dict:
 
 
 def groups_summary(analysis: Analysis) -> list[dict]:
-    total = sum(node_macs(n, analysis.model.shapes) for n in analysis.graph.nodes) or 1
+    total = sum(node_macs(n, analysis.model.shapes) for n in all_nodes(analysis.graph)) or 1
     out = []
     for g in analysis.groups:
         out.append({

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 import prunec
+from prunec.subgraphs import all_tensors
 from prunec.ops.quantize import quant_params
 from prunec.plan import Plan, keep_count
 from prunec.runtime import random_inputs, run_model
@@ -28,7 +29,7 @@ def random_plan(analysis, ratio=0.5, seed=0, exact_only=True) -> Plan:
 
 def zero_channels(model, analysis, plan) -> "prunec.Model":
     graph = model.graph.copy()
-    tensors = graph.tensors()
+    tensors = all_tensors(graph)  # weights read inside If/Loop/Scan bodies too
     by_id = {g.id: g for g in analysis.groups}
     for gid, idx in plan.groups.items():
         for m in by_id[gid].members:

@@ -6,12 +6,13 @@ import zlib
 import numpy as np
 
 from ..ops.quantize import real_values
+from ..subgraphs import all_tensors
 from . import Criterion, normalized_sum, register
 
 
 def member_norms(analysis, group, roles: tuple[str, ...], power: float) -> list[np.ndarray]:
     """Per member with one of `roles`: the sum of |w|^power over each channel's slice of the weight."""
-    tensors = analysis.graph.tensors()
+    tensors = all_tensors(analysis.graph)  # If/Loop/Scan bodies too
     out = []
     for m in group.members:
         if m.role not in roles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from prunec.layers import consumers
+from prunec.subgraphs import all_tensors
 
 from . import STATS, Criterion, normalized_sum, register
 from .activation import mean_activation
@@ -30,7 +31,7 @@ class OutputError(Criterion):
 
     def score(self, analysis, group, evidence):
         stats = evidence.stats
-        tensors = analysis.graph.tensors()
+        tensors = all_tensors(analysis.graph)  # If/Loop/Scan bodies too
         parts = []
         for node, x, w_member, x_member in consumers(analysis, group):
             s = stats.get((x_member.tensor, x_member.axis))

@@ -119,3 +119,22 @@ def test_a_loop_state_that_changes_shape_blocks_what_it_touches():
     model = prunec.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
     group = prunec.analyze(model).group("c0.w[0]")
     assert not group.prunable and any("not pruned through" in r for r in group.blocked)
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name, groups", [
+    ("torch_cond.onnx", {"stem.weight[0]", "a.weight[0]"}),  # torch.cond, dynamo exporter: an If
+    ("torch_loop.onnx", {"stem.weight[0]"}),  # a scripted for loop, TorchScript exporter: a Loop
+])
+def test_pytorch_control_flow_exports_prune_through_their_bodies(name, groups):
+    """Made by models/export_control_flow.py (torch 2.14 CPU)."""
+    proto = onnx.load(str(FIXTURES / name))
+    model = prunec.from_proto(proto)
+    assert {g.id for g in prunec.analyze(model).prunable_groups} == groups
+    n_groups, err = check_exact(proto)
+    assert n_groups == len(groups) and err < 1e-5
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
+    assert_verified(report, model)
+    assert report["macs"]["after"] < report["macs"]["before"] / 2

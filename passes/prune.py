@@ -132,7 +132,13 @@ class _Calibrated:
         if self.data is not None:
             self.data, self.fit, self.check = fit_and_check(self.data, opts.calib_mirror)
         self.base_macs = graph_macs(model.graph, model.shapes)
-        self.protect = opts.protect if opts.protect is not None else opts.target_macs is not None
+        self.latency = None  # --target-latency: recovery/latency.py measures on the target
+        if getattr(opts, "target_latency", None) is not None:
+            from prunec.recovery.latency import LatencyBudget
+
+            self.latency = LatencyBudget(opts)
+        self.budget = opts.target_macs if self.latency is None else opts.target_latency
+        self.protect = opts.protect if opts.protect is not None else self.budget is not None
         self.floors = Floors(min_keep=opts.min_keep, protect=self.protect)
         self.t_stats = self.t_sens = 0.0
         self.allocations: list[dict] = []
@@ -169,6 +175,8 @@ class _Calibrated:
                 recovery["note"] = "distillation skipped: jax is not installed (pip install 'prunec[distill]')"
         entries = {"criterion": self.criterion, "calibration": self._calibration_entry(current),
                    "target_macs": opts.target_macs, "steps": rounds}
+        if self.latency is not None:
+            entries["latency_budget"] = self.latency.finish(plans[-1], current)
         if recovery is not None:
             entries["recovery"] = recovery
         if self.allocations:  # how the MACs budget was spread, per round
@@ -192,12 +200,15 @@ class _Calibrated:
         self.t_stats += time.perf_counter() - t
         scores = self.crit.score_groups(analysis, analysis.prunable_groups, measured)
         meta = {"criterion": self.criterion, "step": step, "steps": opts.steps}
-        if opts.target_macs is not None:
-            keep_share = 1.0 - (1.0 - opts.target_macs) * step / opts.steps
+        if self.budget is not None:
+            keep_share = 1.0 - (1.0 - self.budget) * step / opts.steps
             t = time.perf_counter()
             method, why = allocation_method(opts, analysis, scores, keep_share, round_to, data, self.do_recon, current)
-            sens = measure = None
-            with progress.phase(f"allocation of the MACs budget ({method}){of}"):
+            sens = measure = size_model = None
+            if self.latency is not None:  # timed on the target: the table of its layers, the original model
+                self.latency.prepare(current, analysis, shrink)
+                size_model = self.latency.size_model
+            with progress.phase(f"allocation of the {'MACs' if self.latency is None else 'latency'} budget ({method}){of}"):
                 if method == "refit":
                     measure = RefitMeasure(current, analysis, self.fit, self.check, shrink, mode=opts.recon_mode)
                 elif data is not None:
@@ -206,10 +217,10 @@ class _Calibrated:
                         sens = self._remember("probes", current, group_sensitivity(
                             current, analysis, data, scores, samples=opts.sensitivity_samples,
                             fit=self.fit if self.do_recon else None))
-                plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to,
+                plan = budget_plan(analysis, scores, keep_share, sens, round_to=round_to, size_model=size_model,
                                    floors=floors_for(self.floors, method, opts, refit_aware=sens is not None and self.do_recon),
                                    meta=meta,
-                                   base_macs=self.base_macs, measure=measure)
+                                   base_macs=self.base_macs if size_model is None else None, measure=measure)
             alloc = {"method": method, "why": why, "time_s": time.perf_counter() - t}
             if sens is not None:
                 alloc["probes"] = "least-squares compensated" if self.do_recon else "zeroed"
@@ -225,7 +236,8 @@ class _Calibrated:
             if self.protect:
                 apply_floors(plan, analysis, scores, self.floors, round_to if last else 1)
         if plan.meta.get("budget", "met") != "met":
-            self.log(f"--target-macs {opts.target_macs}: {plan.meta['budget']}")
+            what = f"--target-macs {opts.target_macs}" if self.latency is None else f"--target-latency {self.budget}"
+            self.log(f"{what}: {plan.meta['budget']}")
         return plan
 
     # What a round measures on its input model whatever the budget (scores' evidence, allocation

@@ -84,6 +84,11 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-macs", type=_share, metavar="F", help=(
         "keep at most this share of the original MACs (0.5 = 2x fewer), spread over groups by measured "
         "sensitivity (with --calib); replaces --ratio"))
+    g.add_argument("--target-latency", type=_share, metavar="F", help=(
+        "keep at most this share of the original model's latency measured on the target (x86: this host; "
+        "default target x86): each layer is timed at kept channel counts (a table cached beside the tuning "
+        "database), the cut goes where latency falls, and counts step to those the kernels run fastest at "
+        "unless --round-to is given; replaces --ratio"))
     g.add_argument("--allocation", choices=["auto", "probe", "refit"], default="auto", help=(
         "how --target-macs spreads the cut: probe (per-group sensitivity curves, cheap), refit (greedy search "
         "on pruned and refitted models, measured on held-out samples; small models), auto: refit when its "
@@ -332,6 +337,7 @@ def _prune(args) -> int:
         fold_bn=args.fold_bn, plan_in=args.plan_in, plan_out=args.plan_out, target=args.target,
         calib=args.calib, preprocess=args.preprocess, calib_samples=args.calib_samples,
         calib_mirror=args.calib_mirror, target_macs=args.target_macs,
+        target_latency=args.target_latency, backend=_latency_backend(args),
         protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
         allocation=args.allocation, recover=args.recover, recover_budget=args.recover_budget,
         recover_epochs=args.recover_epochs, quantize=args.quantize, command=command_line())
@@ -353,6 +359,15 @@ def _prune(args) -> int:
             report["html"] = str(_write_html(outdir))
     _print_result(report, args)
     return 0
+
+
+def _latency_backend(args):
+    """--target-latency times on the --target (x86 when none is given) with its backend options."""
+    if args.target_latency is None:
+        return None
+    from .backend import BackendOptions
+
+    return BackendOptions.from_args(args)
 
 
 def _compile_into(report: dict, args, original: Path, pruned: Path, outdir: Path) -> None:

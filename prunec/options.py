@@ -28,7 +28,9 @@ class PruneOptions:
     calib_samples: int | None = 512
     calib_mirror: int | None = None  # also use every sample mirrored along this input axis (3: NCHW width)
     target_macs: float | None = None  # share of the original MACs to keep (0.5 = 2x fewer)
-    protect: bool | None = None  # floors for stem/head/tiny groups; default: on with target_macs
+    target_latency: float | None = None  # share of the original's measured latency on the target to keep
+    backend: object = None  # BackendOptions the --target-latency measurements use (default: the target's)
+    protect: bool | None = None  # floors for stem/head/tiny groups; default: on with a budget
     protect_keep: float | None = None  # stem/head floor share; default 0.5 with a refit allocation, else 0.75
     reconstruct: bool | None = None  # default: on when calibration data is given
     recon_mode: str = "auto"
@@ -55,10 +57,12 @@ class PruneOptions:
     @property
     def structured(self) -> bool:
         """Channel pruning asked for: sparsity alone (ratio 0, no MACs budget, no plan) skips it."""
-        return self.sparsity is None or self.ratio > 0 or self.target_macs is not None or bool(self.plan_in)
+        return (self.sparsity is None or self.ratio > 0 or self.target_macs is not None
+                or self.target_latency is not None or bool(self.plan_in))
 
     @property
     def calibrated(self) -> bool:
         """Calibration data, a MACs budget, several rounds or floors: the calibrated flow (not with a plan)."""
-        return (self.calib is not None or self.target_macs is not None or self.steps > 1
+        return (self.calib is not None or self.target_macs is not None or self.target_latency is not None
+                or self.steps > 1
                 or bool(self.protect)) and not self.plan_in

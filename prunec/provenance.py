@@ -35,6 +35,7 @@ def provenance(report: dict, command: str | None, previous=None) -> dict:
         "criterion": report.get("criterion"),
         "ratio": report.get("ratio"),
         "target_macs": report.get("target_macs"),
+        "target_latency": (report.get("latency_budget") or {}).get("share"),
         "groups_pruned": g["pruned"],
         "channels_removed": g["channels_removed"],
         "macs": report["macs"],

@@ -184,8 +184,10 @@ def loss_curve(g: Group, score: np.ndarray, sensitivity) -> np.ndarray:
 def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: float,
                 sensitivity: dict[str, float] | None = None, round_to: int = 8, floors: Floors | None = None,
                 meta: dict | None = None, base_macs: float | None = None,
-                measure: Callable[[Plan], float] | None = None) -> Plan:
+                measure: Callable[[Plan], float] | None = None, size_model: Callable | None = None) -> Plan:
     """Remove channels until the model keeps at most `target_macs` of `base_macs` (default: its own MACs).
+    `size_model(analysis, groups)`: what the budget counts instead of MACs (recovery/latency.py's
+    LatencyModel: measured latency; its `keep_counts` replace the rounding multiples where set).
 
     The error of a candidate plan is the sum of the groups' sensitivity curves, or with `measure`
     (sensitivity.RefitMeasure: prune, refit and compare on held-out data) that function's value, memoized."""
@@ -194,7 +196,8 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
     floors = floors or Floors()
     groups = [g for g in analysis.prunable_groups if g.id in scores]
     protected = protected_groups(analysis) if floors.protect else {}
-    mm = MacsModel(analysis, groups)
+    mm = size_model(analysis, groups) if size_model is not None else MacsModel(analysis, groups)
+    quantity = getattr(mm, "quantity", "macs")
     budget = target_macs * (base_macs if base_macs is not None else mm.total)
     orders = [np.argsort(scores[g.id], kind="stable") for g in groups]
     floors_keep = [floors.keep_floor(g, protected) for g in groups]
@@ -219,28 +222,39 @@ def budget_plan(analysis: Analysis, scores: dict[str, np.ndarray], target_macs: 
                 memo[key] = float(measure(plan_of(state))) if any(key) else 0.0
             return memo[key]
 
-    best, reachable = _greedy(groups, mm, budget, mults, floors_keep, cost)
+    best, reachable = _greedy(groups, mm, budget, mults, floors_keep, cost, getattr(mm, "keep_counts", None))
     if measure is not None:
         how = "refit search"
     else:
         how = "measured" if sensitivity is not None else "none (uniform)"
     plan = plan_of(best)
-    plan.meta = dict(meta or {}, target_macs=target_macs, round_to=round_to, ranking="macs-budget",
-                     estimated_macs=mm.macs(best), protected=protected,
+    plan.meta = dict(meta or {}, round_to=round_to, ranking="macs-budget" if quantity == "macs" else "latency-budget",
+                     protected=protected,
                      budget="met" if reachable else (
-                         f"not reachable: floors keep {mm.macs(best) / mm.total:.3f} of the MACs; "
-                         "lower them with --no-protect / --min-channels"),
+                         f"not reachable: floors keep {mm.macs(best) / mm.total:.3f} of the "
+                         f"{'MACs' if quantity == 'macs' else 'latency'}; lower them with --no-protect / --min-channels"),
                      sensitivity=how)
+    if quantity == "macs":
+        plan.meta.update(target_macs=target_macs, estimated_macs=mm.macs(best))
+    else:
+        plan.meta.update({"target_share": target_macs, f"estimated_{quantity}": mm.macs(best),
+                          f"original_{quantity}": mm.total})
     return plan
 
 
 def _greedy(groups: list[Group], mm: MacsModel, budget: float, mults: list[int], floors_keep: list[int],
-            cost: Callable[[np.ndarray], float]) -> tuple[np.ndarray, bool]:
-    """Blocks removed per group (and whether the budget is met) by a greedy walk on cost(state)."""
+            cost: Callable[[np.ndarray], float], keep_counts: list | None = None) -> tuple[np.ndarray, bool]:
+    """Blocks removed per group (and whether the budget is met) by a greedy walk on cost(state).
+    keep_counts[i], where given: the kept counts group i may step through instead of multiples."""
+    def smaller_keep(i: int, keep: int) -> int:
+        if keep_counts is not None and keep_counts[i] is not None:
+            return max((k for k in keep_counts[i] if k < keep), default=-1)
+        return ((keep - 1) // mults[i]) * mults[i]
+
     def next_removed(i: int, removed: np.ndarray) -> int | None:
         """Remove one more block: keep the next smaller multiple of the rounding unit."""
         keep = groups[i].size - int(removed[i])
-        new_keep = ((keep - 1) // mults[i]) * mults[i]
+        new_keep = smaller_keep(i, keep)
         if new_keep < max(floors_keep[i], 1):
             return None
         return groups[i].size - new_keep
@@ -288,9 +302,13 @@ def _greedy(groups: list[Group], mm: MacsModel, budget: float, mults: list[int],
             if best[i] <= 0:
                 continue
             trial = best.copy()
-            trial[i] = max(0, best[i] - mults[i])
-            if (groups[i].size - trial[i]) % mults[i] and trial[i] > 0:
-                continue
+            if keep_counts is not None and keep_counts[i] is not None:
+                keep = groups[i].size - int(best[i])
+                trial[i] = groups[i].size - min(k for k in keep_counts[i] + [groups[i].size] if k > keep)
+            else:
+                trial[i] = max(0, best[i] - mults[i])
+                if (groups[i].size - trial[i]) % mults[i] and trial[i] > 0:
+                    continue
             if mm.macs(trial) <= budget:
                 back.append((cost(trial) - cost(best), i, trial))
         if back:

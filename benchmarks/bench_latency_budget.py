@@ -1,0 +1,107 @@
+"""--target-latency against --target-macs on real models: measured TVM latency and accuracy proxy.
+
+Each model is pruned with calibration data and least-squares refit (`--recover refit`) once per budget:
+`--target-macs F` for each F in --macs, `--target-latency F` for each F in --latency. Then the original
+and every pruned model are compiled for x86 (zero trials) and timed in interleaved rounds (best round's
+median; the host is shared, so the load average is printed before and after). Accuracy proxies: the
+held-out output error against the original (report.json calibration.output_error) and the task score
+(YOLOv8n: F1 of the detections against the original's; recognizer: exact match with the original's text).
+
+    PYTHONPATH=. python benchmarks/bench_latency_budget.py --models yolo --macs 0.5 --latency 0.6,0.5 \
+        --tuning-db DIR [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _shares(text: str) -> list[float]:
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    import prunec
+    from benchmarks.bench_recovery import MODELS
+    from prunec.backend import measure
+    from prunec.backend.options import BackendOptions
+    from prunec.pipeline import PruneOptions, prune_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="yolo")
+    ap.add_argument("--macs", type=_shares, default=[0.5])
+    ap.add_argument("--latency", type=_shares, default=[0.6, 0.5])
+    ap.add_argument("--calib", type=int, default=64)
+    ap.add_argument("--eval", type=int, default=48)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--tuning-db", default=None)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    backend = BackendOptions(target="x86", tuning_db=a.tuning_db)
+    results = {}
+    for key in a.models.split(","):
+        task = MODELS[key](a.calib, a.eval)
+        print(f"== {task.name}", flush=True)
+        original = prunec.load(task.path, input_shapes=task.shape)
+        ref = task.predict(original)
+        runs = [(f"macs {f:g}", dict(target_macs=f)) for f in a.macs]
+        runs += [(f"latency {f:g}", dict(target_latency=f, backend=backend)) for f in a.latency]
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+            paths = {"original": Path(task.path)}
+            for name, kw in runs:
+                t0 = time.perf_counter()
+                opts = PruneOptions(calib=task.calib, recover="refit", target="x86", input_shapes=task.shape, **kw)
+                pruned, report, _ = prune_model(original, opts)
+                secs = time.perf_counter() - t0
+                path = Path(tmp, name.replace(" ", "_") + ".onnx")
+                prunec.save(pruned, path)
+                paths[name] = path
+                got = task.predict(pruned)
+                row = {"run": name, "macs": report["macs"]["after"], "macs_share": report["macs"]["after"] / report["macs"]["before"],
+                       "output_error": report["calibration"]["output_error"], "score": float(task.score(ref, got)),
+                       "prune_s": round(secs, 1), "latency_budget": report.get("latency_budget")}
+                print(f"  {name}: MACs share {row['macs_share']:.3f}, output error {row['output_error']:.4f}, "
+                      f"score {row['score']:.3f}, {secs:.0f} s", flush=True)
+                if row["latency_budget"]:
+                    lb = row["latency_budget"]
+                    print(f"    predicted {lb.get('predicted_ms')} ms, measured {lb.get('measured_ms')} ms "
+                          f"(original {lb.get('original_ms')} ms; table {lb['table']})", flush=True)
+                rows.append(row)
+            load0 = os.getloadavg()
+            samplers = {}
+            for name, path in paths.items():
+                c = prunec.compile(path, "x86", tuning_db=a.tuning_db, input_shapes=task.shape)
+                lib = c.export(Path(tmp, name.replace(" ", "_") + ".so"))
+                inputs = measure.make_inputs(c.signature)
+                samplers[name] = measure.tvm_sampler(lib, c.signature, inputs, min_repeat_ms=100)[0]
+            timed = measure.timed_rounds(samplers, 3, a.rounds)
+            load1 = os.getloadavg()
+        base = timed["original"]["median"]
+        print(f"  TVM x86 latency, best of {a.rounds} interleaved rounds; load average {load0[0]:.1f} -> {load1[0]:.1f}")
+        print(f"  {'run':<14} {'ms':>8} {'share':>6} {'MACs sh':>7} {'out err':>8} {'score':>6}")
+        print(f"  {'original':<14} {base:8.3f} {1:6.3f} {1:7.3f} {0:8.4f} {1:6.3f}")
+        for row in rows:
+            ms = timed[row["run"]]["median"]
+            row.update(tvm_ms=ms, tvm_share=ms / base, round_medians=timed[row["run"]]["round_medians"])
+            print(f"  {row['run']:<14} {ms:8.3f} {ms / base:6.3f} {row['macs_share']:7.3f} "
+                  f"{row['output_error']:8.4f} {row['score']:6.3f}")
+        results[key] = {"model": task.name, "original_ms": base, "original_round_medians": timed["original"]["round_medians"],
+                        "load": [load0[0], load1[0]], "rows": rows}
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""Measured latency of each weighted layer against its kept channel counts, on the target.
+
+For `--target-latency`: every Conv / Gemm / MatMul with a constant weight is a *workload* (op,
+attributes, input and weight shapes). Its kernel is timed alone, compiled exactly as prunec compiles
+the model (same target, schedules, kernel cache), at a grid of kept output counts (inputs full) and
+kept input counts (outputs full). The grid holds multiples of 16 and the counts 8 below them, so
+the table also says which counts the schedules run fast at (AVX-512 kernels use 16-lane vectors: a
+count of 40 can cost as much as 48).
+
+Many probes are compiled as one model of independent branches (one graph input each) and every
+kernel call is attributed to the branch whose input it reads. The table is a JSON file beside the
+tuning database, keyed by a digest of the workload, the target, TVM's version and prunec's schedule
+code: a workload is timed once, whatever model it comes from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prunec import progress
+from prunec.errors import PrunecError
+
+TABLE_FILE = "latency_table.json"
+CHUNK = 48  # probes compiled per probe model (one progress step each)
+ROUNDS = 3  # every probe timed in this many rounds over the whole chunk, fastest kept
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One weighted node's kernel: what is timed, and which weight axes its channel counts are."""
+    op: str               # Conv | Gemm | MatMul
+    x_shape: tuple        # activation input (full)
+    w_shape: tuple        # weight (full)
+    attrs: tuple          # ((name, value), ...) as ONNX has them
+    has_bias: bool
+    out_axis: int         # weight axis of the output channels
+    in_axis: int | None   # weight axis of the input channels; None for depthwise (one count for both)
+
+    @property
+    def out_full(self) -> int:
+        return self.w_shape[self.out_axis]
+
+    @property
+    def in_full(self) -> int | None:
+        return None if self.in_axis is None else self.w_shape[self.in_axis]
+
+    def key(self, target_key: str) -> str:
+        from tvm import __version__ as tvm_version
+
+        from .tune import schedule_version
+
+        text = json.dumps([self.op, self.x_shape, self.w_shape, self.attrs, self.has_bias, target_key,
+                           tvm_version, schedule_version()], sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def counts(full: int, unit: int = 8) -> list[int]:
+    """Kept counts timed for an axis of `full` channels: every multiple of `unit` up to 12 of them,
+    else multiples of 2*unit at eighths of `full` and the count `unit` below each; `full` always."""
+    if full <= unit:
+        return [full]
+    if full <= 12 * unit:
+        out = set(range(unit, full, unit))
+    else:
+        big = 2 * unit
+        out = set()
+        for k in range(1, 8):
+            c = max(big, int(round(full * k / 8 / big)) * big)
+            if c < full:
+                out.update((c, c - unit))
+    out.add(full)
+    return sorted(c for c in out if 0 < c <= full)
+
+
+def workload_of(node, shapes: dict) -> Workload | None:
+    """The node's workload, or None for nodes this table does not time (no constant 2-D+ weight in
+    the usual place, grouped non-depthwise convs, transposed Gemm inputs, unknown shapes)."""
+    import onnx_graphsurgeon as gs
+
+    if node.op not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
+        return None
+    x, w = node.inputs[0], node.inputs[1]
+    if isinstance(x, gs.Constant) or not isinstance(w, gs.Constant):
+        return None
+    xs = shapes.get(x.name)
+    if xs is None or any(not isinstance(d, int) or d <= 0 for d in xs):
+        return None
+    wshape = tuple(int(d) for d in w.values.shape)
+    bias = len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant)
+    attrs = tuple(sorted((k, v if not isinstance(v, (list, tuple)) else tuple(v))
+                         for k, v in node.attrs.items() if isinstance(v, (int, float, str, list, tuple))))
+    a = dict(attrs)
+    if node.op == "Conv":
+        group = int(a.get("group", 1))
+        if len(xs) != len(wshape) or group not in (1, xs[1]) or (group > 1 and wshape[1] != 1):
+            return None
+        return Workload("Conv", tuple(xs), wshape, attrs, bias, 0, None if group > 1 else 1)
+    if len(wshape) != 2:
+        return None
+    if node.op == "Gemm":
+        if a.get("transA", 0) or len(xs) != 2:
+            return None
+        return Workload("Gemm", tuple(xs), wshape, attrs, bias, 0 if a.get("transB", 0) else 1,
+                        1 if a.get("transB", 0) else 0)
+    if xs[-1] != wshape[0]:
+        return None
+    return Workload("MatMul", tuple(xs), wshape, (), False, 1, 0)
+
+
+def _variant(wl: Workload, out_n: int, in_n: int | None):
+    """(input shape, weight shape, bias shape, attrs) of the workload at these kept counts."""
+    x, w = list(wl.x_shape), list(wl.w_shape)
+    attrs = dict(wl.attrs)
+    if wl.in_axis is None:  # depthwise: channels = groups = outputs
+        x[1], w[0], attrs["group"] = out_n, out_n, out_n
+    else:
+        w[wl.out_axis], w[wl.in_axis] = out_n, in_n
+        if wl.op == "Conv":
+            x[1] = in_n
+        else:
+            x[-1] = in_n
+    return x, w, [out_n], attrs
+
+
+def probe_model(probes: list[tuple[Workload, int, int | None]], seed: int = 0):
+    """An ONNX model with one independent branch per probe: input x{k} -> the node -> y{k}."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits, ins, outs = [], [], [], []
+    for k, (wl, out_n, in_n) in enumerate(probes):
+        xs, ws, bs, attrs = _variant(wl, out_n, in_n)
+        ins.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, xs))
+        inits.append(numpy_helper.from_array((0.1 * rng.standard_normal(ws)).astype(np.float32), f"w{k}"))
+        inputs = [f"x{k}", f"w{k}"]
+        if wl.has_bias:
+            bias = bs if wl.op == "Conv" else [out_n]
+            inits.append(numpy_helper.from_array(rng.standard_normal(bias).astype(np.float32), f"b{k}"))
+            inputs.append(f"b{k}")
+        nodes.append(helper.make_node(wl.op, inputs, [f"y{k}"], **attrs))
+        outs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "latency_probes", ins, outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def time_probes(model, options, n: int) -> list[float]:
+    """Microseconds of each of the n branches of a probe model: its kernel calls, each timed alone
+    (fastest of ROUNDS rounds of 5 samples; a shared host only ever adds time)."""
+    import tvm
+
+    from . import measure
+    from .api import compile_model
+
+    compiled = compile_model(model, options=options)
+    with tempfile.TemporaryDirectory(prefix="prunec-probe-") as d:
+        lib = compiled.export(Path(d, "probes.so"))
+        vm, _ = measure.load_vm(lib)
+    threads = compiled.deploy.threads(compiled.deploy.config(options), options)
+    measure.set_tvm_threads(threads)
+    sig = compiled.signature
+    inputs = measure.make_inputs(sig)
+    args = [tvm.runtime.tensor(inputs[i["name"]]) for i in sig["inputs"]]
+    branch_of_input = {i: int(s["name"].lstrip("x")) for i, s in enumerate(sig["inputs"])}
+    calls: list[tuple[int, object, list]] = []
+    state = {"branch": -1}
+
+    def record(func, name, before_run, _ret, *fargs):
+        if before_run and not name.startswith("vm.builtin") and "layout_transform" not in name:
+            tensors = [a for a in fargs if isinstance(a, tvm.runtime.Tensor)]
+            for j, arg in enumerate(args):
+                if any(t.same_as(arg) for t in tensors):
+                    state["branch"] = branch_of_input[j]
+                    break
+            calls.append((state["branch"], func, tensors))
+        return 0
+
+    vm.set_instrument(record)
+    vm["main"](*args)
+    vm.set_instrument(None)
+    if any(b < 0 for b, _, _ in calls):
+        raise PrunecError("latency table: a probe kernel ran before any branch input (a bug)")
+    best = [np.inf] * len(calls)
+    reps = []
+    for j, (_, func, fargs) in enumerate(calls):  # calls per sample: ~2 ms of work
+        func(*fargs)
+        t0 = time.perf_counter()
+        func(*fargs)
+        reps.append(int(np.clip(2e-3 / max(time.perf_counter() - t0, 1e-7), 1, 200)))
+    for _ in range(ROUNDS):
+        for j, (_, func, fargs) in enumerate(calls):
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(reps[j]):
+                    func(*fargs)
+                best[j] = min(best[j], (time.perf_counter() - t0) / reps[j])
+    us = [0.0] * n
+    for (b, _, _), t in zip(calls, best):
+        us[b] += t * 1e6
+    return us
+
+
+class LatencyTable:
+    """Per workload digest: {"out": {count: µs}, "in": {count: µs}} (depthwise: "out" only)."""
+
+    def __init__(self, path: Path | None, target_key: str):
+        self.path, self.target_key = path, target_key
+        self.entries: dict = {}
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text()).get("workloads", {})
+            except (OSError, ValueError):
+                self.entries = {}  # a broken file is rebuilt, not fatal
+        self.measured_now = 0
+
+    def lookup(self, wl: Workload) -> dict | None:
+        return self.entries.get(wl.key(self.target_key))
+
+    def missing(self, workloads: list[Workload], unit: int = 8) -> list[tuple[Workload, int, int | None]]:
+        """Probes not in the table yet: (workload, out count, in count)."""
+        todo, seen = [], set()
+        for wl in workloads:
+            key = wl.key(self.target_key)
+            if key in seen:
+                continue
+            seen.add(key)
+            have = self.entries.get(key, {})
+            for c in counts(wl.out_full, unit):
+                if str(c) not in have.get("out", {}):
+                    todo.append((wl, c, wl.in_full))
+            if wl.in_axis is not None:
+                for c in counts(wl.in_full, unit):
+                    if c != wl.in_full and str(c) not in have.get("in", {}):
+                        todo.append((wl, wl.out_full, c))
+        return todo
+
+    def record(self, wl: Workload, out_n: int, in_n: int | None, us: float) -> None:
+        e = self.entries.setdefault(wl.key(self.target_key), {
+            "op": wl.op, "x": list(wl.x_shape), "w": list(wl.w_shape), "out": {}, "in": {}})
+        if in_n == wl.in_full:
+            e["out"][str(out_n)] = round(us, 3)
+        if out_n == wl.out_full and in_n is not None and in_n != wl.in_full:
+            e["in"][str(in_n)] = round(us, 3)
+        self.measured_now += 1
+
+    def save(self) -> None:
+        """Merged with what another run may have written meanwhile, replaced atomically."""
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            merged = {}
+            if self.path.is_file():
+                try:
+                    merged = json.loads(self.path.read_text()).get("workloads", {})
+                except ValueError:
+                    merged = {}
+            for k, e in self.entries.items():
+                old = merged.get(k, {})
+                merged[k] = dict(e, out={**old.get("out", {}), **e["out"]}, **{"in": {**old.get("in", {}), **e["in"]}})
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".latency-")
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": 1, "workloads": merged}, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only cache folder: the table is used for this run only
+
+    def build(self, workloads: list[Workload], options, unit: int = 8) -> None:
+        """Time every probe the table lacks, CHUNK probes per compiled probe model."""
+        todo = self.missing(workloads, unit)
+        if not todo:
+            return
+        with progress.phase(f"latency table: timing {len(todo)} layer variants on {options.target}",
+                            total=len(todo), unit="kernel") as bar:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                us = time_probes(probe_model(chunk), options, len(chunk))
+                for (wl, out_n, in_n), t in zip(chunk, us):
+                    self.record(wl, out_n, in_n, t)
+                self.save()
+                bar.update(len(chunk))
+
+
+def open_table(options) -> tuple[LatencyTable, object]:
+    """The table of the options' target (beside its tuning database) and the DeployTarget; a target
+    whose code does not run on this machine cannot be timed here: PrunecError."""
+    from .targets import base, get_target
+
+    tgt = get_target(options.target)
+    if not tgt.runs_here:
+        raise PrunecError(f"--target-latency times layers on the target, and {options.target} code does not run "
+                          "on this machine: use --target x86 (or --target-macs for other targets)")
+    cfg = tgt.config(options)
+    db = Path(options.tuning_db or base.default_db_dir(cfg)).expanduser()
+    return LatencyTable(db / TABLE_FILE, base.target_key(cfg)), tgt
+
+
+def model_latency_ms(model, options, input_shapes: dict | None = None, rounds: int = 5) -> float:
+    """The whole model's latency on the target: fastest of `rounds` rounds of 5 samples of at least
+    100 ms each (median within a round)."""
+    import tvm
+
+    from . import measure
+    from .api import compile_model
+
+    compiled = compile_model(model, options=options, input_shapes=input_shapes)
+    with tempfile.TemporaryDirectory(prefix="prunec-latency-") as d:
+        lib = compiled.export(Path(d, "model.so"))
+        vm, dev = measure.load_vm(lib)
+    threads = compiled.deploy.threads(compiled.deploy.config(options), options)
+    measure.set_tvm_threads(threads)
+    inputs = measure.make_inputs(compiled.signature)
+    args = [tvm.runtime.tensor(inputs[i["name"]]) for i in compiled.signature["inputs"]]
+    vm["main"](*args)
+    fte = vm.time_evaluator("main", dev, number=1, repeat=5, min_repeat_ms=100)
+    fte(*args)  # warm-up: the thread pool's first jobs after a compile ran 3x slower here
+    best = np.inf
+    for _ in range(rounds):
+        time.sleep(0.2)
+        best = min(best, float(np.median(fte(*args).results)) * 1e3)
+    return best

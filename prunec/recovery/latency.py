@@ -1,0 +1,256 @@
+"""Latency, not MACs, as the budget: `--target-latency F` keeps at most F of the original model's
+measured latency on the target.
+
+`LatencyModel` has MacsModel's interface (allocation.py: `total`, `macs(removed)`), in microseconds:
+each weighted node's time comes from the measured table (backend/latency_table.py) at its kept output
+and input counts, t(out, in) = t(out, all in) * t(all out, in) / t(all, all); nodes the table does not
+time (LSTMs, grouped convs) scale with their MACs at the µs per MAC of the timed ones; the rest of the
+model (the measured whole-model latency minus the weighted nodes' time: copies, pools, activations
+left unfused, and the in-model slowdown of the timed kernels) shrinks partly with the timed layers:
+a share `fixed` of it stays, the rest scales with the timed layers' time; `fixed` is fitted on one
+more measured model (LatencyBudget: every group pruned by half). `keep_counts` gives each group the kept counts worth stepping
+through: those the table says run faster than every larger count (a count at which the schedules
+run no faster than at a larger one buys nothing)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from prunec.backend.latency_table import LatencyTable, counts, workload_of
+from prunec.dependency import Analysis, Group
+from prunec.macs import node_macs
+from prunec.plan import rounding_multiple
+
+MIN_GAIN = 0.002  # a smaller count must be at least this share faster than every larger one
+
+
+class _Curve:
+    """Time (µs) against a kept count, interpolated between measured counts."""
+
+    def __init__(self, points: dict):
+        xs = sorted(int(k) for k in points)
+        self.x = np.array(xs, dtype=np.float64)
+        self.y = np.array([points[str(k)] for k in xs], dtype=np.float64)
+
+    def __call__(self, n: float) -> float:
+        return float(np.interp(n, self.x, self.y))
+
+
+class LatencyModel:
+    quantity = "latency_us"
+
+    def __init__(self, analysis: Analysis, groups: list[Group], table: LatencyTable, original_us: float,
+                 steps_from_table: bool = True, unit: int = 8, fixed: float = 1.0):
+        shapes = analysis.model.shapes
+        self.groups = groups
+        index = {g.id: i for i, g in enumerate(groups)}
+        members: dict[tuple[str, int], list] = {}  # (weight, axis) -> [(group index, reps, positions)]
+        for g in groups:
+            for m in g.members:
+                if m.role in ("out", "in"):
+                    members.setdefault((m.tensor, m.axis), []).append((index[g.id], m.positions.shape[1], m.positions))
+        self.nodes = []  # (weight axes [(size, members)], timed: (wl, out curve, in curve, t_full) | None, macs)
+        timed_us = timed_macs = 0.0
+        untimed = []
+        for n in analysis.graph.nodes:
+            macs = node_macs(n, shapes)
+            weights = [t for t in n.inputs if isinstance(t, gs.Constant) and t.values.ndim >= 2]
+            if not macs or not weights:
+                continue
+            wl = workload_of(n, shapes)
+            entry = table.lookup(wl) if wl is not None else None
+            if entry is not None and entry.get("out"):
+                w = n.inputs[1]
+                out_c = _Curve(entry["out"])
+                t_full = out_c(wl.out_full)
+                in_c = _Curve(dict(entry["in"], **{str(wl.in_full): t_full})) if wl.in_axis is not None else None
+                axes = {"out": (wl.out_full, members.get((w.name, wl.out_axis), []))}
+                if wl.in_axis is not None:
+                    axes["in"] = (wl.in_full, members.get((w.name, wl.in_axis), []))
+                self.nodes.append((axes, (wl, out_c, in_c, t_full)))
+                timed_us += t_full
+                timed_macs += macs
+            else:
+                axes = {f"{t.name}:{a}": (t.values.shape[a], members[(t.name, a)])
+                        for t in weights for a in range(t.values.ndim) if (t.name, a) in members}
+                untimed.append((axes, macs))
+        per_mac = timed_us / timed_macs if timed_macs else 0.0
+        for axes, macs in untimed:
+            self.nodes.append((axes, (None, None, None, macs * per_mac)))
+        self.weighted_us = sum(t[3] for _, t in self.nodes)
+        self.original_us = original_us
+        self.rest_us = max(0.0, original_us - self.weighted_us)
+        self.fixed = fixed
+        self.total = self.rest_us + self.weighted_us
+        self.keep_counts = self._keep_counts(unit) if steps_from_table else None
+
+    @staticmethod
+    def _axis_keep(size: int, members: list, removed: np.ndarray) -> float:
+        """Kept share of one weight axis (as MacsModel counts it)."""
+        if not members:
+            return 1.0
+        if sum(p.size for _, _, p in members) <= size:
+            return max(0.0, 1.0 - sum(removed[i] * reps for i, reps, _ in members) / size)
+        mask = np.ones(size, dtype=bool)
+        for i, _, pos in members:
+            mask[pos[:int(removed[i])].ravel()] = False
+        return mask.sum() / size
+
+    def node_us(self, k: int, removed: np.ndarray) -> float:
+        axes, (wl, out_c, in_c, t_full) = self.nodes[k]
+        if wl is None:
+            keep = 1.0
+            for size, members in axes.values():
+                keep *= self._axis_keep(size, members, removed)
+            return t_full * keep
+        size, members = axes["out"]
+        t = out_c(size * self._axis_keep(size, members, removed))
+        if in_c is not None and t_full > 0:
+            size, members = axes["in"]
+            t *= in_c(size * self._axis_keep(size, members, removed)) / t_full
+        return t
+
+    def macs(self, removed: np.ndarray) -> float:
+        """Estimated latency (µs) with removed[i] channels taken from groups[i] (the budget's unit)."""
+        w = self.weighted(removed)
+        share = w / self.weighted_us if self.weighted_us else 1.0
+        return self.rest_us * (self.fixed + (1.0 - self.fixed) * share) + w
+
+    def weighted(self, removed: np.ndarray) -> float:
+        """The timed and MAC-scaled layers' µs alone."""
+        return sum(self.node_us(k, removed) for k in range(len(self.nodes)))
+
+    def _keep_counts(self, unit: int) -> list[list[int] | None]:
+        """Per group: the kept counts the table measured on all its timed nodes, those faster than
+        every larger one; None (the rounding multiple) for groups the table says nothing about."""
+        out: list[list[int] | None] = []
+        touching: list[list[int]] = [[] for _ in self.groups]
+        for k, (axes, (wl, *_)) in enumerate(self.nodes):
+            for _, members in axes.values():
+                for i, reps, _ in members:
+                    touching[i].append(k if wl is not None and reps == 1 else -1)
+        for i, g in enumerate(self.groups):
+            ks = touching[i]
+            if not ks or -1 in ks or rounding_multiple(g, unit) != unit:
+                out.append(None)
+                continue
+            removed = np.zeros(len(self.groups))
+            allowed, best = [], np.inf
+            for c in sorted(counts(g.size, unit), reverse=True):
+                removed[i] = g.size - c
+                t = sum(self.node_us(k, removed) for k in set(ks))
+                if c == g.size or t < best * (1.0 - MIN_GAIN):
+                    allowed.append(c)
+                    best = min(best, t)
+            out.append(sorted(allowed))
+        return out
+
+
+class LatencyBudget:
+    """What `--target-latency F` measures on the target before the allocation (the original model's
+    latency, the table of its layers) and after it (the pruned model's latency), for report.json."""
+
+    def __init__(self, opts):
+        from prunec.backend.latency_table import open_table
+        from prunec.backend.options import BackendOptions
+        from prunec.errors import PrunecError
+
+        share = opts.target_latency
+        if not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
+            raise PrunecError(f"--target-latency {share}: must be in (0, 1] (the share of the original latency to keep)")
+        if opts.target_macs is not None:
+            raise PrunecError("--target-latency and --target-macs are two budgets: give one of them")
+        if opts.steps > 1:
+            raise PrunecError("--target-latency prunes in one round: drop --steps")
+        backend = getattr(opts, "backend", None)
+        if backend is None:
+            backend = BackendOptions(target=opts.target if opts.target not in (None, "none") else "x86")
+        elif backend.target in (None, "none"):
+            from dataclasses import replace
+
+            backend = replace(backend, target="x86")
+        self.options = backend.check()
+        self.table, _ = open_table(self.options)
+        self.steps_from_table = opts.round_to is None
+        self.share = float(share)
+        self.original_ms = None
+        self.fixed = 1.0
+        self.entry: dict = {}
+
+    def prepare(self, model, analysis, shrink) -> None:
+        """Time the original model and fill the table with its layers (cached ones cost nothing).
+        shrink(analysis, plan) -> model: the pruning pass's (recovery never imports the passes)."""
+        import time
+
+        from prunec import progress
+        from prunec.backend.latency_table import model_latency_ms
+
+        t0 = time.perf_counter()
+        shapes = analysis.model.shapes
+        workloads = [w for w in (workload_of(n, shapes) for n in analysis.graph.nodes) if w is not None]
+        cached = sum(self.table.lookup(w) is not None for w in workloads)
+        self.table.build(workloads, self.options)
+        with progress.phase(f"latency of the original model on {self.options.target}"):
+            self.original_ms = model_latency_ms(model.to_proto(), self.options, self._shapes(model))
+        half_ms, half_share = self._fit_rest(analysis, shrink)
+        self.entry = {"target": self.options.target, "share": self.share, "original_ms": round(self.original_ms, 4),
+                      "table": {"path": str(self.table.path), "workloads": len({w.key(self.table.target_key)
+                                                                                 for w in workloads}),
+                                "cached_before": cached, "probes_timed_now": self.table.measured_now,
+                                "method": "each layer's kernel alone at kept output/input counts, fastest of "
+                                          "3 rounds of 5 samples"},
+                      "uniform_half": {"measured_ms": round(half_ms, 4), "timed_layers_share": round(half_share, 4),
+                                       "rest_fixed_share": round(self.fixed, 3)},
+                      "prepare_s": round(time.perf_counter() - t0, 2)}
+
+    def _fit_rest(self, analysis, shrink) -> tuple[float, float]:
+        """How much of the untimed rest shrinks with the layers: time the model with every group
+        pruned by half (l2), and solve rest_half = rest * (fixed + (1 - fixed) * share) for `fixed`."""
+        from prunec import criteria, progress
+        from prunec.backend.latency_table import model_latency_ms
+        from prunec.plan import make_plan
+
+        groups = analysis.prunable_groups
+        scores = criteria.score_groups(analysis, "l2")
+        plan = make_plan(analysis, scores, 0.5, round_to=16)
+        half = shrink(analysis, plan)
+        m = LatencyModel(analysis, groups, self.table, self.original_ms * 1e3, steps_from_table=False)
+        removed = np.array([len(plan.groups.get(g.id, [])) for g in groups], dtype=np.float64)
+        w_half = m.weighted(removed)
+        share = w_half / m.weighted_us if m.weighted_us else 1.0
+        with progress.phase(f"latency of the model pruned by half on {self.options.target}"):
+            half_ms = model_latency_ms(half.to_proto(), self.options, self._shapes(half))
+        if m.rest_us > 0 and share < 0.99:
+            rest_half = half_ms * 1e3 - w_half
+            self.fixed = float(np.clip((rest_half / m.rest_us - share) / (1.0 - share), 0.0, 1.0))
+        return half_ms, share
+
+    @staticmethod
+    def _shapes(model) -> dict:
+        names = {i.name for i in model.graph.inputs}
+        return {k: list(v) for k, v in model.shapes.items() if k in names}
+
+    def size_model(self, analysis, groups):
+        m = LatencyModel(analysis, groups, self.table, self.original_ms * 1e3, self.steps_from_table,
+                         fixed=self.fixed)
+        self.entry.update(weighted_layers_ms=round(m.weighted_us / 1e3, 4), rest_ms=round(m.rest_us / 1e3, 4),
+                          timed_layers=sum(1 for _, t in m.nodes if t[0] is not None),
+                          untimed_layers=sum(1 for _, t in m.nodes if t[0] is None),
+                          steps="kept counts the table says run faster" if m.keep_counts is not None
+                          else "multiples of --round-to")
+        return m
+
+    def finish(self, plan, pruned) -> dict:
+        """The prediction next to the pruned model's measured latency."""
+        from prunec import progress
+        from prunec.backend.latency_table import model_latency_ms
+
+        est = plan.meta.get("estimated_latency_us")
+        orig_us = plan.meta.get("original_latency_us")
+        if est is not None and orig_us:
+            self.entry["predicted_ms"] = round(self.original_ms * est / orig_us, 4)
+        with progress.phase(f"latency of the pruned model on {self.options.target}"):
+            ms = model_latency_ms(pruned.to_proto(), self.options, self._shapes(pruned))
+        self.entry["measured_ms"] = round(ms, 4)
+        self.entry["measured_share"] = round(ms / self.original_ms, 4)
+        return dict(self.entry)

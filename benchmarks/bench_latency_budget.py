@@ -1,6 +1,7 @@
 """--target-latency against --target-macs on real models: measured TVM latency and accuracy proxy.
 
-Each model is pruned with calibration data and least-squares refit (`--recover refit`) once per budget:
+Each model is pruned with calibration data and least-squares refit (`--recover refit`) once per budget
+(one calibrated flow for all, as `prunec sweep`: statistics, scores and probes are measured once):
 `--target-macs F` for each F in --macs, `--target-latency F` for each F in --latency. Then the original
 and every pruned model are compiled for x86 (zero trials) and timed in interleaved rounds (best round's
 median; the host is shared, so the load average is printed before and after). Accuracy proxies: the
@@ -35,7 +36,12 @@ def main(argv=None) -> int:
     from benchmarks.bench_recovery import MODELS
     from prunec.backend import measure
     from prunec.backend.options import BackendOptions
-    from prunec.pipeline import PruneOptions, prune_model
+    from dataclasses import replace
+
+    from prunec.macs import graph_macs
+    from prunec.passes.prune import _Calibrated
+    from prunec.pipeline import PruneOptions
+    from prunec.recovery.latency import LatencyBudget
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="yolo")
@@ -54,23 +60,35 @@ def main(argv=None) -> int:
         print(f"== {task.name}", flush=True)
         original = prunec.load(task.path, input_shapes=task.shape)
         ref = task.predict(original)
-        runs = [(f"macs {f:g}", dict(target_macs=f)) for f in a.macs]
-        runs += [(f"latency {f:g}", dict(target_latency=f, backend=backend)) for f in a.latency]
+        runs = [(f"macs {f:g}", f, None) for f in a.macs] + [(f"latency {f:g}", None, f) for f in a.latency]
         rows = []
+        base = PruneOptions(calib=task.calib, recover="refit", target="x86", input_shapes=task.shape,
+                            target_macs=0.5)
+        # one calibrated flow for every budget (as prunec sweep): data, scores and probes measured once
+        flow = _Calibrated(original, base, lambda m: print("  " + m, flush=True))
+        analysis = prunec.analyze(original)
+        timer = LatencyBudget(replace(base, target_macs=None, target_latency=1.0, backend=backend))
         with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
             paths = {"original": Path(task.path)}
-            for name, kw in runs:
+            for name, macs_share, latency_share in runs:
                 t0 = time.perf_counter()
-                opts = PruneOptions(calib=task.calib, recover="refit", target="x86", input_shapes=task.shape, **kw)
-                pruned, report, _ = prune_model(original, opts)
+                flow.opts = replace(base, target_macs=macs_share, target_latency=latency_share,
+                                    backend=backend if latency_share else None)
+                flow.budget = macs_share or latency_share
+                flow.latency = None
+                if latency_share:
+                    timer.share, flow.latency = latency_share, timer
+                pruned, _, entries = flow.run(analysis)
                 secs = time.perf_counter() - t0
                 path = Path(tmp, name.replace(" ", "_") + ".onnx")
                 prunec.save(pruned, path)
                 paths[name] = path
                 got = task.predict(pruned)
-                row = {"run": name, "macs": report["macs"]["after"], "macs_share": report["macs"]["after"] / report["macs"]["before"],
-                       "output_error": report["calibration"]["output_error"], "score": float(task.score(ref, got)),
-                       "prune_s": round(secs, 1), "latency_budget": report.get("latency_budget")}
+                macs0 = graph_macs(original.graph, original.shapes)
+                macs1 = graph_macs(pruned.graph, pruned.shapes)
+                row = {"run": name, "macs": macs1, "macs_share": macs1 / macs0,
+                       "output_error": entries["calibration"]["output_error"], "score": float(task.score(ref, got)),
+                       "prune_s": round(secs, 1), "latency_budget": entries.get("latency_budget")}
                 print(f"  {name}: MACs share {row['macs_share']:.3f}, output error {row['output_error']:.4f}, "
                       f"score {row['score']:.3f}, {secs:.0f} s", flush=True)
                 if row["latency_budget"]:

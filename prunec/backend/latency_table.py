@@ -30,6 +30,8 @@ from prunec.errors import PrunecError
 TABLE_FILE = "latency_table.json"
 CHUNK = 48  # probes compiled per probe model (one progress step each)
 ROUNDS = 3  # every probe timed in this many rounds over the whole chunk, fastest kept
+RETRIES = 3  # suspicious points (see `suspicious`) are timed again up to this many times
+JUMP = 1.25  # a point this much slower than its neighbours' trend is suspicious
 
 
 @dataclass(frozen=True)
@@ -191,14 +193,16 @@ def time_probes(model, options, n: int) -> list[float]:
         raise PrunecError("latency table: a probe kernel ran before any branch input (a bug)")
     best = [np.inf] * len(calls)
     reps = []
-    for j, (_, func, fargs) in enumerate(calls):  # calls per sample: ~2 ms of work
+    for j, (_, func, fargs) in enumerate(calls):  # calls per sample: ~0.5 ms of work
         func(*fargs)
         t0 = time.perf_counter()
         func(*fargs)
-        reps.append(int(np.clip(2e-3 / max(time.perf_counter() - t0, 1e-7), 1, 200)))
+        reps.append(int(np.clip(5e-4 / max(time.perf_counter() - t0, 1e-7), 1, 100)))
+    # many short samples: on a loaded 2-core host a parallel kernel whose second thread is
+    # descheduled runs 5-40x slower for a while; the fastest short sample misses those spells
     for _ in range(ROUNDS):
         for j, (_, func, fargs) in enumerate(calls):
-            for _ in range(5):
+            for _ in range(10):
                 t0 = time.perf_counter()
                 for _ in range(reps[j]):
                     func(*fargs)
@@ -244,13 +248,43 @@ class LatencyTable:
         return todo
 
     def record(self, wl: Workload, out_n: int, in_n: int | None, us: float) -> None:
+        """One timing of a probe; a probe timed again keeps its fastest (noise only adds time)."""
         e = self.entries.setdefault(wl.key(self.target_key), {
             "op": wl.op, "x": list(wl.x_shape), "w": list(wl.w_shape), "out": {}, "in": {}})
-        if in_n == wl.in_full:
-            e["out"][str(out_n)] = round(us, 3)
-        if out_n == wl.out_full and in_n is not None and in_n != wl.in_full:
-            e["in"][str(in_n)] = round(us, 3)
+        side, n = ("out", out_n) if in_n == wl.in_full else ("in", in_n)
+        if side == "in" and (out_n != wl.out_full or in_n is None):
+            return
+        old = e[side].get(str(n))
+        e[side][str(n)] = round(us if old is None else min(old, us), 3)
         self.measured_now += 1
+
+    def suspicious(self, workloads: list[Workload]) -> list[tuple[Workload, int, int | None]]:
+        """Probes whose time looks like a stall, not the kernel: slower by JUMP than the next larger
+        count, or than the next smaller count scaled linearly to this one. Each is retried RETRIES
+        times at most (a real slow count, such as 40 of 16-lane vectors, stays as measured)."""
+        out, seen = [], set()
+        for wl in workloads:
+            key = wl.key(self.target_key)
+            e = self.entries.get(key)
+            if e is None or key in seen:
+                continue
+            seen.add(key)
+            tries = e.setdefault("retried", {})
+            for side in ("out", "in"):
+                pts = dict(e[side])
+                if side == "in" and wl.in_axis is not None and e["out"].get(str(wl.out_full)) is not None:
+                    pts[str(wl.in_full)] = e["out"][str(wl.out_full)]
+                xs = sorted(int(k) for k in pts)
+                for j, c in enumerate(xs):
+                    t = pts[str(c)]
+                    bad = (j + 1 < len(xs) and t > JUMP * pts[str(xs[j + 1])]) or (
+                        j > 0 and t > JUMP * pts[str(xs[j - 1])] * c / xs[j - 1])
+                    tag = f"{side}{c}"
+                    if bad and tries.get(tag, 0) < RETRIES:
+                        tries[tag] = tries.get(tag, 0) + 1
+                        full_side = side == "out" or c == wl.in_full
+                        out.append((wl, c, wl.in_full) if full_side else (wl, wl.out_full, c))
+        return out
 
     def save(self) -> None:
         """Merged with what another run may have written meanwhile, replaced atomically."""
@@ -266,7 +300,7 @@ class LatencyTable:
                     merged = {}
             for k, e in self.entries.items():
                 old = merged.get(k, {})
-                merged[k] = dict(e, out={**old.get("out", {}), **e["out"]}, **{"in": {**old.get("in", {}), **e["in"]}})
+                merged[k] = dict(e, out=_fastest(old.get("out", {}), e["out"]), **{"in": _fastest(old.get("in", {}), e["in"])})
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".latency-")
             with os.fdopen(fd, "w") as f:
                 json.dump({"version": 1, "workloads": merged}, f)
@@ -275,19 +309,33 @@ class LatencyTable:
             pass  # a read-only cache folder: the table is used for this run only
 
     def build(self, workloads: list[Workload], options, unit: int = 8) -> None:
-        """Time every probe the table lacks, CHUNK probes per compiled probe model."""
+        """Time every probe the table lacks, CHUNK probes per compiled probe model, then time the
+        suspicious points again (up to RETRIES passes)."""
         todo = self.missing(workloads, unit)
-        if not todo:
-            return
-        with progress.phase(f"latency table: timing {len(todo)} layer variants on {options.target}",
-                            total=len(todo), unit="kernel") as bar:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start:start + CHUNK]
-                us = time_probes(probe_model(chunk), options, len(chunk))
-                for (wl, out_n, in_n), t in zip(chunk, us):
-                    self.record(wl, out_n, in_n, t)
-                self.save()
-                bar.update(len(chunk))
+        if todo:
+            with progress.phase(f"latency table: timing {len(todo)} layer variants on {options.target}",
+                                total=len(todo), unit="kernel") as bar:
+                self._time(todo, options, bar)
+        for _ in range(RETRIES):
+            again = self.suspicious(workloads)
+            if not again:
+                break
+            with progress.phase(f"latency table: timing {len(again)} outliers again", total=len(again),
+                                unit="kernel") as bar:
+                self._time(again, options, bar)
+
+    def _time(self, todo: list, options, bar) -> None:
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            us = time_probes(probe_model(chunk), options, len(chunk))
+            for (wl, out_n, in_n), t in zip(chunk, us):
+                self.record(wl, out_n, in_n, t)
+            self.save()
+            bar.update(len(chunk))
+
+
+def _fastest(a: dict, b: dict) -> dict:
+    return {k: min(v for v in (a.get(k), b.get(k)) if v is not None) for k in {**a, **b}}
 
 
 def open_table(options) -> tuple[LatencyTable, object]:

@@ -25,12 +25,15 @@ MIN_GAIN = 0.002  # a smaller count must be at least this share faster than ever
 
 
 class _Curve:
-    """Time (µs) against a kept count, interpolated between measured counts."""
+    """Time (µs) against a kept count, interpolated between measured counts. A count slower than a
+    larger one is read at the larger one's time (its envelope from above: keeping the extra channels
+    costs nothing, and a stall the table kept cannot make fewer channels look dear)."""
 
     def __init__(self, points: dict):
         xs = sorted(int(k) for k in points)
         self.x = np.array(xs, dtype=np.float64)
-        self.y = np.array([points[str(k)] for k in xs], dtype=np.float64)
+        y = np.array([points[str(k)] for k in xs], dtype=np.float64)
+        self.y = np.minimum.accumulate(y[::-1])[::-1]
 
     def __call__(self, n: float) -> float:
         return float(np.interp(n, self.x, self.y))
@@ -185,6 +188,8 @@ class LatencyBudget:
         from prunec import progress
         from prunec.backend.latency_table import model_latency_ms
 
+        if self.original_ms is not None and self.entry.get("model") is model:
+            return  # another budget on the same model (prunec sweep, benchmarks): measured already
         t0 = time.perf_counter()
         shapes = analysis.model.shapes
         workloads = [w for w in (workload_of(n, shapes) for n in analysis.graph.nodes) if w is not None]
@@ -201,7 +206,7 @@ class LatencyBudget:
                                           "3 rounds of 5 samples"},
                       "uniform_half": {"measured_ms": round(half_ms, 4), "timed_layers_share": round(half_share, 4),
                                        "rest_fixed_share": round(self.fixed, 3)},
-                      "prepare_s": round(time.perf_counter() - t0, 2)}
+                      "prepare_s": round(time.perf_counter() - t0, 2), "model": model}
 
     def _fit_rest(self, analysis, shrink) -> tuple[float, float]:
         """How much of the untimed rest shrinks with the layers: time the model with every group
@@ -245,6 +250,7 @@ class LatencyBudget:
         from prunec import progress
         from prunec.backend.latency_table import model_latency_ms
 
+        self.entry["share"] = self.share
         est = plan.meta.get("estimated_latency_us")
         orig_us = plan.meta.get("original_latency_us")
         if est is not None and orig_us:
@@ -253,4 +259,4 @@ class LatencyBudget:
             ms = model_latency_ms(pruned.to_proto(), self.options, self._shapes(pruned))
         self.entry["measured_ms"] = round(ms, 4)
         self.entry["measured_share"] = round(ms / self.original_ms, 4)
-        return dict(self.entry)
+        return {k: v for k, v in self.entry.items() if k != "model"}

@@ -74,7 +74,6 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 flow.opts = replace(base, target_macs=macs_share, target_latency=latency_share,
                                     backend=backend if latency_share else None)
-                flow.budget = macs_share or latency_share
                 flow.latency = None
                 if latency_share:
                     timer.share, flow.latency = latency_share, timer

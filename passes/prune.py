@@ -137,12 +137,17 @@ class _Calibrated:
             from prunec.recovery.latency import LatencyBudget
 
             self.latency = LatencyBudget(opts)
-        self.budget = opts.target_macs if self.latency is None else opts.target_latency
         self.protect = opts.protect if opts.protect is not None else self.budget is not None
         self.floors = Floors(min_keep=opts.min_keep, protect=self.protect)
         self.t_stats = self.t_sens = 0.0
         self.allocations: list[dict] = []
         self.memos: dict = {}
+
+    @property
+    def budget(self) -> float | None:
+        """The share to keep: of the MACs, or with --target-latency of the measured latency (read from
+        the options each round: prunec sweep changes them between runs)."""
+        return self.opts.target_macs if self.latency is None else self.opts.target_latency
 
     def run(self, analysis: Analysis | None = None) -> tuple[Model, Plan, dict]:
         """The pruned model (not yet verified), the plan of the last round, and report entries.

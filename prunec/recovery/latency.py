@@ -193,17 +193,17 @@ class LatencyBudget:
         t0 = time.perf_counter()
         shapes = analysis.model.shapes
         workloads = [w for w in (workload_of(n, shapes) for n in analysis.graph.nodes) if w is not None]
-        cached = sum(self.table.lookup(w) is not None for w in workloads)
+        distinct = {w.key(self.table.target_key): w for w in workloads}
+        cached = sum(self.table.lookup(w) is not None for w in distinct.values())
         self.table.build(workloads, self.options)
         with progress.phase(f"latency of the original model on {self.options.target}"):
             self.original_ms = model_latency_ms(model.to_proto(), self.options, self._shapes(model))
         half_ms, half_share = self._fit_rest(analysis, shrink)
         self.entry = {"target": self.options.target, "share": self.share, "original_ms": round(self.original_ms, 4),
-                      "table": {"path": str(self.table.path), "workloads": len({w.key(self.table.target_key)
-                                                                                 for w in workloads}),
+                      "table": {"path": str(self.table.path), "workloads": len(distinct),
                                 "cached_before": cached, "probes_timed_now": self.table.measured_now,
-                                "method": "each layer's kernel alone at kept output/input counts, fastest of "
-                                          "3 rounds of 5 samples"},
+                                "method": "each layer's kernel alone at kept output/input counts, fastest of 3 "
+                                          "rounds of 10 short samples, outliers timed again"},
                       "uniform_half": {"measured_ms": round(half_ms, 4), "timed_layers_share": round(half_share, 4),
                                        "rest_fixed_share": round(self.fixed, 3)},
                       "prepare_s": round(time.perf_counter() - t0, 2), "model": model}

@@ -8,7 +8,9 @@ computed at run time from `Shape` of the activations.
     H, W (bounds from Shape) -> roll back -> MatMul (D -> C) + x
 
 `dynamic="hw"` leaves H and W open (the model runs at any size), `dynamic="batch"` the batch only, as
-exporters with dynamic axes do.
+exporters with dynamic axes do. `torch_pads=True` computes the pads as torch.onnx writes F.pad with
+run-time sizes: a list in torch's order, filled up with ConstantOfShape, reshaped to (-1, 2), reversed
+by a Slice, transposed and flattened.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ WINDOW = 4
 
 
 def window_attention(size: int = 8, channels: int = 16, hidden: int = 32, shift: int = 2, seed: int = 0,
-                     dynamic: str = "") -> onnx.ModelProto:
+                     dynamic: str = "", torch_pads: bool = False) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
 
@@ -53,7 +55,16 @@ def window_attention(size: int = 8, channels: int = 16, hidden: int = 32, shift:
     # pad H and W up to a multiple of the window: pad = (w - n % w) % w
     pad_h = node("Mod", [node("Sub", [w, node("Mod", [dim(rolled, 1), w], "mh")], "sh"), w], "pad_h")
     pad_w = node("Mod", [node("Sub", [w, node("Mod", [dim(rolled, 2), w], "mw")], "sw"), w], "pad_w")
-    pads = cat("pads", [const("z4", [0, 0, 0, 0, 0]), pad_h, pad_w, const("z1", [0])])
+    if torch_pads:  # F.pad's list (last axis first, begin/end pairs), as torch.onnx writes it for ONNX
+        listed = cat("pad_list", [const("zc", [0, 0, 0]), pad_w, const("zw", [0]), pad_h])
+        fill = node("ConstantOfShape", [node("Sub", [const("eight", [8]), dim(listed, 0)], "n_fill")], "pad_fill",
+                    value=helper.make_tensor("zero", TensorProto.INT64, [1], [0]))
+        table = node("Reshape", [cat("pad_all", [listed, fill]), const("pairs", [-1, 2])], "pad_table")
+        flipped = node("Slice", [table, const("f_s", [-1]), const("f_e", [-2 ** 63 + 1]), const("f_ax", [0]),
+                                 const("f_st", [-1])], "pad_flipped")
+        pads = node("Reshape", [node("Transpose", [flipped], "pad_t", perm=[1, 0]), const("flat", [-1])], "pads")
+    else:
+        pads = cat("pads", [const("z4", [0, 0, 0, 0, 0]), pad_h, pad_w, const("z1", [0])])
     padded = node("Pad", [rolled, pads], "padded")
     # window partition with computed targets
     b, ph, pw, c = dim(padded, 0), dim(padded, 1), dim(padded, 2), dim(padded, 3)

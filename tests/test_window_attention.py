@@ -17,9 +17,10 @@ def test_reshape_segments_keep_the_channel_axis_apart():
     assert segments([6, 4], [4, 6]) == [(0, 2, 0, 2)]  # no common boundary: one run
 
 
+@pytest.mark.parametrize("torch_pads", [False, True], ids=["pads", "torch-pads"])
 @pytest.mark.parametrize("dynamic", ["", "batch", "hw"])
-def test_window_attention_prunes_exactly(dynamic):
-    n_groups, err = check_exact(window_attention(dynamic=dynamic))
+def test_window_attention_prunes_exactly(dynamic, torch_pads):
+    n_groups, err = check_exact(window_attention(dynamic=dynamic, torch_pads=torch_pads))
     assert n_groups == 2, n_groups  # the hidden channels (in, windows, out) and the q/k channels
     assert err < 1e-5
 
@@ -44,8 +45,10 @@ def test_with_only_the_batch_dynamic_the_batch_free_shape_reads_fold():
     assert sess.run(None, {"x": np.ones((3, 8, 8, 16), np.float32)})[0].shape == (3, 8, 8, 16)
 
 
-def test_dynamic_window_attention_still_runs_at_other_sizes_after_pruning():
-    model = prunec.from_proto(window_attention(dynamic="hw"), input_shapes={"x": [1, 8, 8, 16]})
+@pytest.mark.parametrize("torch_pads", [False, True], ids=["pads", "torch-pads"])
+def test_dynamic_window_attention_still_runs_at_other_sizes_after_pruning(torch_pads):
+    """torch-pads: F.pad's list reshaped to (-1, 2), reversed, transposed (Swin-T with open H, W)."""
+    model = prunec.from_proto(window_attention(dynamic="hw", torch_pads=torch_pads), input_shapes={"x": [1, 8, 8, 16]})
     assert "Shape" in {n.op for n in model.graph.nodes}  # nothing folded: H and W are open
     pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
     assert report["groups"]["pruned"] == 2

@@ -52,7 +52,18 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
         r = len(ctx.shape(src))
         start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
         axes = list(range(r))[slice(start, None if end is None else int(end))]
+        if r == 1 and _fixed_length(src, ctx):  # the length of a shape vector, not of a tensor axis
+            return [Elem(value=ctx.shape(src)[0]) for _ in axes]
         return [Elem(dims=((src, a),)) for a in axes]
+    if op == "ConstantOfShape":  # a vector of fills (zero pads), as long as a constant says
+        count = trace(node.inputs[0], ctx, depth + 1)
+        if count is None or any(e is None or e.value is None for e in count):
+            return [None] * n_out
+        fill = node.attrs.get("value")
+        fill = int(np.asarray(fill.values).reshape(-1)[0]) if fill is not None else 0
+        return [Elem(value=fill) for _ in range(n_out)]
+    if op in ("Transpose", "Slice") and _rank(node.inputs[0], ctx) not in (0, 1, None):
+        return _nd(node, ctx, depth)
     if op in ("Unsqueeze", "Squeeze", "Identity", "Cast", "Reshape", "Flatten"):
         return _with_slots(node, 0, trace(node.inputs[0], ctx, depth + 1))
     flat = bool(node.inputs) and _rank(node.inputs[0], ctx) in (0, 1)
@@ -76,6 +87,14 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
         if src is None or any(b is None for b in bounds) or steps is None:
             return [None] * n_out
         return src[slice(int_list(bounds[0])[0], int_list(bounds[1])[0], int_list(steps)[0])]
+    if op in ("Add", "Sub"):
+        a, b = (trace(x, ctx, depth + 1) for x in node.inputs[:2])
+        a, b = (_broadcast(v, n_out) if v is not None else None for v in (a, b))
+        if a is None or b is None:
+            return [None] * n_out
+        return [Elem(value=x.value + y.value if op == "Add" else x.value - y.value)
+                if x is not None and y is not None and x.value is not None and y.value is not None else None
+                for x, y in zip(a, b)]
     if op in ("Mul", "Div"):
         a, b = (trace(x, ctx, depth + 1) for x in node.inputs[:2])
         if a is None or b is None:
@@ -85,6 +104,52 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
             return [None] * n_out
         return [_mul(x, y) if op == "Mul" else _div(x, y) for x, y in zip(a, b)]
     return [None] * n_out
+
+
+def _nd(node, ctx, depth: int) -> list[Elem | None]:
+    """Transpose or Slice (constant bounds) of a small n-D int tensor, element by element in
+    row-major order: torch writes pads as a [-1, 2] table, reversed and transposed into ONNX order."""
+    x = node.inputs[0]
+    n_out = int(prod(ctx.shape(node.outputs[0])))
+    src = trace(x, ctx, depth + 1)
+    shape = ctx.shape(x)
+    if src is None or len(src) != prod(shape):
+        return [None] * n_out
+    table = np.empty(len(src), dtype=object)
+    table[:] = src
+    table = table.reshape(shape)
+    if node.op == "Transpose":
+        perm = node.attrs.get("perm")
+        table = np.transpose(table, None if perm is None else [int(p) for p in perm])
+    else:
+        args = [_const(node.inputs[i]) if len(node.inputs) > i and node.inputs[i].name else None for i in range(1, 5)]
+        if args[0] is None or args[1] is None or (len(node.inputs) > 3 and node.inputs[3].name and args[2] is None) \
+                or (len(node.inputs) > 4 and node.inputs[4].name and args[3] is None):
+            return [None] * n_out
+        starts, ends = int_list(args[0]), int_list(args[1])
+        axes = int_list(args[2]) if args[2] is not None else list(range(len(starts)))
+        steps = int_list(args[3]) if args[3] is not None else [1] * len(starts)
+        index = [slice(None)] * table.ndim
+        for a, b, e, st in zip(axes, starts, ends, steps):
+            index[a % table.ndim] = slice(b, e, st)
+        table = table[tuple(index)]
+    out = list(table.reshape(-1))
+    return out if len(out) == n_out else [None] * n_out
+
+
+def _fixed_length(t: gs.Tensor, ctx, depth: int = 0) -> bool:
+    """A 1-D vector whose length no input size changes: constants, scalars and what concatenates,
+    reshapes or casts them (torch's pads list), not a Shape or a Range."""
+    if isinstance(t, gs.Constant) or _rank(t, ctx) == 0:
+        return True
+    node = _producer(t)
+    if node is None or depth > MAX_DEPTH:
+        return False
+    if node.op in ("Concat", "Add", "Sub", "Mul", "Div", "Mod"):  # elementwise: broadcast lengths
+        return all(_fixed_length(x, ctx, depth + 1) for x in node.inputs)
+    if node.op in ("Unsqueeze", "Cast", "Identity"):
+        return _fixed_length(node.inputs[0], ctx, depth + 1)
+    return False
 
 
 def _rank(t: gs.Tensor, ctx) -> int | None:

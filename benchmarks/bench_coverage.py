@@ -1,8 +1,9 @@
 """Coverage and reduction at a given ratio on every test model, the real YOLOv8n and the real
 architectures shipped in the onnx wheel.
 
-    python benchmarks/bench_coverage.py [--ratio 0.5] [--exports DIR]
---exports DIR adds every DIR/*.onnx (torchvision's Swin, Swin-V2, MaxViT from models/export_torchvision.py).
+    python benchmarks/bench_coverage.py [--ratio 0.5] [--exports DIR] [--only TEXT ...]
+--exports DIR adds every DIR/*.onnx (torchvision's Swin, Swin-V2, MaxViT from models/export_torchvision.py);
+--only keeps the rows whose name contains TEXT.
 Prints: groups (prunable/total), share of Conv/Gemm/MatMul weights and MACs a prunable group can
 shrink, MACs and params reduction, and whether the pruned model verified.
 """
@@ -32,6 +33,15 @@ def sources(exports: str | None = None):
     yield "window_attention (dynamic batch)", lambda: prunec.from_proto(window_attention(dynamic="batch"))
     yield "window_attention (dynamic H, W)", lambda: prunec.from_proto(window_attention(dynamic="hw"),
                                                                         {"x": [1, 8, 8, 16]})
+    yield "window_attention (torch F.pad)", lambda: prunec.from_proto(
+        window_attention(dynamic="hw", torch_pads=True), {"x": [1, 8, 8, 16]})
+    from models import control_flow
+
+    for builder in (control_flow.if_conv_paths, control_flow.loop_residual, control_flow.scan_state):
+        yield builder.__name__, lambda builder=builder: prunec.from_proto(builder())
+    fixtures = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+    for f in ("torch_cond.onnx", "torch_loop.onnx"):
+        yield f"{f[:-5]} (torch export)", lambda f=f: prunec.load(fixtures / f)
     for path in sorted(Path(exports).glob("*.onnx")) if exports else []:
         yield f"{path.stem} (export)", lambda path=path: prunec.load(path)
     try:
@@ -60,9 +70,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--exports", metavar="DIR", help="also every DIR/*.onnx")
+    ap.add_argument("--only", metavar="TEXT", action="append", help="only the rows whose name contains TEXT")
     args = ap.parse_args()
     print(f"{'model':<34} {'groups':>9} {'weights':>8} {'MACs':>7} {'MACs x':>7} {'params x':>8} {'time s':>7}  verified")
     for name, load in sources(args.exports):
+        if args.only and not any(text in name for text in args.only):
+            continue
         t0 = time.perf_counter()
         model = load()
         info = prunec.inspect(model)

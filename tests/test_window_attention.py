@@ -57,3 +57,34 @@ def test_dynamic_window_attention_still_runs_at_other_sizes_after_pruning(torch_
     for hw in ((8, 8), (10, 7), (5, 13)):  # padded to the window and cropped back at run time
         y = sess.run(None, {"x": np.ones((1, *hw, 16), np.float32)})[0]
         assert y.shape == (1, *hw, 16)
+
+
+def _cosine_attention_qk(dynamic: bool):
+    """q = x Wq + b; q / max(||q||_2 over the head dims, eps) expanded to q's shape (F.normalize as
+    Swin-V2 exports it: ReduceL2 -> Clip -> Expand(Shape(q)) -> Div); then Wo."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    n = helper.make_node
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), name)
+             for name, s in (("wq", (8, 12)), ("bq", (12,)), ("wo", (12, 8)))]
+    inits.append(numpy_helper.from_array(np.array(1e-12, np.float32), "eps"))
+    nodes = [n("MatMul", ["x", "wq"], ["q0"]), n("Add", ["q0", "bq"], ["q"]),
+             n("ReduceL2", ["q"], ["norm"], axes=[-1], keepdims=1), n("Clip", ["norm", "eps"], ["safe"]),
+             n("Shape", ["q"], ["q_shape"]), n("Expand", ["safe", "q_shape"], ["den"]),
+             n("Div", ["q", "den"], ["qn"]), n("MatMul", ["qn", "wo"], ["y"])]
+    tokens = "T" if dynamic else 5
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(nodes, "cosine", [vi("x", TensorProto.FLOAT, [1, tokens, 8])],
+                          [vi("y", TensorProto.FLOAT, [1, tokens, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic-tokens"])
+def test_l2_normalized_channels_prune_exactly(dynamic):
+    """A zeroed channel adds nothing to an L2 norm, and the Expand to Shape(q) follows q's axes."""
+    proto = _cosine_attention_qk(dynamic)
+    model = prunec.from_proto(proto, {"x": [1, 5, 8]} if dynamic else None)
+    assert "wq[1]" in {g.id for g in prunec.analyze(model).prunable_groups}
+    n_groups, err = check_exact(proto)
+    assert n_groups == 1 and err < 1e-5

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import rule
 from .common import input_at, int_list, passthrough
+from .shapes import bind, trace
 
 
 @rule("Softmax", "LogSoftmax", "Hardmax")
@@ -49,12 +50,41 @@ def expand(node, ctx):
     x, y = node.inputs[0], node.outputs[0]
     xs, ys = ctx.shape(x), ctx.shape(y)
     shape_is_const = ctx.const(node.inputs[1]) is not None
+    if not shape_is_const and _expand_traced(node, ctx, x, y, xs, ys):
+        return
     for j, n in enumerate(xs):
         i = len(ys) - len(xs) + j
         if n == ys[i] and n > 1:
             if not shape_is_const:
                 ctx.block(ctx.axis(x, j), f"{ctx.where()} target shape is computed at run time")
             ctx.set_axis(y, i, ctx.axis(x, j))
+    if shape_is_const:  # a broadcast axis: its constant size is rewritten if it is pruned with others
+        for i, n in enumerate(ys):
+            if (y.name, i) not in ctx.layouts:
+                ctx.set_axis(y, i, ctx.new(n))
+
+
+def _expand_traced(node, ctx, x, y, xs, ys) -> bool:
+    """A target computed as the shape of another tensor (torch's expand_as: F.normalize divides q by
+    its norm expanded to q's shape): each output axis is the axis its size is read from, and x's
+    axis where x is not broadcast. False when the target cannot be traced (the caller blocks)."""
+    elems = trace(node.inputs[1], ctx)
+    if elems is None or len(elems) != len(ys) or len(xs) > len(ys):
+        return False
+    for i, (n, e) in enumerate(zip(ys, elems)):
+        j = i - (len(ys) - len(xs))
+        passes = j >= 0 and xs[j] == n and n > 1
+        if e is not None and e.value is None:
+            space = ctx.axis(x, j) if passes else ctx.new(n)
+            if not bind(ctx, e, space, n):
+                ctx.block(space, f"{ctx.where()} target size {i} cannot follow pruning")
+        elif e is not None and (e.value == 1 or not passes):  # x's own size kept, or a fixed size
+            space = ctx.axis(x, j) if passes else ctx.spaces.new(n, blocked=f"axis {i} of {ctx.where()} output: fixed size")
+        else:
+            space = ctx.axis(x, j) if passes else ctx.new(n)
+            ctx.block(space, f"{ctx.where()} target size {i} is not traced")
+        ctx.set_axis(y, i, space)
+    return True
 
 
 @rule("Tile")

@@ -17,6 +17,11 @@ REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "Re
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
 
 
+# A removed channel that is zero adds nothing to these (Swin-V2 normalizes q and k by ReduceL2 over
+# the head dims): pruning through them is exact. A mean, max, min or product would change.
+ZERO_BLIND = ("ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare")
+
+
 @rule(*REDUCE)
 def reduce(node, ctx):
     x, y = node.inputs[0], node.outputs[0]
@@ -34,7 +39,9 @@ def reduce(node, ctx):
     j = 0
     for i in range(r):
         if i in axes:
-            if ctx.shape(x)[i] > 1:
+            if node.op in ZERO_BLIND:
+                ctx.accept(ctx.axis(x, i))
+            elif ctx.shape(x)[i] > 1:
                 ctx.block(ctx.axis(x, i), f"reduced over by {ctx.where()}")
             j += keep
             continue

@@ -30,11 +30,8 @@ def _shares(text: str) -> list[float]:
 
 
 def main(argv=None) -> int:
-    import numpy as np
-
     import prunec
     from benchmarks.bench_recovery import MODELS
-    from prunec.backend import measure
     from prunec.backend.options import BackendOptions
     from dataclasses import replace
 
@@ -52,7 +49,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--tuning-db", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--keep", default=None, help="folder to keep the pruned models in (for timing them again)")
+    ap.add_argument("--time-again", default=None, metavar="DIR", help="only time again what --keep DIR kept")
     a = ap.parse_args(argv)
+    if a.time_again:
+        return time_again(Path(a.time_again), a.tuning_db, a.rounds)
     backend = BackendOptions(target="x86", tuning_db=a.tuning_db)
     results = {}
     for key in a.models.split(","):
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
         analysis = prunec.analyze(original)
         timer = LatencyBudget(replace(base, target_macs=None, target_latency=1.0, backend=backend))
         with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+            keep = Path(a.keep, key) if a.keep else Path(tmp)
+            keep.mkdir(parents=True, exist_ok=True)
             paths = {"original": Path(task.path)}
             for name, macs_share, latency_share in runs:
                 t0 = time.perf_counter()
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
                     timer.share, flow.latency = latency_share, timer
                 pruned, _, entries = flow.run(analysis)
                 secs = time.perf_counter() - t0
-                path = Path(tmp, name.replace(" ", "_") + ".onnx")
+                path = keep / (name.replace(" ", "_") + ".onnx")
                 prunec.save(pruned, path)
                 paths[name] = path
                 got = task.predict(pruned)
@@ -95,29 +98,67 @@ def main(argv=None) -> int:
                     print(f"    predicted {lb.get('predicted_ms')} ms, measured {lb.get('measured_ms')} ms "
                           f"(original {lb.get('original_ms')} ms; table {lb['table']})", flush=True)
                 rows.append(row)
-            load0 = os.getloadavg()
-            samplers = {}
-            for name, path in paths.items():
-                c = prunec.compile(path, "x86", tuning_db=a.tuning_db, input_shapes=task.shape)
-                lib = c.export(Path(tmp, name.replace(" ", "_") + ".so"))
-                inputs = measure.make_inputs(c.signature)
-                samplers[name] = measure.tvm_sampler(lib, c.signature, inputs, min_repeat_ms=100)[0]
-            timed = measure.timed_rounds(samplers, 3, a.rounds)
-            load1 = os.getloadavg()
-        base = timed["original"]["median"]
-        print(f"  TVM x86 latency, best of {a.rounds} interleaved rounds; load average {load0[0]:.1f} -> {load1[0]:.1f}")
-        print(f"  {'run':<14} {'ms':>8} {'share':>6} {'MACs sh':>7} {'out err':>8} {'score':>6}")
-        print(f"  {'original':<14} {base:8.3f} {1:6.3f} {1:7.3f} {0:8.4f} {1:6.3f}")
-        for row in rows:
-            ms = timed[row["run"]]["median"]
-            row.update(tvm_ms=ms, tvm_share=ms / base, round_medians=timed[row["run"]]["round_medians"])
-            print(f"  {row['run']:<14} {ms:8.3f} {ms / base:6.3f} {row['macs_share']:7.3f} "
-                  f"{row['output_error']:8.4f} {row['score']:6.3f}")
-        results[key] = {"model": task.name, "original_ms": base, "original_round_medians": timed["original"]["round_medians"],
-                        "load": [load0[0], load1[0]], "rows": rows}
+            (load0, load1), timed = time_interleaved(paths, task.shape, a.tuning_db, a.rounds, Path(tmp))
+            (keep / "rows.json").write_text(json.dumps(rows, default=str))
+        results[key] = table(task.name, rows, timed, load0, load1, a.rounds)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     return 0
+
+
+def time_interleaved(paths: dict, shape: dict, tuning_db, rounds: int, tmp: Path):
+    """TVM x86 latency of each model, in interleaved rounds; the load average before and after."""
+    import prunec
+    from prunec.backend import measure
+
+    load0 = os.getloadavg()
+    samplers = {}
+    for name, path in paths.items():
+        c = prunec.compile(path, "x86", tuning_db=tuning_db, input_shapes=shape)
+        lib = c.export(tmp / (name.replace(" ", "_") + ".so"))
+        inputs = measure.make_inputs(c.signature)
+        samplers[name] = measure.tvm_sampler(lib, c.signature, inputs, min_repeat_ms=100)[0]
+    timed = measure.timed_rounds(samplers, 3, rounds)
+    return (load0, os.getloadavg()), timed
+
+
+def table(title: str, rows: list, timed: dict, load0, load1, rounds: int) -> dict:
+    """Print (and return) each run's TVM ms and share of the original's beside its accuracy proxies."""
+    base = timed["original"]["median"]
+    print(f"  TVM x86 latency, best of {rounds} interleaved rounds; load average {load0[0]:.1f} -> {load1[0]:.1f}")
+    print(f"  {'run':<14} {'ms':>8} {'share':>6} {'MACs sh':>7} {'out err':>8} {'score':>6}")
+    print(f"  {'original':<14} {base:8.3f} {1:6.3f} {1:7.3f} {0:8.4f} {1:6.3f}")
+    for row in rows:
+        ms = timed[row["run"]]["median"]
+        row.update(tvm_ms=ms, tvm_share=ms / base, round_medians=timed[row["run"]]["round_medians"])
+        print(f"  {row['run']:<14} {ms:8.3f} {ms / base:6.3f} {row['macs_share']:7.3f} "
+              f"{row['output_error']:8.4f} {row['score']:6.3f}")
+    return {"model": title, "original_ms": base, "original_round_medians": timed["original"]["round_medians"],
+            "load": [load0[0], load1[0]], "rows": rows}
+
+
+def time_again(folder: Path, tuning_db, rounds: int) -> int:
+    """--time-again DIR: the models a --keep DIR run kept, timed again (original first)."""
+    from benchmarks.bench_recovery import MODELS
+
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        task_cls = MODELS[sub.name]
+        rows = json.loads((sub / "rows.json").read_text())
+        path, shape = _task_file(task_cls)
+        paths = {"original": path, **{r["run"]: sub / (r["run"].replace(" ", "_") + ".onnx") for r in rows}}
+        with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
+            (load0, load1), timed = time_interleaved(paths, shape, tuning_db, rounds, Path(tmp))
+        print(f"== {task_cls.name}")
+        table(task_cls.name, rows, timed, load0, load1, rounds)
+    return 0
+
+
+def _task_file(task_cls):
+    from models.fetch_pypi import ddddocr_path, nudenet_yolov8n_path
+
+    if task_cls.__name__ == "YOLOv8n":
+        return nudenet_yolov8n_path(), {"images": [1, 3, 320, 320]}
+    return ddddocr_path("common.onnx"), {"input1": [1, 1, 64, 192]}
 
 
 if __name__ == "__main__":

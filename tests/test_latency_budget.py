@@ -153,3 +153,24 @@ def test_target_latency_end_to_end_on_x86(tmp_path):
     assert res.returncode == 0, res.stderr
     second = json.loads((tmp_path / "o2" / "report.json").read_text())["latency_budget"]
     assert second["table"]["probes_timed_now"] == 0 and second["table"]["cached_before"] == second["table"]["workloads"]
+
+
+def test_a_model_tvm_cannot_compile_is_one_line_exit_2(tmp_path):
+    """An op TVM's ONNX importer lacks (LSTM, as in ddddocr's recognizers): refused before any table work."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((1, 16, 8)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((1, 16, 4)).astype(np.float32), "R")
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=4, name="lstm")
+    graph = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, 4])], [w, r])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "lstm.onnx"
+    prunec.save(prunec.from_proto(model), path)
+    res = run_prunec(path, "--target-latency", "0.5", "--tuning-db", tmp_path / "db", "-o", tmp_path / "out")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr
+    assert lines[-1].startswith("prunec: error:") and "LSTM" in lines[-1] and "--target-macs" in lines[-1], res.stderr
+    assert not (tmp_path / "out").exists()

@@ -30,7 +30,7 @@ from prunec.errors import PrunecError
 TABLE_FILE = "latency_table.json"
 CHUNK = 48  # probes compiled per probe model (one progress step each)
 ROUNDS = 3  # every probe timed in this many rounds over the whole chunk, fastest kept
-RETRIES = 3  # suspicious points (see `suspicious`) are timed again up to this many times
+RETRIES = 6  # suspicious points (see `suspicious`) are timed again up to this many times
 JUMP = 1.25  # a point this much slower than its neighbours' trend is suspicious
 
 
@@ -161,9 +161,8 @@ def time_probes(model, options, n: int) -> list[float]:
     import tvm
 
     from . import measure
-    from .api import compile_model
 
-    compiled = compile_model(model, options=options)
+    compiled = _compile(model, options, None, "the layer probes")
     with tempfile.TemporaryDirectory(prefix="prunec-probe-") as d:
         lib = compiled.export(Path(d, "probes.so"))
         vm, _ = measure.load_vm(lib)
@@ -352,6 +351,20 @@ def open_table(options) -> tuple[LatencyTable, object]:
     return LatencyTable(db / TABLE_FILE, base.target_key(cfg)), tgt
 
 
+def _compile(model, options, input_shapes, what: str):
+    """compile_model, a TVM failure (an op its ONNX importer lacks, such as LSTM) as one line."""
+    from .api import compile_model
+    from .compare import _one_line
+
+    try:
+        return compile_model(model, options=options, input_shapes=input_shapes)
+    except PrunecError:
+        raise
+    except Exception as e:
+        raise PrunecError(f"--target-latency times {what} with TVM, which cannot compile it for "
+                          f"{options.target}: {_one_line(e)}; use --target-macs") from e
+
+
 def model_latency_ms(model, options, input_shapes: dict | None = None, rounds: int = 5) -> float:
     """The whole model's latency on the target: the fastest of `rounds` rounds of 10 samples of at
     least 20 ms each, as the layers are timed (noise only adds time: the fastest sample is the
@@ -359,9 +372,8 @@ def model_latency_ms(model, options, input_shapes: dict | None = None, rounds: i
     import tvm
 
     from . import measure
-    from .api import compile_model
 
-    compiled = compile_model(model, options=options, input_shapes=input_shapes)
+    compiled = _compile(model, options, input_shapes, "the model")
     with tempfile.TemporaryDirectory(prefix="prunec-latency-") as d:
         lib = compiled.export(Path(d, "model.so"))
         vm, dev = measure.load_vm(lib)

@@ -195,9 +195,9 @@ class LatencyBudget:
         workloads = [w for w in (workload_of(n, shapes) for n in analysis.graph.nodes) if w is not None]
         distinct = {w.key(self.table.target_key): w for w in workloads}
         cached = sum(self.table.lookup(w) is not None for w in distinct.values())
-        self.table.build(workloads, self.options)
-        with progress.phase(f"latency of the original model on {self.options.target}"):
+        with progress.phase(f"latency of the original model on {self.options.target}"):  # first: fails fast
             self.original_ms = model_latency_ms(model.to_proto(), self.options, self._shapes(model))
+        self.table.build(workloads, self.options)
         half_ms, half_share = self._fit_rest(analysis, shrink)
         self.entry = {"target": self.options.target, "share": self.share, "original_ms": round(self.original_ms, 4),
                       "table": {"path": str(self.table.path), "workloads": len(distinct),

@@ -88,3 +88,47 @@ def test_l2_normalized_channels_prune_exactly(dynamic):
     assert "wq[1]" in {g.id for g in prunec.analyze(model).prunable_groups}
     n_groups, err = check_exact(proto)
     assert n_groups == 1 and err < 1e-5
+
+
+def _chunked_qkv(dynamic: bool):
+    """qkv = x Wqkv; q, k, v = qkv.chunk(3, -1) with open token count: each Slice's bounds are
+    ceil(C / 3) * k computed from Shape(qkv) (MaxViT); softmax(q k^T) v, then Wo."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+    n = helper.make_node
+    c = 6
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), name)
+             for name, s in (("wqkv", (8, 3 * c)), ("wo", (c, 8)))]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), name)
+              for name, v in (("last", [-1]), ("two", [2]), ("three", [3]), ("one", [1]), ("zero", [0]))]
+    nodes = [n("MatMul", ["x", "wqkv"], ["qkv"]), n("Shape", ["qkv"], ["s"]), n("Gather", ["s", "last"], ["cc"], axis=0),
+             n("Add", ["cc", "two"], ["cc2"]), n("Div", ["cc2", "three"], ["chunk"]),
+             n("Mul", ["chunk", "one"], ["e0"]), n("Mul", ["chunk", "two"], ["e1"]), n("Mul", ["chunk", "three"], ["e2"]),
+             n("Slice", ["qkv", "zero", "e0", "last"], ["q"]), n("Slice", ["qkv", "e0", "e1", "last"], ["k"]),
+             n("Slice", ["qkv", "e1", "e2", "last"], ["v"]),
+             n("Transpose", ["k"], ["kt"], perm=[0, 2, 1]), n("MatMul", ["q", "kt"], ["scores"]),
+             n("Softmax", ["scores"], ["attn"], axis=-1), n("MatMul", ["attn", "v"], ["mixed"]),
+             n("MatMul", ["mixed", "wo"], ["y"])]
+    tokens = "T" if dynamic else 5
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(nodes, "chunked", [vi("x", TensorProto.FLOAT, [1, tokens, 8])],
+                          [vi("y", TensorProto.FLOAT, [1, tokens, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic-tokens"])
+def test_chunk_with_computed_bounds_prunes_alike_in_every_chunk(dynamic):
+    proto = _chunked_qkv(dynamic)
+    model = prunec.from_proto(proto, {"x": [1, 5, 8]} if dynamic else None)
+    groups = {g.id: g for g in prunec.analyze(model).groups}
+    if dynamic:  # channel j of q, k and v is one group; the chunk count stays
+        assert groups["wqkv[1].1"].prunable and groups["wqkv[1].1"].size == 6
+        assert any("chunk count" in r for r in groups["wqkv[1].0"].blocked)
+    n_groups, err = check_exact(proto)
+    assert n_groups >= 1 and err < 1e-5
+    pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
+    assert report["verify"]["ok"]
+    if dynamic:
+        sess = ort.InferenceSession(pruned.to_proto().SerializeToString(), providers=["CPUExecutionProvider"])
+        assert sess.run(None, {"x": np.ones((1, 9, 8), np.float32)})[0].shape == (1, 9, 8)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import rule
 from .common import input_at, int_list
+from .shapes import trace
 
 
 @rule("Concat")
@@ -119,12 +120,54 @@ def _slice_computed_bounds(node, ctx, r: int) -> None:
     if axes is None:
         ctx.block_tensor(x, f"{ctx.where()} bounds are computed at run time")
         return
+    chunks = _chunks(node, ctx, axes)
     for i in range(r):
         if i not in axes:
             ctx.set_axis(y, i, ctx.axis(x, i))
+        elif i in chunks:
+            continue
         elif ctx.shape(x)[i] > 1 or ctx.shape(y)[i] > 1:
             ctx.block(ctx.axis(x, i), f"{ctx.where()} bounds are computed at run time")
             ctx.set_axis(y, i, ctx.spaces.new(ctx.shape(y)[i], blocked=f"{ctx.where()} bounds are computed at run time"))
+
+
+def _chunks(node, ctx, axes: list[int]) -> set[int]:
+    """Sliced axes whose bounds are fractions k/d of the axis's own size (torch.chunk: starts and ends
+    ceil(C / d) * k): the axis is d chunks x c channels, pruned alike in every chunk so the bounds,
+    computed at run time, stay on the chunk edges. Returns the axes so related."""
+    x, y = node.inputs[0], node.outputs[0]
+    starts, ends = (trace(t, ctx) if t is not None else None for t in (input_at(node, 1), input_at(node, 2)))
+    if starts is None or ends is None or len(starts) != len(axes) or len(ends) != len(axes):
+        return set()
+    done = set()
+    for i, s, e in zip(axes, starts, ends):
+        parts = [None if f is not None and f.value == 0 else f for f in (s, e)]
+        if e is None or e.value is not None or (s is not None and s.value not in (None, 0)) or s is None:
+            continue
+        fracs = [f for f in parts if f is not None]
+        if any(f.offset or len(f.dims) != 1 or f.dims != fracs[0].dims for f in fracs):
+            continue
+        (t, a), = fracs[0].dims
+        n = ctx.shape(x)[i]
+        d = max(f.den for f in fracs)
+        if ctx.shape(t)[a] != n or n % d or any(d % f.den for f in fracs):
+            continue
+        k0 = parts[0].num * (d // parts[0].den) if parts[0] is not None else 0
+        k1 = parts[1].num * (d // parts[1].den)
+        c = n // d
+        if k1 <= k0 or k1 > d or (k1 - k0) * c != ctx.shape(y)[i]:
+            continue
+        ctx.unify(ctx.axis(t, a), ctx.axis(x, i))
+        pieces = ctx.spaces.factor(ctx.axis(x, i), [d, c], ctx.where())
+        if pieces is None:
+            continue
+        ctx.block(pieces[0], f"chunk count of {ctx.where()}")
+        ctx.accept(pieces[0])
+        out = pieces[1] if k1 - k0 == 1 else ctx.spaces.product(
+            [ctx.spaces.new(k1 - k0, blocked=f"chunk count of {ctx.where()}"), pieces[1]])
+        ctx.set_axis(y, i, out)
+        done.add(i)
+    return done
 
 
 @rule("Slice", rewrite=_rewrite_slice)

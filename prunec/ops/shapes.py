@@ -30,6 +30,7 @@ class Elem:
     num: int = 1
     den: int = 1
     slot: tuple | None = None  # (consumer node, input index, flat index) of a rewritable constant
+    offset: int = 0  # + offset, pending a floor division by more than it (a ceil division: (C + 2) / 3)
 
 
 def _producer(t: gs.Tensor):
@@ -92,9 +93,7 @@ def trace(t: gs.Tensor, ctx, depth: int = 0) -> list[Elem | None] | None:
         a, b = (_broadcast(v, n_out) if v is not None else None for v in (a, b))
         if a is None or b is None:
             return [None] * n_out
-        return [Elem(value=x.value + y.value if op == "Add" else x.value - y.value)
-                if x is not None and y is not None and x.value is not None and y.value is not None else None
-                for x, y in zip(a, b)]
+        return [_add(x, y, op == "Sub") for x, y in zip(a, b)]
     if op in ("Mul", "Div"):
         a, b = (trace(x, ctx, depth + 1) for x in node.inputs[:2])
         if a is None or b is None:
@@ -181,7 +180,7 @@ def _broadcast(elems, n):
 
 
 def _mul(a: Elem | None, b: Elem | None) -> Elem | None:
-    if a is None or b is None:
+    if a is None or b is None or a.offset or b.offset:
         return None
     if a.value is not None and b.value is not None:
         return Elem(value=a.value * b.value)
@@ -192,18 +191,34 @@ def _mul(a: Elem | None, b: Elem | None) -> Elem | None:
     return Elem(dims=a.dims + b.dims, num=a.num * b.num, den=a.den * b.den)
 
 
+def _add(a: Elem | None, b: Elem | None, sub: bool) -> Elem | None:
+    if a is None or b is None:
+        return None
+    if a.value is not None and b.value is not None:
+        return Elem(value=a.value - b.value if sub else a.value + b.value)
+    if not sub and b.value is not None:
+        a, b = b, a
+    if a.value is not None and a.value >= 0 and not sub and not b.offset:  # C + 2, divided next
+        return Elem(dims=b.dims, num=b.num, den=b.den, offset=a.value)
+    return None
+
+
 def _div(a: Elem | None, b: Elem | None) -> Elem | None:
     if a is None or b is None or b.value in (None, 0):
         return None  # a divisor read at run time is not followed
     if a.value is not None:
         return Elem(value=a.value // b.value)
+    if a.offset >= b.value:
+        return None
+    # floor((x + offset) / b) = x / b for x a multiple of b (a channel count b divides: bind and the
+    # chunked Slice factor b out of the axis, so it stays a multiple after pruning)
     return Elem(dims=a.dims, num=a.num, den=a.den * b.value)
 
 
 def bind(ctx, elem: Elem, space, size: int) -> bool:
     """Tie an output axis sized by a traced element to the axes it is computed from. Returns False
     when the element is unknown (the caller blocks the axis)."""
-    if elem is None:
+    if elem is None or elem.offset:
         return False
     if elem.value is not None:
         return True  # a constant: rewritten after pruning

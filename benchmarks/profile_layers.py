@@ -75,7 +75,7 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
     calls, stamps = [], []  # the first instrumented inference records the calls themselves
 
     def record(func, name, before_run, ret_val, *fargs):
-        if name.startswith("vm.builtin"):
+        if name.startswith(("vm.builtin", "runtime.")):  # VM helpers and tensor views, not kernels
             return 0
         if before_run:
             if record.collect:

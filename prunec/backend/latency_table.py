@@ -176,7 +176,7 @@ def time_probes(model, options, n: int) -> list[float]:
     state = {"branch": -1}
 
     def record(func, name, before_run, _ret, *fargs):
-        if before_run and not name.startswith("vm.builtin") and "layout_transform" not in name:
+        if before_run and not name.startswith(("vm.builtin", "runtime.")) and "layout_transform" not in name:
             tensors = [a for a in fargs if isinstance(a, tvm.runtime.Tensor)]
             for j, arg in enumerate(args):
                 if any(t.same_as(arg) for t in tensors):

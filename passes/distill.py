@@ -6,8 +6,8 @@ inputs are computed once with ONNX Runtime; the pruned graph runs as a JAX funct
 at a time under `jax.vmap`, so graphs exported with a fixed batch of 1 train in batches too.
 
 The loss is the squared output error, each output channel weighted by the inverse of the teacher's
-variance in it (so boxes in pixels and probabilities in [0, 1] count alike), with a floor at a tenth
-of the output's mean variance (a class that almost never fires does not dominate with noise).
+variance in it (so boxes in pixels and probabilities in [0, 1] count alike), with a floor at the
+median channel's variance (a class that almost never fires does not dominate with noise).
 Training fits on the fit split and stops early on the held-out split: the parameters of the best
 held-out epoch are kept, and the result is never worse on the held-out split than the input model.
 
@@ -26,11 +26,12 @@ import numpy as np
 from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.recovery.data import CalibData
-from prunec.recovery.stream import Tapper, output_error
+from prunec.recovery.stream import Tapper, channel_floor, output_axis, output_error
 
 from .base import PassResult
 
 DEFAULT_BUDGET_S = 600.0
+FEATURE_WEIGHT = 1.0  # weight of the inner-tensor term against the output term
 MAX_EPOCHS = 200
 PATIENCE = 6  # epochs without a better held-out loss before stopping
 
@@ -49,6 +50,7 @@ class DistillResult(PassResult):
     fit_samples: int = 0
     check_samples: int = 0
     trained_tensors: int = 0
+    inner_targets: int = 0  # inner tensors matched to the teacher's besides the outputs
     output_error_before: float | None = None  # prunec's relative output error on the held-out split
     output_error_after: float | None = None
 
@@ -65,9 +67,10 @@ class Distill:
     name = "distill"
 
     def __init__(self, original: Model, fit: CalibData, check: CalibData, *, budget_s: float | None = None,
-                 epochs: int | None = None, lr: float = 1e-3, batch: int = 16, log=lambda s: None):
+                 epochs: int | None = None, lr: float = 1e-3, batch: int = 16, log=lambda s: None,
+                 features: list[Feature] | None = None):
         self.original, self.fit, self.check = original, fit, check
-        self.kw = dict(budget_s=budget_s, epochs=epochs, lr=lr, batch=batch, log=log)
+        self.kw = dict(budget_s=budget_s, epochs=epochs, lr=lr, batch=batch, log=log, features=features)
         self.log = log
 
     def __call__(self, model: Model) -> tuple[Model, DistillResult]:
@@ -93,34 +96,29 @@ def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[s
     return {n: np.stack([r[n] for r in runs]).astype(np.float32) for n in names}
 
 
-def _channel_axis(shape: tuple[int, ...]) -> int | None:
-    """Axis of a sample's output whose entries are weighed separately: the shortest axis after the
-    first with more than one entry (YOLOv8's [1, 4+classes, anchors] -> 4+classes, YOLOX's
-    [1, anchors, 5+classes] -> 5+classes, logits [1, classes] -> classes, CTC [T, 1, classes] -> classes)."""
-    axes = [a for a in range(1, len(shape)) if shape[a] > 1]
-    return min(axes, key=lambda a: shape[a]) if axes else None
-
-
 def channel_weights(target: np.ndarray) -> np.ndarray:
-    """1 / variance per channel of one output (target is [N, *shape]), broadcastable to a sample."""
+    """1 / variance per channel of one output (target is [N, *shape]), broadcastable to a sample; the
+    variance is floored at the median channel's (prunec.recovery.stream.channel_floor), as the held-out
+    output error scores it."""
     shape = target.shape[1:]
-    axis = _channel_axis(shape)
+    axis = output_axis(shape)
     if axis is None:
         var = np.full((), target.var() or 1.0)
         return (1.0 / var).astype(np.float32)
     moved = np.moveaxis(target, axis + 1, -1).reshape(-1, shape[axis])
     var = moved.var(axis=0).astype(np.float64)
-    floor = 0.1 * var.mean() + 1e-12
     bshape = [1] * len(shape)
     bshape[axis] = shape[axis]
-    return (1.0 / np.maximum(var, floor)).reshape(bshape).astype(np.float32)
+    return (1.0 / np.maximum(var, channel_floor(var))).reshape(bshape).astype(np.float32)
 
 
 def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             budget_s: float | None = None, epochs: int | None = None, lr: float = 1e-3,
             batch: int = 16, seed: int = 0, log=lambda s: None, progress=None,
-            relative_lr: bool = True) -> tuple[Model, DistillResult]:
-    """Returns the distilled student (a new Model) and what was done."""
+            relative_lr: bool = True, features: list[Feature] | None = None,
+            feature_weight: float = FEATURE_WEIGHT) -> tuple[Model, DistillResult]:
+    """Returns the distilled student (a new Model) and what was done. `features`: inner tensors the
+    student also learns to reproduce (the teacher's kept channels), besides the outputs."""
     from prunec.onnx_jax import JaxGraph, require_jax
 
     jax = require_jax()
@@ -135,6 +133,8 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     t_fit = teacher_outputs(teacher, fit, float_outs)
     t_check = teacher_outputs(teacher, check, float_outs)
     weights = {o: jnp.asarray(channel_weights(t_fit[o])) for o in float_outs}
+    features = [f for f in (features or []) if f.name in net.tensors and f.name not in float_outs]
+    feature_loss = _feature_loss(jax, teacher, features, fit) if features and feature_weight > 0 else None
     in_names = net.inputs
     x_fit = {k: fit.arrays[k][:, None] for k in in_names}  # [N, 1, ...]: one sample with its batch of one
     x_check = {k: check.arrays[k][:, None] for k in in_names}
@@ -149,7 +149,17 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     def batch_loss(params, xs, ts):
         return jnp.mean(jax.vmap(sample_loss, in_axes=(None, 0, 0))(params, xs, ts))
 
-    grad_fn = jax.jit(jax.value_and_grad(batch_loss))
+    def train_loss(params, xs, ts):
+        if feature_loss is None:
+            return batch_loss(params, xs, ts)
+
+        def one(x, t):
+            ys = net.run(params, x, float_outs + [f.name for f in features])
+            out = sum(jnp.mean(jnp.square(y - t[o]) * weights[o]) for o, y in zip(float_outs, ys)) / len(float_outs)
+            return out + feature_weight * feature_loss(x, ys[len(float_outs):])
+        return jnp.mean(jax.vmap(one, in_axes=(0, 0))(xs, ts))
+
+    grad_fn = jax.jit(jax.value_and_grad(train_loss))
     eval_fn = jax.jit(batch_loss)
 
     params = {k: jnp.asarray(v) for k, v in net.params().items()}
@@ -184,7 +194,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     scale = {k: (max(float(jnp.sqrt(jnp.mean(jnp.square(v)))), 1e-3) if relative_lr else 1.0)
              for k, v in params.items()}
     warmup = max(1, min(steps_per_epoch, 50)) if relative_lr else 1
-    log(f"distill: {len(net.trainable)} tensors, {n} fit / {len(check)} held-out samples, held-out loss "
+    log(f"distill: {len(net.trainable)} tensors, {len(features)} inner targets, {n} fit / {len(check)} held-out samples, held-out loss "
         f"{before:.4g}, budget {budget_s:.0f} s")
     while epoch < max_epochs:
         t_epoch = time.perf_counter()
@@ -230,5 +240,63 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     result = DistillResult(name="distill", epochs=epoch, best_epoch=best_epoch, steps=step, batch=batch, lr=lr,
                            time_s=time.perf_counter() - t_start, compile_s=compile_s, stopped=stopped,
                            held_out_loss_before=before, held_out_loss_after=best_loss,
-                           fit_samples=n, check_samples=len(check), trained_tensors=len(params))
+                           fit_samples=n, check_samples=len(check), trained_tensors=len(params),
+                           inner_targets=len(features) if feature_loss is not None else 0)
     return out, result
+
+
+@dataclass
+class Feature:
+    """An inner tensor the student matches: `name` in both graphs, `keep` the teacher's channels the
+    student still has along `axis` (None: all)."""
+    name: str
+    axis: int
+    keep: np.ndarray | None = None
+
+
+def _feature_loss(jax, teacher: Model, features: list[Feature], fit: CalibData):
+    """f(x, student tensors) -> mean over features of the squared error against the teacher's kept
+    channels, each channel weighted by the inverse of its variance (floored like the outputs'). The
+    teacher runs in JAX inside the step: storing its inner tensors for every sample would take
+    gigabytes on a detector."""
+    from prunec.onnx_jax import JaxGraph
+
+    jnp = jax.numpy
+    tnet = JaxGraph(teacher.to_proto())
+    tparams = {k: jnp.asarray(v) for k, v in tnet.params().items()}
+    names = [f.name for f in features]
+    keeps = [None if f.keep is None else jnp.asarray(np.flatnonzero(f.keep)) for f in features]
+    probe = {k: v[:min(16, len(fit))][:, None] for k, v in fit.arrays.items() if k in tnet.inputs}
+    sample = jax.jit(jax.vmap(lambda x: tnet.run(tparams, x, names)))(probe)
+    scales = []
+    for f, k, t in zip(features, keeps, sample):
+        t = np.asarray(t)[:, 0]  # [samples, *tensor shape without its batch]
+        ax = f.axis - 1
+        if k is not None:
+            t = np.take(t, np.asarray(k), axis=ax + 1)
+        var = np.moveaxis(t, ax + 1, -1).reshape(-1, t.shape[ax + 1]).var(0).astype(np.float64)
+        w = 1.0 / np.maximum(var, channel_floor(var))
+        shape = [1] * (t.ndim - 1)
+        shape[ax] = t.shape[ax + 1]
+        scales.append(jnp.asarray(w.reshape([1] + shape).astype(np.float32)))
+
+    def loss(x, student_values):
+        tv = jax.lax.stop_gradient(tnet.run(tparams, x, names))
+        total = 0.0
+        for f, k, t, y, w in zip(features, keeps, tv, student_values, scales):
+            if k is not None:
+                t = jnp.take(t, k, axis=f.axis)
+            total = total + jnp.mean(jnp.square(y - t) * w)
+        return total / len(features)
+    return loss
+
+
+def inner_targets(analysis, plan) -> list[Feature]:
+    """The outputs of the refitted layers (prunec.recovery.refit.find_layers) with the channels they
+    kept: where the least-squares refit aimed, now matched jointly."""
+    from prunec.layers import refit_kind
+    from prunec.recovery.refit import find_layers
+
+    nodes = {n.name: n for n in analysis.graph.nodes}
+    return [Feature(l.y, refit_kind(nodes[l.name]).channel_axis(len(analysis.model.shapes[l.y])), l.out_mask)
+            for l in find_layers(analysis, plan)]

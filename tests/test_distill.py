@@ -101,6 +101,47 @@ def test_distill_lowers_held_out_error_and_keeps_the_graph():
     prunec.verify(model, out)
 
 
+def test_inner_targets_match_the_teachers_kept_channels():
+    """The student's refitted-layer outputs are pulled towards the teacher's kept channels: with the
+    feature term the inner error falls further than with outputs alone, and the held-out error too."""
+    from prunec.dependency import analyze
+    from prunec.passes.distill import _feature_loss, distill, inner_targets
+    from prunec.passes.shrink import shrink
+    from prunec.plan import make_plan
+
+    model = prunec.from_proto(build("resnet18"))
+    rng = np.random.default_rng(0)
+    name = next(iter(model.input_shapes))
+    x = rng.normal(size=(48, *model.input_shapes[name][1:])).astype(np.float32)
+    fit, check = CalibData({name: x[:40]}), CalibData({name: x[40:]})
+    analysis = analyze(model)
+    from prunec.criteria import get
+    crit = get("l2")
+    scores = crit.score_groups(analysis, analysis.prunable_groups, None)
+    plan = make_plan(analysis, scores, 0.5)
+    pruned = shrink(analysis, plan)
+    features = inner_targets(analysis, plan)
+    assert features and any(f.keep is not None for f in features)
+    inner = _feature_loss(jax, model, features, fit)
+    feeds = {name: check.arrays[name][:1]}
+
+    def inner_error(student):
+        net = JaxGraph(student.to_proto())
+        one = [{name: check.arrays[name][i:i + 1]} for i in range(len(check))]
+        return np.mean([float(inner(f, net.run(net.params(), f, [t.name for t in features]))) for f in one])
+
+    # the teacher against itself: zero (kept channels all, same tensors)
+    teacher_targets = [type(f)(f.name, f.axis, None) for f in features]
+    assert float(_feature_loss(jax, model, teacher_targets, fit)(
+        feeds, JaxGraph(model.to_proto()).run(JaxGraph(model.to_proto()).params(), feeds,
+                                              [f.name for f in features]))) < 1e-8
+    plain, r0 = distill(model, pruned, fit, check, epochs=4, batch=8)
+    both, r1 = distill(model, pruned, fit, check, epochs=4, batch=8, features=features)
+    assert r0.inner_targets == 0 and r1.inner_targets == len(features)
+    assert inner_error(both) < inner_error(plain) < inner_error(pruned)
+    assert r1.held_out_loss_after < r1.held_out_loss_before
+
+
 @pytest.mark.slow
 def test_pipeline_recover_distill_reports_and_verifies():
     model = prunec.from_proto(build("resnet18"))

@@ -1,6 +1,7 @@
 """Reconstruction, data criteria, MACs budgets and multi-round pruning on small models."""
 import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 import prunec
 from models.zoo import build
@@ -11,7 +12,7 @@ from prunec.passes import shrink
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.plan import make_plan
 from prunec.recovery.allocation import Floors, budget_plan, protected_groups
-from prunec.recovery.data import load_calib
+from prunec.recovery.data import CalibData, load_calib
 from prunec.recovery.refit import find_layers, reconstruct
 from prunec.recovery.sensitivity import group_sensitivity
 from prunec.recovery.statistics import collect_stats
@@ -212,3 +213,31 @@ def test_lsq_criterion_removes_redundant_channels_first(setup):
     pruned, report, _ = prune_model(model, PruneOptions(ratio=0.5, criterion="lsq", calib=calib_arrays(48)))
     assert report["criterion"] == "lsq"
     prunec.verify(model, pruned)
+
+
+def _scaled_outputs(scales, keep=(1.0, 1.0, 1.0), noise=0.0):
+    """y = concat over channels of scale_c * keep_c * x_c (+ noise on the last channel)."""
+    n = len(scales)
+    w = np.diag(np.array(scales, np.float32) * np.array(keep[:n], np.float32))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    b = np.zeros(n, np.float32)
+    b[-1] = noise
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return prunec.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
+
+
+def test_output_error_weighs_every_output_channel():
+    """One output holding values in the thousands (boxes in pixels) and in hundredths (scores): losing
+    the small channel costs half the error, not nothing; a channel that hardly varies is scored
+    against the typical channel's variation, so its noise does not dominate."""
+    x = np.random.default_rng(0).normal(size=(64, 1, 3)).astype(np.float32)
+    ref = _scaled_outputs([1000.0, 0.01])
+    data = CalibData({"x": x.reshape(64, 3)[:, :2]})
+    lost = _scaled_outputs([1000.0, 0.01], keep=(1.0, 0.0))
+    assert output_error(ref, lost, data) == pytest.approx(0.5, rel=0.05)
+    three = CalibData({"x": x.reshape(64, 3)})
+    ref3 = _scaled_outputs([1.0, 1.0, 1e-6])
+    shifted = _scaled_outputs([1.0, 1.0, 1e-6], noise=1e-6)  # the tiny channel moves by its own size
+    assert output_error(ref3, shifted, three) < 1e-6

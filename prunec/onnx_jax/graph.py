@@ -61,6 +61,7 @@ class JaxGraph:
         self.trainable = sorted(trainable)
         self.inputs = [i.name for i in proto.graph.input if i.name not in self.consts]
         self.outputs = [o.name for o in proto.graph.output]
+        self.tensors = {o for node in self.nodes for o in node.output if o}
 
     def params(self) -> dict[str, np.ndarray]:
         return {k: self.consts[k] for k in self.trainable}

@@ -24,7 +24,7 @@ from prunec.plan import Plan, keep_count
 from .data import CalibData
 from .refit import reconstruct
 from .statistics import collect_grams
-from .stream import OriginalValues, Tapper, channel_sq, relative_error
+from .stream import OriginalValues, Tapper, channel_energy, channel_sq, output_axes, relative_error
 
 CACHE_BYTES = 512 * 2**20  # the original's layer tensors on the fit split are kept when they fit in this
 
@@ -141,7 +141,8 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
     data = data.subset(samples)
     ref: list[list[np.ndarray]] = []
     tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
-    energy = [sum(channel_sq(r[j]) for r in ref) for j in range(len(tapper.outputs))]
+    axes = output_axes(probe_model, tapper.outputs)
+    energy = [channel_energy([r[j] for r in ref], axes[j]) for j in range(len(tapper.outputs))]
     base = {name: ptensors[name].values for name in weights + biases}
     out = {}
     for g in groups:
@@ -167,7 +168,7 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
             def compare(values, err=err, it=it):
                 r = next(it)
                 for j, o in enumerate(tapper.outputs):
-                    err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j])
+                    err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j], axes[j])
 
             tapper.stream(data, compare, extra=extra)
             curve.append((int(n), relative_error(err, energy)))
@@ -189,7 +190,8 @@ class RefitMeasure:
         self.ref: list[list[np.ndarray]] = []
         ref.stream(check, lambda v: self.ref.append([np.asarray(v[o], np.float64)
                                                     for o in ref.outputs[:self.n_out]]))
-        self.energy = [sum(channel_sq(r[j]) for r in self.ref) for j in range(self.n_out)]
+        self.axes = output_axes(reference or model, ref.outputs[:self.n_out])
+        self.energy = [channel_energy([r[j] for r in self.ref], self.axes[j]) for j in range(self.n_out)]
         self.evaluations, self.seconds = 0, 0.0
         tensors = [t.name for n in analysis.graph.nodes if refit_kind(n) is not None
                    for t in (n.inputs[0], n.outputs[0])]
@@ -214,7 +216,7 @@ class RefitMeasure:
         def compare(values):
             r = next(it)
             for j, o in enumerate(tap.outputs[:self.n_out]):
-                num[j] += channel_sq(np.asarray(values[o], np.float64) - r[j])
+                num[j] += channel_sq(np.asarray(values[o], np.float64) - r[j], self.axes[j])
         # same batches as the reference pass: a batch-capable model stays batch-capable after pruning
         tap.batch = len(self.ref[0][0]) if tap.batched else 1
         tap.stream(self.check, compare)

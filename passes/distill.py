@@ -6,8 +6,8 @@ inputs are computed once with ONNX Runtime; the pruned graph runs as a JAX funct
 at a time under `jax.vmap`, so graphs exported with a fixed batch of 1 train in batches too.
 
 The loss is the squared output error, each output channel weighted by the inverse of the teacher's
-variance in it (so boxes in pixels and probabilities in [0, 1] count alike), with a floor at the
-median channel's variance (a class that almost never fires does not dominate with noise).
+variance in it (so boxes in pixels and probabilities in [0, 1] count alike), with a floor at a tenth
+of the output's mean variance (a class that almost never fires does not dominate with noise).
 Training fits on the fit split and stops early on the held-out split: the parameters of the best
 held-out epoch are kept, and the result is never worse on the held-out split than the input model.
 
@@ -97,9 +97,7 @@ def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[s
 
 
 def channel_weights(target: np.ndarray) -> np.ndarray:
-    """1 / variance per channel of one output (target is [N, *shape]), broadcastable to a sample; the
-    variance is floored at the median channel's (prunec.recovery.stream.channel_floor), as the held-out
-    output error scores it."""
+    """1 / variance per channel of one output (target is [N, *shape]), broadcastable to a sample."""
     shape = target.shape[1:]
     axis = output_axis(shape)
     if axis is None:
@@ -107,9 +105,13 @@ def channel_weights(target: np.ndarray) -> np.ndarray:
         return (1.0 / var).astype(np.float32)
     moved = np.moveaxis(target, axis + 1, -1).reshape(-1, shape[axis])
     var = moved.var(axis=0).astype(np.float64)
+    # Floored at a tenth of the mean variance, not at the median as the held-out error is: trained
+    # against median-floored weights, YOLOv8n's rarely firing classes pulled the weights away from
+    # its one frequent class (its error 0.07 -> 0.28 of its variance, box F1 0.878 -> 0.771).
+    floor = 0.1 * var.mean() + 1e-12
     bshape = [1] * len(shape)
     bshape[axis] = shape[axis]
-    return (1.0 / np.maximum(var, channel_floor(var))).reshape(bshape).astype(np.float32)
+    return (1.0 / np.maximum(var, floor)).reshape(bshape).astype(np.float32)
 
 
 def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,

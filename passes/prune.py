@@ -169,12 +169,10 @@ class _Calibrated:
             current = pruned
         recovery = None
         if self.recover == "distill":
-            from .distill import Distill, inner_targets
+            from .distill import Distill
 
-            # inner targets need the channels kept relative to the original: one round's plan says so
-            features = inner_targets(analysis, plans[0]) if len(plans) == 1 and plans[0].groups else None
             current, done = Distill(self.model, self.fit, self.check, budget_s=opts.recover_budget,
-                                    epochs=opts.recover_epochs, log=self.log, features=features)(current)
+                                    epochs=opts.recover_epochs, log=self.log)(current)
             recovery = done.report()
         elif self.data is not None:
             recovery = {"method": "refit" if self.do_recon else "none"}

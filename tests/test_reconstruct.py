@@ -215,29 +215,43 @@ def test_lsq_criterion_removes_redundant_channels_first(setup):
     prunec.verify(model, pruned)
 
 
-def _scaled_outputs(scales, keep=(1.0, 1.0, 1.0), noise=0.0):
-    """y = concat over channels of scale_c * keep_c * x_c (+ noise on the last channel)."""
+def _scaled_outputs(scales, keep=None, noise=0.0):
+    """y = Concat of one [1, 1] piece per channel: scale_c * keep_c * x_c (+ noise on the last one),
+    as a detector concatenates boxes and scores."""
     n = len(scales)
-    w = np.diag(np.array(scales, np.float32) * np.array(keep[:n], np.float32))
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
-    b = np.zeros(n, np.float32)
-    b[-1] = noise
+    keep = keep or (1.0,) * n
+    nodes, inits, pieces = [], [], []
+    for c in range(n):
+        inits += [numpy_helper.from_array(np.array([c], np.int64), f"i{c}"),
+                  numpy_helper.from_array(np.array([[scales[c] * keep[c]]], np.float32), f"s{c}"),
+                  numpy_helper.from_array(np.array([[noise if c == n - 1 else 0.0]], np.float32), f"b{c}")]
+        nodes += [helper.make_node("Gather", ["x", f"i{c}"], [f"g{c}"], axis=1),
+                  helper.make_node("Mul", [f"g{c}", f"s{c}"], [f"m{c}"]),
+                  helper.make_node("Add", [f"m{c}", f"b{c}"], [f"p{c}"])]
+        pieces.append(f"p{c}")
+    nodes.append(helper.make_node("Concat", pieces, ["y"], axis=1))
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
-                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
     return prunec.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
 
 
 def test_output_error_weighs_every_output_channel():
-    """One output holding values in the thousands (boxes in pixels) and in hundredths (scores): losing
-    the small channel costs half the error, not nothing; a channel that hardly varies is scored
-    against the typical channel's variation, so its noise does not dominate."""
+    """One output concatenating values in the thousands (boxes in pixels) and in hundredths (scores):
+    losing the small channel costs half the error, not nothing; a channel that hardly varies beside
+    others of its piece is scored against a tenth of the largest one's variation, so its noise does
+    not dominate."""
     x = np.random.default_rng(0).normal(size=(64, 1, 3)).astype(np.float32)
     ref = _scaled_outputs([1000.0, 0.01])
     data = CalibData({"x": x.reshape(64, 3)[:, :2]})
     lost = _scaled_outputs([1000.0, 0.01], keep=(1.0, 0.0))
     assert output_error(ref, lost, data) == pytest.approx(0.5, rel=0.05)
     three = CalibData({"x": x.reshape(64, 3)})
+    from prunec.recovery.stream import relative_error
+
     ref3 = _scaled_outputs([1.0, 1.0, 1e-6])
     shifted = _scaled_outputs([1.0, 1.0, 1e-6], noise=1e-6)  # the tiny channel moves by its own size
-    assert output_error(ref3, shifted, three) < 1e-6
+    assert output_error(ref3, shifted, three) > 0.1  # pieces of their own: each its own units
+    # one piece (one tensor): the tiny channel is scored against a tenth of the others' variation
+    den = [np.array([64.0, 64.0, 64e-12])]
+    assert relative_error([np.array([0.0, 0.0, 64e-12])], den) < 1e-6
+    assert relative_error([np.array([0.0, 0.0, 64e-12])], den, [[2, 1]]) == pytest.approx(1 / 3)

@@ -24,7 +24,7 @@ from prunec.plan import Plan, keep_count
 from .data import CalibData
 from .refit import reconstruct
 from .statistics import collect_grams
-from .stream import OriginalValues, Tapper, channel_energy, channel_sq, output_axes, relative_error
+from .stream import OriginalValues, Tapper, channel_energy, channel_sq, output_axes, output_segments, relative_error
 
 CACHE_BYTES = 512 * 2**20  # the original's layer tensors on the fit split are kept when they fit in this
 
@@ -142,6 +142,7 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
     ref: list[list[np.ndarray]] = []
     tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
     axes = output_axes(probe_model, tapper.outputs)
+    segments = output_segments(probe_model, tapper.outputs, axes)
     energy = [channel_energy([r[j] for r in ref], axes[j]) for j in range(len(tapper.outputs))]
     base = {name: ptensors[name].values for name in weights + biases}
     out = {}
@@ -171,7 +172,7 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
                     err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j], axes[j])
 
             tapper.stream(data, compare, extra=extra)
-            curve.append((int(n), relative_error(err, energy)))
+            curve.append((int(n), relative_error(err, energy, segments)))
         out[g.id] = curve
     return out
 
@@ -191,6 +192,7 @@ class RefitMeasure:
         ref.stream(check, lambda v: self.ref.append([np.asarray(v[o], np.float64)
                                                     for o in ref.outputs[:self.n_out]]))
         self.axes = output_axes(reference or model, ref.outputs[:self.n_out])
+        self.segments = output_segments(reference or model, ref.outputs[:self.n_out], self.axes)
         self.energy = [channel_energy([r[j] for r in self.ref], self.axes[j]) for j in range(self.n_out)]
         self.evaluations, self.seconds = 0, 0.0
         tensors = [t.name for n in analysis.graph.nodes if refit_kind(n) is not None
@@ -220,4 +222,4 @@ class RefitMeasure:
         # same batches as the reference pass: a batch-capable model stays batch-capable after pruning
         tap.batch = len(self.ref[0][0]) if tap.batched else 1
         tap.stream(self.check, compare)
-        return relative_error(num, self.energy)
+        return relative_error(num, self.energy, self.segments)

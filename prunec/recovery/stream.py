@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from prunec.graph import Model
 from prunec.runtime import session
@@ -158,21 +159,68 @@ def channel_energy(arrays, axis: int | None) -> np.ndarray:
     return acc.centered
 
 
+FLOOR_SHARE = 0.1  # an entry is scored against at least this share of its segment's largest variation
+
+
+def output_segments(model: Model, names: list[str], axes: list[int | None]) -> list[list[int] | None]:
+    """Lengths of the runs of each output's axis that come from one tensor: the inputs of a Concat
+    along that axis (through Transpose and shape-keeping one-input ops), e.g. YOLOv8's boxes | class
+    scores; through Reshapes that keep the axes up to it and Concats along other axes (YOLOX's levels).
+    Entries of one run share units; None: one run."""
+    producer = {o.name: n for n in model.graph.nodes for o in n.outputs}
+    out = []
+    for name, axis in zip(names, axes):
+        seg, t, ax = None, name, axis
+        while ax is not None and t in producer:
+            node = producer[t]
+            if node.op == "Transpose":
+                perm = node.attrs.get("perm")
+                ax, t = (perm[ax] if perm is not None else None), node.inputs[0].name
+            elif node.op == "Concat":
+                rank = len(model.shapes.get(t, ()))
+                if node.attrs.get("axis", 0) % max(rank, 1) == ax:
+                    sizes = [model.shapes.get(i.name, ())[ax] if len(model.shapes.get(i.name, ())) > ax else None
+                             for i in node.inputs]
+                    if all(isinstance(z, int) for z in sizes):
+                        seg = [z for z in sizes if z]
+                    break
+                t = node.inputs[0].name  # joined along another axis: the pieces share this axis' layout
+            elif node.op in ("Reshape", "Flatten") and \
+                    tuple(model.shapes.get(node.inputs[0].name, ()))[:ax + 1] == tuple(model.shapes.get(t, ()))[:ax + 1]:
+                t = node.inputs[0].name  # trailing axes merged or split: this axis unchanged
+            elif len(data := [i for i in node.inputs if not isinstance(i, gs.Constant)]) == 1 and \
+                    tuple(model.shapes.get(data[0].name, ())) == tuple(model.shapes.get(t, ())):
+                t = data[0].name  # Sigmoid, Mul by a constant
+            else:
+                break
+        out.append(seg)
+    return out
+
+
 def channel_floor(variation: np.ndarray) -> float:
-    """The least variation an entry is scored against: the (lower) median entry's. An output entry that hardly
-    varies (a class that almost never fires) then counts as a typical one, not as its own noise, and
-    entries on very different scales (YOLO's boxes in pixels, scores in [0, 1]) count alike."""
+    """The least variation an entry is scored against: FLOOR_SHARE of the largest in its run, so an
+    entry that hardly varies (a class that almost never fires) counts for what it is worth to the run
+    instead of as its own noise, while runs on very different scales (YOLO's boxes in pixels, scores
+    in [0, 1]) each count in their own units."""
     v = np.asarray(variation, np.float64).ravel()
-    lower_median = np.partition(v, (len(v) - 1) // 2)[(len(v) - 1) // 2] if len(v) else 0.0  # of 2 entries, the smaller
-    return float(max(lower_median, 1e-12 * v.max(initial=0.0), 1e-30))
+    return float(max(FLOOR_SHARE * v.max(initial=0.0), 1e-30))
 
 
-def relative_error(num: list[np.ndarray], den: list[np.ndarray]) -> float:
+def floored(den: np.ndarray, segments: list[int] | None) -> np.ndarray:
+    den = np.asarray(den, np.float64)
+    if not segments or sum(segments) != den.size:
+        return np.maximum(den, channel_floor(den))
+    cuts = np.cumsum(segments)[:-1]
+    return np.concatenate([np.maximum(d, channel_floor(d)) for d in np.split(den, cuts)])
+
+
+def relative_error(num: list[np.ndarray], den: list[np.ndarray], segments: list | None = None) -> float:
     """Mean over outputs and their axis entries of ||y - y_ref||^2 / ||y_ref - mean(y_ref)||^2 (the
-    denominator floored by channel_floor): a share of each entry's variation over the data.
+    denominator floored within each segment, see channel_floor): a share of each entry's variation.
     (Why per entry: YOLOv8n's one output holds boxes in pixels and class scores in [0, 1]; the plain
     ratio saw only the boxes: a plan that lost 20-100% of every class score's variation scored 4e-4.)"""
-    parts = [np.mean(n / np.maximum(d, channel_floor(d))) for n, d in zip(num, den)]
+    segments = segments or [None] * len(num)
+    parts = [np.mean(n / floored(d, sg)) for n, d, sg in zip(num, den, segments)]
     return float(np.mean(parts)) if parts else 0.0
 
 
@@ -190,7 +238,7 @@ def output_error(reference: Model, model: Model, data: CalibData) -> float:
         for j, o in enumerate(outs):
             num[j] = num[j] + channel_sq(np.asarray(ra[o], np.float64) - np.asarray(rb[o], np.float64), axes[j])
             energy[j].add(ra[o])
-    return relative_error(num, [e.centered for e in energy])
+    return relative_error(num, [e.centered for e in energy], output_segments(reference, outs, axes))
 
 
 class OriginalValues:

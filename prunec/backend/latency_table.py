@@ -162,12 +162,7 @@ def time_probes(model, options, n: int) -> list[float]:
 
     from . import measure
 
-    compiled = _compile(model, options, None, "the layer probes")
-    with tempfile.TemporaryDirectory(prefix="prunec-probe-") as d:
-        lib = compiled.export(Path(d, "probes.so"))
-        vm, _ = measure.load_vm(lib)
-    threads = compiled.deploy.threads(compiled.deploy.config(options), options)
-    measure.set_tvm_threads(threads)
+    compiled, vm, _ = _loaded(model, options, None, "the layer probes")
     sig = compiled.signature
     inputs = measure.make_inputs(sig)
     args = [tvm.runtime.tensor(inputs[i["name"]]) for i in sig["inputs"]]
@@ -351,6 +346,18 @@ def open_table(options) -> tuple[LatencyTable, object]:
     return LatencyTable(db / TABLE_FILE, base.target_key(cfg)), tgt
 
 
+def _loaded(model, options, input_shapes, what: str):
+    """(compiled, vm, device): the model compiled, exported, loaded and the runtime's threads set as
+    the deployment would."""
+    from . import measure
+
+    compiled = _compile(model, options, input_shapes, what)
+    with tempfile.TemporaryDirectory(prefix="prunec-latency-") as d:
+        vm, dev = measure.load_vm(compiled.export(Path(d, "model.so")))
+    measure.set_tvm_threads(compiled.deploy.threads(compiled.deploy.config(options), options))
+    return compiled, vm, dev
+
+
 def _compile(model, options, input_shapes, what: str):
     """compile_model, a TVM failure (an op its ONNX importer lacks, such as LSTM) as one line."""
     from .api import compile_model
@@ -373,12 +380,7 @@ def model_latency_ms(model, options, input_shapes: dict | None = None, rounds: i
 
     from . import measure
 
-    compiled = _compile(model, options, input_shapes, "the model")
-    with tempfile.TemporaryDirectory(prefix="prunec-latency-") as d:
-        lib = compiled.export(Path(d, "model.so"))
-        vm, dev = measure.load_vm(lib)
-    threads = compiled.deploy.threads(compiled.deploy.config(options), options)
-    measure.set_tvm_threads(threads)
+    compiled, vm, dev = _loaded(model, options, input_shapes, "the model")
     inputs = measure.make_inputs(compiled.signature)
     args = [tvm.runtime.tensor(inputs[i["name"]]) for i in compiled.signature["inputs"]]
     vm["main"](*args)

@@ -60,12 +60,13 @@ def test_a_slow_record_that_looked_fast_is_replaced_by_the_default(tmp_path):
     db.commit_tuning_record(ms.database.TuningRecord(naive.trace, db.commit_workload(mod), [1e-6], tgt, args_info))
     assert structural_equal(db.query_schedule(mod, tgt, "main").mod, naive.mod)
 
-    verdict = verify_winners(ms, [mod], tgt, db, rounds=1)
+    # the default's three rounds (fastest of each): one round alone was mis-timed at host load ~8
+    verdict = verify_winners(ms, [mod], tgt, db)
 
     assert verdict == {"tuned": 0, "default": 1}
     assert structural_equal(db.query_schedule(mod, tgt, "main").mod, hand.mod)
     # a second check finds the default leading and leaves the database alone
-    assert verify_winners(ms, [mod], tgt, db, rounds=1) == {"tuned": 0, "default": 0}
+    assert verify_winners(ms, [mod], tgt, db) == {"tuned": 0, "default": 0}
 
 
 def test_hand_schedule_records_of_another_prunec_are_dropped(tmp_path):

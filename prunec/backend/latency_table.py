@@ -133,7 +133,6 @@ def _variant(wl: Workload, out_n: int, in_n: int | None):
 
 def probe_model(probes: list[tuple[Workload, int, int | None]], seed: int = 0):
     """An ONNX model with one independent branch per probe: input x{k} -> the node -> y{k}."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)

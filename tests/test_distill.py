@@ -34,6 +34,32 @@ def test_jax_graph_matches_onnxruntime(name):
         np.testing.assert_allclose(o, r, rtol=1e-3, atol=1e-4 * max(1.0, float(np.abs(r).max())))
 
 
+@pytest.mark.parametrize("scale", [2.0, 3.0, 1.5])
+@pytest.mark.parametrize("ctm", ["asymmetric", "half_pixel"])
+def test_nearest_resize_and_pointwise_conv_match_onnxruntime(scale, ctm):
+    """Integer nearest upsampling runs as broadcast + reshape and 1x1 convs as matmuls (their
+    gradients are much faster on XLA's CPU backend): same values as ONNX Runtime, and the
+    gradient of a sum of the output counts every copy of an input once per copy."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3, 1, 1)).astype(np.float32), "w")
+    sc = numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "sc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Resize", ["c", "", "sc"], ["y"], mode="nearest", coordinate_transformation_mode=ctm)]
+    n = int(5 * scale)
+    g = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, n, n])], [w, sc])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    x = rng.normal(size=(1, 3, 5, 5)).astype(np.float32)
+    ref = session(proto).run(None, {"x": x})[0]
+    net = JaxGraph(proto)
+    params = net.params()
+    np.testing.assert_allclose(np.asarray(net.run(params, {"x": x})[0]), ref, rtol=1e-5, atol=1e-5)
+    if scale == 2.0:
+        grad = jax.grad(lambda xx: net.run(params, {"x": xx})[0].sum())(x)
+        per_input = 4 * numpy_helper.to_array(w)[:, :, 0, 0].sum(0)  # 4 copies, each through every output
+        np.testing.assert_allclose(np.asarray(grad), np.broadcast_to(per_input[None, :, None, None], x.shape), rtol=1e-5)
+
+
 def _lstm_model(bidirectional=True, hidden=6, feat=5, seq=7):
     rng = np.random.default_rng(0)
     nd = 2 if bidirectional else 1

@@ -159,9 +159,23 @@ def _conv(c, x, w, b=None):
     strides = c.get("strides") or [1] * nsp
     dil = c.get("dilations") or [1] * nsp
     pads = _conv_pads(c, np.shape(x)[2:], np.shape(w)[2:], strides, dil)
-    y = lax.conv_general_dilated(x, w, window_strides=strides, padding=pads, rhs_dilation=dil,
-                                 dimension_numbers=_dims(np.ndim(x)), feature_group_count=c.get("group", 1))
+    group = c.get("group", 1)
+    if group == 1 and all(k == 1 for k in np.shape(w)[2:]) and all(s == 1 for s in strides) \
+            and all(p == (0, 0) for p in pads):
+        y = _pointwise(c.jax.numpy, x, w)
+    else:
+        y = lax.conv_general_dilated(x, w, window_strides=strides, padding=pads, rhs_dilation=dil,
+                                     dimension_numbers=_dims(np.ndim(x)), feature_group_count=group)
     return y + _per_channel(b, np.ndim(y)) if b is not None else y
+
+
+def _pointwise(jnp, x, w):
+    """A 1x1 convolution as a matmul over the flattened spatial dims. Same result; on XLA's CPU
+    backend its gradient runs 2-3x faster than the convolution's (measured on YOLOv8n's 1x1 convs at
+    80x80: 74 vs 161 ms per batch of 16, forward and backward)."""
+    shape = np.shape(x)
+    y = jnp.matmul(jnp.reshape(w, np.shape(w)[:2]), jnp.reshape(x, shape[:2] + (-1,)))
+    return jnp.reshape(y, (shape[0], np.shape(w)[0]) + tuple(shape[2:]))
 
 
 @register("ConvTranspose")
@@ -286,7 +300,16 @@ def _resize(c, x, roi=None, scales=None, sizes=None):
                 idx = np.floor(src + 0.5)
             else:
                 idx = np.ceil(src - 0.5)
-            y = jnp.take(y, np.clip(idx, 0, n_in - 1).astype(np.int64), axis=axis)
+            idx = np.clip(idx, 0, n_in - 1).astype(np.int64)
+            rep = n_out // n_in
+            if rep * n_in == n_out and np.array_equal(idx, np.repeat(np.arange(n_in), rep)):
+                # each input repeated `rep` times: broadcast and merge, whose gradient is a sum (a
+                # gather's is a scatter-add, ~50x slower on XLA's CPU backend)
+                shape_y = np.shape(y)
+                y = jnp.broadcast_to(jnp.expand_dims(y, axis + 1), shape_y[:axis + 1] + (rep,) + shape_y[axis + 1:])
+                y = jnp.reshape(y, shape_y[:axis] + (n_out,) + shape_y[axis + 1:])
+            else:
+                y = jnp.take(y, idx, axis=axis)
         elif mode == "linear":
             src = np.clip(src, 0, n_in - 1)
             lo = np.floor(src).astype(np.int64)

@@ -48,6 +48,7 @@ class PruneOptions:
     quantize: str | None = None  # "int8": static QDQ quantization of the pruned model (passes/quantize.py; needs calib)
     command: str | None = None  # the command line, recorded in report.json and the model's provenance
     shape_from_calib: list[str] = field(default_factory=list)  # inputs whose dynamic dims the calib data sized
+    calib_shapes: int = 0  # how many sample shapes the calibration data has (the analysis took the most frequent)
 
     @property
     def rounding(self) -> int:

@@ -155,8 +155,10 @@ def load_for(path: Path, opts: PruneOptions) -> tuple[Model, PruneOptions]:
         model = load(path, opts.input_shapes)
     hints = calib_shape_hints(model, opts)
     if hints:  # dynamic dims: analyse at the calibration data's size rather than the probe size
-        opts = dataclasses.replace(opts, input_shapes={**opts.input_shapes, **hints},
-                                   shape_from_calib=sorted(hints))
+        from .recovery.data import analysis_shapes
+
+        opts = dataclasses.replace(opts, input_shapes={**opts.input_shapes, **hints}, shape_from_calib=sorted(hints),
+                                   calib_shapes=analysis_shapes(opts.calib, model, opts.calib_samples)[1])
         model = load(path, opts.input_shapes)
     return model, opts
 
@@ -247,7 +249,8 @@ def shape_basis(model: Model, opts: PruneOptions) -> dict:
     source = {}
     for name, dims in dynamic.items():
         if name in from_calib:
-            source[name] = "calibration data"
+            source[name] = "calibration data" + (f" (the most frequent of {opts.calib_shapes} sample shapes)"
+                                                 if opts.calib_shapes > 1 else "")
         elif name in opts.input_shapes:
             source[name] = "--input-shape"
         else:
@@ -257,29 +260,20 @@ def shape_basis(model: Model, opts: PruneOptions) -> dict:
 
 
 def calib_shape_hints(model: Model, opts: PruneOptions) -> dict[str, list[int]]:
-    """Shapes for inputs with dynamic dims and no --input-shape, read from an .npz's array headers."""
-    open_dims = {n: d for n, d in model.dynamic_dims.items() if n not in opts.input_shapes and set(d) - {0}}
-    calib = opts.calib
-    if not open_dims or not isinstance(calib, (str, Path)) or not str(calib).endswith(".npz") or not Path(calib).is_file():
+    """Shapes for inputs with dynamic dims and no --input-shape: the calibration samples' most
+    frequent shape (an .npz read from its headers only; a dict of arrays or lists as given)."""
+    from .recovery.data import analysis_shapes
+
+    open_dims = {n: {a for a in d if a > 0} for n, d in model.dynamic_dims.items() if n not in opts.input_shapes}
+    if not any(open_dims.values()) or opts.calib is None:
         return {}
-    import zipfile
-
-    import numpy as np
-
+    shapes, _ = analysis_shapes(opts.calib, model, opts.calib_samples)
     hints = {}
-    try:
-        with zipfile.ZipFile(calib) as z:
-            for name in open_dims:
-                if f"{name}.npy" not in z.namelist():
-                    continue
-                with z.open(f"{name}.npy") as f:
-                    major, _ = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                    shape = read(f)[0]
-                if len(shape) == len(model.input_shapes[name]):
-                    hints[name] = [1] + [int(d) for d in shape[1:]]
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return {}  # the calibration loader reports a bad file with its own message
+    for name, axes in open_dims.items():
+        sample = shapes.get(name)
+        shape = list(model.input_shapes[name])
+        if axes and sample is not None and len(sample) == len(shape) - 1:
+            hints[name] = [shape[0]] + [int(s) if a in axes else d for a, (s, d) in enumerate(zip(sample, shape[1:]), 1)]
     return hints
 
 

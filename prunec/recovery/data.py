@@ -1,15 +1,21 @@
 """Calibration data: a few hundred unlabeled inputs, validated against the model's inputs.
 
-Sources: an .npz file (one array per model input, first axis = samples), a folder of images with a
-preprocessing spec, or (Python API) any iterable of {input name: array} dicts.
+Sources: an .npz file (one array per model input, first axis = samples; or several per input,
+NAME__0, NAME__1, ..., for samples of different shapes), a folder of images with a preprocessing
+spec, or (Python API) a dict of arrays or of lists of arrays, or any iterable of {input name: array}
+dicts.
+
+Samples of different shapes (a recognizer's line widths, where the model leaves that dim open) are
+kept in groups of one shape each: every consumer goes through CalibData.batches(), which never
+mixes groups in one batch.
 
 The first step of recovery (prunec/recovery/__init__.py): everything after it reads CalibData.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -17,110 +23,297 @@ from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.runtime import graph_inputs, input_dtype
 
-from .files import check_budget, decode_png, decode_pnm, read_image, read_npz, to_rgb  # noqa: F401
+from .files import (CHUNK_SEP, check_budget, decode_png, decode_pnm, npz_shapes, read_image,  # noqa: F401
+                    read_npz, to_rgb)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".npy", ".tif", ".tiff", ".webp")
 
 
 # --------------------------------------------------------------------------- the data
-@dataclass
 class CalibData:
-    """Validated samples: arrays[name] is [N, *input shape without batch]."""
+    """Validated samples in groups of one shape: groups[g][name] is [N_g, *that group's sample shape].
+    `arrays` is the one group's dict (data of one shape, the common case)."""
 
-    arrays: dict[str, np.ndarray]
-    source: str = "<memory>"
-    notes: list[str] = field(default_factory=list)
+    def __init__(self, arrays: dict[str, np.ndarray] | None = None, source: str = "<memory>",
+                 notes: list[str] | None = None, groups: list[dict[str, np.ndarray]] | None = None):
+        self.groups = [dict(g) for g in groups] if groups is not None else [dict(arrays or {})]
+        self.source, self.notes = source, list(notes or [])
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        if len(self.groups) > 1:
+            raise ValueError(f"calibration data {self.source} holds samples of {len(self.groups)} shapes: read "
+                             "them by group (.groups) or batch (.batches())")
+        return self.groups[0] if self.groups else {}
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(next(iter(g.values()))) if g else 0 for g in self.groups]
+
+    @property
+    def shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """One sample's shape per input, for each group."""
+        return [{k: tuple(v.shape[1:]) for k, v in g.items()} for g in self.groups]
 
     def __len__(self) -> int:
-        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+        return sum(self.sizes)
 
     def batches(self, size: int, limit: int | None = None):
-        n = len(self) if limit is None else min(limit, len(self))
-        for i in range(0, n, size):
-            yield {k: v[i:min(i + size, n)] for k, v in self.arrays.items()}
+        """Batches of at most `size` samples, group after group (never two shapes in one batch);
+        `limit`: the samples of subset(limit)."""
+        data = self if limit is None else self.subset(limit)
+        for g, n in zip(data.groups, data.sizes):
+            for i in range(0, n, size):
+                yield {k: v[i:min(i + size, n)] for k, v in g.items()}
 
     def subset(self, n: int) -> "CalibData":
-        return CalibData({k: v[:n] for k, v in self.arrays.items()}, self.source, self.notes)
+        """The first n samples, taken from every group in proportion to its size (so each shape stays
+        represented)."""
+        return self._take([slice(0, k) for k in shares(self.sizes, n)])
+
+    def split(self, n_tail: int) -> tuple["CalibData", "CalibData"]:
+        """(head, tail): the last n_tail samples, taken from every group in proportion to its size."""
+        tails = shares(self.sizes, n_tail)
+        return (self._take([slice(0, n - k) for n, k in zip(self.sizes, tails)]),
+                self._take([slice(n - k, n) for n, k in zip(self.sizes, tails)]))
+
+    def _take(self, parts: list[slice]) -> "CalibData":
+        groups = [{k: v[sl] for k, v in g.items()} for g, sl in zip(self.groups, parts)]
+        return CalibData(source=self.source, notes=self.notes,
+                         groups=[g for g in groups if len(next(iter(g.values()), ()))] or groups[:1])
+
+    def map(self, fn, source: str | None = None) -> "CalibData":
+        """fn(name, array) applied to every group's arrays (shapes may change; groups are not merged)."""
+        return CalibData(source=source or self.source, notes=self.notes,
+                         groups=[{k: fn(k, v) for k, v in g.items()} for g in self.groups])
+
+    def __add__(self, other: "CalibData") -> "CalibData":
+        """These samples then the other's, groups of one shape merged."""
+        return CalibData(source=self.source, notes=self.notes, groups=by_shape(self.groups + other.groups))
+
+    def shape_summary(self) -> list[dict]:
+        """[{"shape": {input: one sample's shape}, "samples": n}] per group (for report.json)."""
+        return [{"shape": {k: list(s) for k, s in shape.items()}, "samples": n}
+                for shape, n in zip(self.shapes, self.sizes)]
 
 
-def _model_inputs(model: Model) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    proto = model.to_proto(restore_io=False)
-    return {vi.name: (tuple(model.input_shapes[vi.name]), input_dtype(vi)) for vi in graph_inputs(proto)}
-
-
-def _validate(arrays: dict[str, np.ndarray], model: Model, source: str) -> dict[str, np.ndarray]:
-    """Names must match the model's inputs; each sample's shape must match the input without its batch axis."""
-    inputs = _model_inputs(model)
-    missing, extra = sorted(set(inputs) - set(arrays)), sorted(set(arrays) - set(inputs))
-    if missing or extra:
-        raise PrunecError(f"calibration data {source}: has inputs {sorted(arrays)}, the model's inputs are "
-                          f"{sorted(inputs)}" + (f" (missing {missing})" if missing else ""))
-    out, count = {}, None
-    for name, (shape, dtype) in inputs.items():
-        a = np.asarray(arrays[name])
-        want = tuple(shape[1:])
-        if a.ndim != len(shape) or tuple(a.shape[1:]) != want:
-            raise PrunecError(f"calibration data {source}: input {name!r} has shape {list(a.shape)}; expected "
-                              f"[samples, {', '.join(map(str, want))}] (the model's input is {list(shape)})")
-        if count is not None and len(a) != count:
-            raise PrunecError(f"calibration data {source}: inputs have different numbers of samples")
-        count = len(a)
-        if a.dtype.kind not in "biuf":
-            raise PrunecError(f"calibration data {source}: input {name!r} has non-numeric dtype {a.dtype}")
-        if np.issubdtype(dtype, np.integer) and a.dtype.kind == "f":
-            raise PrunecError(f"calibration data {source}: input {name!r} is float but the model expects {dtype}")
-        if a.dtype.kind == "f" and len(a):
-            finite = np.isfinite(a).reshape(len(a), -1).all(axis=1)
-            if not finite.all():
-                raise PrunecError(f"calibration data {source}: input {name!r} has NaN or infinite values in "
-                                  f"{int((~finite).sum())} of {len(a)} samples (first: sample "
-                                  f"{int(np.argmin(finite))}); remove or fix them")
-        out[name] = np.ascontiguousarray(a, dtype=dtype)
-    if not count:
-        raise PrunecError(f"calibration data {source}: no samples")
+def shares(sizes: list[int], n: int) -> list[int]:
+    """n split over groups of these sizes in proportion (largest remainders), each at most its size."""
+    total = sum(sizes)
+    if n >= total:
+        return list(sizes)
+    exact = [s * n / total for s in sizes]
+    out = [int(e) for e in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: out[i] - exact[i])[:n - sum(out)]:
+        out[i] += 1
     return out
 
 
-def from_arrays(arrays: dict[str, np.ndarray], model: Model, max_samples: int | None = None,
+def by_shape(chunks: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Chunks of samples grouped by their sample shapes (first appearance first; empty chunks dropped)."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in chunks:
+        if c and len(next(iter(c.values()))):
+            groups.setdefault(tuple((k, v.shape[1:]) for k, v in sorted(c.items())), []).append(c)
+    return [cs[0] if len(cs) == 1 else {k: np.concatenate([c[k] for c in cs]) for k in cs[0]}
+            for cs in groups.values()]
+
+
+class InputSpec(NamedTuple):
+    shape: tuple[int, ...]  # the analysed shape
+    dtype: np.dtype
+    open: dict[int, str]  # axes after the batch axis the model leaves open (name or '')
+
+
+def _model_inputs(model: Model) -> dict[str, InputSpec]:
+    proto = model.to_proto(restore_io=False)
+    dynamic = model.dynamic_dims
+    return {vi.name: InputSpec(tuple(model.input_shapes[vi.name]), input_dtype(vi),
+                               {a: p for a, p in dynamic.get(vi.name, {}).items() if a > 0})
+            for vi in graph_inputs(proto)}
+
+
+def _expected(spec: InputSpec) -> str:
+    """What one input's calibration array must look like: [samples, 3, 16, 16], open dims by name."""
+    dims = [spec.open[a] or "?" if a in spec.open else str(d) for a, d in enumerate(spec.shape)][1:]
+    declared = [spec.open[a] or "?" if a in spec.open else d for a, d in enumerate(spec.shape)]
+    return f"[samples, {', '.join(dims)}] (the model's input is {_show(declared)})"
+
+
+def _show(dims) -> str:
+    return "[" + ", ".join(map(str, dims)) + "]"
+
+
+def _sample_check(inputs: dict[str, InputSpec], source: str):
+    """check(name, label, shape, chunked) -> samples in an array of that shape: a batch [n, *sample],
+    or (chunked: an entry of a list or an NAME__i member) one sample; open dims may take any size."""
+    def check(name: str, label: str, shape: tuple[int, ...], chunked: bool) -> int:
+        spec = inputs[name]
+        rank = len(spec.shape)
+        batched = len(shape) == rank
+        sample = shape[1:] if batched else shape
+        fits = (batched or (chunked and len(shape) == rank - 1)) and all(
+            s == want or (a in spec.open and s > 0) for a, (s, want) in enumerate(zip(sample, spec.shape[1:]), 1))
+        if not fits:
+            raise PrunecError(f"calibration data {source}: {label} has shape {_show(shape)}; expected "
+                              f"{_expected(spec)}" + ("; or one sample without the samples axis" if chunked else ""))
+        return shape[0] if batched else 1
+    return check
+
+
+def _validate(chunks: list[dict[str, np.ndarray]], model: Model, source: str,
+              labels: list[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Names must match the model's inputs; each sample's shape must fit the input without its batch
+    axis (open dims any size); chunks of samples -> groups of one shape."""
+    inputs = _model_inputs(model)
+    check = _sample_check(inputs, source)
+    out, seen = [], 0
+    for c, chunk in enumerate(chunks):
+        missing, extra = sorted(set(inputs) - set(chunk)), sorted(set(chunk) - set(inputs))
+        if missing or extra:
+            raise PrunecError(f"calibration data {source}: has inputs {sorted(chunk)}, the model's inputs are "
+                              f"{sorted(inputs)}" + (f" (missing {missing})" if missing else ""))
+        count, arrays = None, {}
+        for name, spec in inputs.items():
+            a = np.asarray(chunk[name])
+            label = f"input {name!r}" + (f" ({labels[c]})" if labels and labels[c] else "")
+            n = check(name, label, tuple(a.shape), False)
+            if count is not None and n != count:
+                raise PrunecError(f"calibration data {source}: inputs have different numbers of samples"
+                                  + (f" ({labels[c]})" if labels and labels[c] else ""))
+            count = n
+            if a.dtype.kind not in "biuf":
+                raise PrunecError(f"calibration data {source}: input {name!r} has non-numeric dtype {a.dtype}")
+            if np.issubdtype(spec.dtype, np.integer) and a.dtype.kind == "f":
+                raise PrunecError(f"calibration data {source}: input {name!r} is float but the model expects {spec.dtype}")
+            if a.dtype.kind == "f" and len(a):
+                finite = np.isfinite(a).reshape(len(a), -1).all(axis=1)
+                if not finite.all():
+                    raise PrunecError(f"calibration data {source}: input {name!r} has NaN or infinite values in "
+                                      f"{int((~finite).sum())} of {len(a)} samples (first: sample "
+                                      f"{seen + int(np.argmin(finite))}); remove or fix them")
+            arrays[name] = np.ascontiguousarray(a, dtype=spec.dtype)
+        out.append(arrays)
+        seen += count or 0
+    if not seen:
+        raise PrunecError(f"calibration data {source}: no samples")
+    return by_shape(out)
+
+
+def _first(chunks: list[dict[str, np.ndarray]], max_samples: int | None) -> list[dict[str, np.ndarray]]:
+    """The chunks cut to the first max_samples samples."""
+    if not max_samples:
+        return chunks
+    out, left = [], max_samples
+    for c in chunks:
+        if left <= 0:
+            break
+        n = len(next(iter(c.values()))) if c else 0
+        out.append({k: v[:left] for k, v in c.items()})
+        left -= n
+    return out
+
+
+def _as_chunks(arrays: dict, inputs: dict[str, InputSpec], source: str) -> tuple[list[dict], list[str]]:
+    """A dict of arrays (one chunk) or of lists of arrays (chunk i = entry i of every list; an entry
+    is one sample or a batch) -> chunks with a samples axis, and each chunk's label."""
+    lists = {k: isinstance(v, (list, tuple)) for k, v in arrays.items()}
+    if not any(lists.values()):
+        return [{k: np.asarray(v) for k, v in arrays.items()}], [""]
+    if not all(lists.values()) or len({len(v) for v in arrays.values()}) > 1:
+        raise PrunecError(f"calibration data {source}: give every input as a list of the same length (entry i of "
+                          "each list holds the same samples) or every input as one array")
+    check = _sample_check(inputs, source)
+    chunks, labels = [], []
+    for i in range(len(next(iter(arrays.values())))):
+        chunk = {}
+        for k, v in arrays.items():
+            a = np.asarray(v[i])
+            if k in inputs:
+                check(k, f"input {k!r} (list entry {i})", tuple(a.shape), True)
+                chunk[k] = a if a.ndim == len(inputs[k].shape) else a[None]
+            else:
+                chunk[k] = a
+        chunks.append(chunk)
+        labels.append(f"list entry {i}")
+    return chunks, labels
+
+
+def from_arrays(arrays: dict, model: Model, max_samples: int | None = None,
                 source: str = "<arrays>") -> CalibData:
-    arrays = {k: (np.asarray(v)[:max_samples] if max_samples else np.asarray(v)) for k, v in arrays.items()}
-    return CalibData(_validate(arrays, model, source), source)
+    """{input name: array [samples, ...]} or {input name: [array, ...]} (arrays of different shapes)."""
+    chunks, labels = _as_chunks(arrays, _model_inputs(model), source)
+    return CalibData(source=source, groups=_validate(_first(chunks, max_samples), model, source, labels))
 
 
 def from_npz(path: str | Path, model: Model, max_samples: int | None = None) -> CalibData:
     """Only the samples used are read, after every member's header was checked (recovery/files.py)."""
     path = Path(path)
-    arrays = read_npz(path, _model_inputs(model), max_samples)
-    return CalibData(_validate(arrays, model, str(path)), str(path))
+    inputs = _model_inputs(model)
+    chunks = read_npz(path, inputs, max_samples, _sample_check(inputs, str(path)))
+    return CalibData(source=str(path), groups=_validate(chunks, model, str(path)))
 
 
 def from_iterable(samples: Iterable[dict], model: Model, max_samples: int | None = None) -> CalibData:
-    """Each item maps input names to one sample (with or without the batch axis) or a batch."""
+    """Each item maps input names to one sample (with or without the batch axis) or a batch; items
+    may differ in shape where the model's dims are open."""
     inputs = _model_inputs(model)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in inputs}
-    n = 0
+    check = _sample_check(inputs, "<iterable>")
+    chunks, labels, n = [], [], 0
     for i, item in enumerate(samples):
         if not isinstance(item, dict):
             raise PrunecError(f"calibration sample {i}: expected a dict of input name -> array, got {type(item).__name__}")
         if set(item) != set(inputs):
             raise PrunecError(f"calibration sample {i}: has inputs {sorted(item)}, the model's inputs are {sorted(inputs)}")
-        rows = None
-        for name, (shape, _) in inputs.items():
+        chunk = {}
+        for name, spec in inputs.items():
             a = np.asarray(item[name])
-            if a.ndim == len(shape) - 1:
-                a = a[None]
-            parts[name].append(a)
-            rows = len(a)
-        n += rows or 0
+            check(name, f"input {name!r} (sample {i})", tuple(a.shape), True)
+            chunk[name] = a[None] if a.ndim == len(spec.shape) - 1 else a
+        chunks.append(chunk)
+        labels.append(f"sample {i}")
+        n += len(next(iter(chunk.values()))) if chunk else 0
         if max_samples and n >= max_samples:
             break
     if n == 0:
         raise PrunecError("calibration data: the iterable gave no samples")
+    return CalibData(source="<iterable>", groups=_validate(_first(chunks, max_samples), model, "<iterable>", labels))
+
+
+def analysis_shapes(calib, model: Model, max_samples: int | None = None) -> tuple[dict[str, tuple], int]:
+    """The sample shapes (one per input, without the samples axis) the most of the calibration
+    samples have (the first such when several are as frequent), and how many different ones there
+    are; ({}, 0) when that cannot be known without reading the data (an image folder, an iterable)
+    or the source is unreadable (the loader reports it). An .npz is read from its headers only."""
+    inputs = _model_inputs(model)
     try:
-        arrays = {k: np.concatenate(v)[:max_samples] if max_samples else np.concatenate(v) for k, v in parts.items()}
-    except ValueError as exc:
-        raise PrunecError(f"calibration data: samples have different shapes ({exc})") from None
-    return CalibData(_validate(arrays, model, "<iterable>"), "<iterable>")
+        if isinstance(calib, CalibData):
+            counted = list(zip(calib.shapes, calib.sizes))
+        elif isinstance(calib, dict):
+            chunks, _ = _as_chunks(calib, inputs, "<arrays>")
+            counted = [({k: tuple(np.shape(v)[1:]) for k, v in c.items()}, len(next(iter(c.values()))))
+                       for c in chunks]
+        elif isinstance(calib, (str, Path)) and str(calib).endswith(".npz") and Path(calib).is_file():
+            counted = []
+            for c in npz_shapes(Path(calib), inputs):
+                batched = {k: len(s) == len(inputs[k].shape) for k, s in c.items()}
+                counted.append(({k: tuple(s[1:]) if batched[k] else tuple(s) for k, s in c.items()},
+                                next((s[0] for k, s in c.items() if batched[k]), 1)))
+        else:
+            return {}, 0
+    except (PrunecError, OSError, ValueError, TypeError):
+        return {}, 0
+    totals: dict[tuple, int] = {}
+    left = max_samples or sum(n for _, n in counted)
+    for shape, n in counted:
+        key = tuple(sorted(shape.items()))
+        if left > 0 and n > 0:
+            totals[key] = totals.get(key, 0) + min(n, left)
+        left -= n
+    if not totals:
+        return {}, 0
+    best = max(totals.values())
+    return dict(next(k for k, v in totals.items() if v == best)), len(totals)
 
 
 # --------------------------------------------------------------------------- images
@@ -217,7 +410,7 @@ def from_images(folder: str | Path, model: Model, preprocess: Preprocess | str |
     if len(inputs) != 1:
         raise PrunecError(f"--calib {folder}: a folder of images needs a model with one input; this one has "
                           f"{sorted(inputs)} (use an .npz with one array per input)")
-    (name, (shape, dtype)), = inputs.items()
+    (name, (shape, dtype, _)), = inputs.items()
     if len(shape) != 4:
         raise PrunecError(f"--calib {folder}: input {name!r} has shape {list(shape)}, not an image batch")
     c_axis = 1 if pre.layout == "NCHW" else 3
@@ -238,15 +431,15 @@ def from_images(folder: str | Path, model: Model, preprocess: Preprocess | str |
     samples = np.empty((len(files), *shape), dtype)  # filled one decoded image at a time
     for i, f in enumerate(files):
         samples[i] = pre.apply(read_image(f), hw, channels)
-    return CalibData(_validate({name: samples}, model, str(folder)), str(folder))
+    return CalibData(source=str(folder), groups=_validate([{name: samples}], model, str(folder)))
 
 
 def load_calib(source, model: Model, preprocess: str | Preprocess | None = None,
                max_samples: int | None = None) -> CalibData:
     """Whatever the user gave (path to .npz or image folder, dict of arrays, iterable of dicts) -> CalibData."""
     if isinstance(source, CalibData):
-        data = _validate(source.arrays, model, source.source)
-        return CalibData({k: v[:max_samples] if max_samples else v for k, v in data.items()}, source.source)
+        return CalibData(source=source.source, notes=source.notes,
+                         groups=_validate(_first(source.groups, max_samples), model, source.source))
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
@@ -262,22 +455,20 @@ def load_calib(source, model: Model, preprocess: str | Preprocess | None = None,
 
 
 def mirrored(data: CalibData, axis: int) -> CalibData:
-    """The samples followed by their mirror images along `axis` (of the model input, batch axis = 0):
-    twice the samples for reconstruction where a mirrored input is a valid input (photos, clothes;
-    not text or digits)."""
-    out = {}
-    for name, a in data.arrays.items():
+    """The samples followed by their mirror images along `axis` (of the model input, batch axis = 0),
+    group by group: twice the samples for reconstruction where a mirrored input is a valid input
+    (photos, clothes; not text or digits)."""
+    for name, a in (data.groups[0] if data.groups else {}).items():
         if not 1 <= axis < a.ndim:
             raise PrunecError(f"--calib-mirror {axis}: input {name!r} has axes 1..{a.ndim - 1} to mirror "
                               f"(shape {list(a.shape)}; the batch axis 0 cannot be mirrored)")
-        out[name] = np.concatenate([a, np.flip(a, axis)])
-    return CalibData(out, f"{data.source} + mirrored (axis {axis})", list(data.notes))
+    return data.map(lambda name, a: np.concatenate([a, np.flip(a, axis)]), f"{data.source} + mirrored (axis {axis})")
 
 
 def fit_and_check(data: CalibData, mirror: int | None = None) -> tuple[CalibData, CalibData, CalibData]:
     """(all samples, fit split, check split): fit on most samples, check on the rest (all of them when
-    there are too few to spare). With `mirror`, each split is followed by its mirror images (a held-out
-    sample's mirror image is held out too)."""
+    there are too few to spare), each shape in proportion. With `mirror`, each split is followed by
+    its mirror images (a held-out sample's mirror image is held out too)."""
     fit, check = _split(data)
     if mirror is None:
         return data, fit, check
@@ -285,7 +476,7 @@ def fit_and_check(data: CalibData, mirror: int | None = None) -> tuple[CalibData
         data = mirrored(data, mirror)
         return data, data, data
     fit, check = mirrored(fit, mirror), mirrored(check, mirror)
-    return CalibData({k: np.concatenate([fit.arrays[k], check.arrays[k]]) for k in fit.arrays}, fit.source), fit, check
+    return fit + check, fit, check
 
 
 def _split(data: CalibData) -> tuple[CalibData, CalibData]:
@@ -293,7 +484,4 @@ def _split(data: CalibData) -> tuple[CalibData, CalibData]:
     n = len(data)
     if n < 32:
         return data, data
-    n_check = min(64, n // 5)
-    fit = CalibData({k: v[:n - n_check] for k, v in data.arrays.items()}, data.source)
-    check = CalibData({k: v[n - n_check:] for k, v in data.arrays.items()}, data.source)
-    return fit, check
+    return data.split(min(64, n // 5))

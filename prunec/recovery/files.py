@@ -32,13 +32,94 @@ def check_budget(n_samples: int, sample_bytes: int, source: str) -> None:
 
 
 # --------------------------------------------------------------------------- .npz
-def read_npz(path: Path, inputs: dict[str, tuple[tuple[int, ...], np.dtype]],
-             max_samples: int | None) -> dict[str, np.ndarray]:
-    """The first max_samples rows of each member, after checking every member's header against the
-    model's inputs (names, per-sample shape, dtype) and the memory limit."""
+CHUNK_SEP = "__"  # NAME__0, NAME__1, ...: several arrays of one input (samples of different shapes)
+
+
+def npz_members(zf: zipfile.ZipFile, inputs, source: str) -> list[tuple[int, dict[str, zipfile.ZipInfo]]]:
+    """(index, members) of each chunk of samples, in order: a plain NAME member first (index -1),
+    then NAME__0, NAME__1, ... by number; chunk i of every input together make the same samples."""
+    chunks: dict[str, dict] = {}
+    names = []
+    for info in zf.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        names.append(name)
+        base, sep, index = name.rpartition(CHUNK_SEP)
+        if name in inputs:
+            chunks.setdefault(name, {})[-1] = info
+        elif sep and base in inputs and index.isdigit():
+            chunks.setdefault(base, {})[int(index)] = info
+        else:
+            chunks.setdefault(None, {})[name] = info
+    missing, extra = sorted(set(inputs) - set(chunks)), sorted(chunks.get(None, {}))
+    if missing or extra:
+        raise PrunecError(f"calibration data {source}: has inputs {sorted(names)}, the model's inputs are "
+                          f"{sorted(inputs)}" + (f" (missing {missing})" if missing else "")
+                          + (f"; several arrays per input are named NAME{CHUNK_SEP}0, NAME{CHUNK_SEP}1, ..."
+                             if extra and not missing else ""))
+    indices = {name: sorted(chunks[name]) for name in inputs}
+    first = next(iter(inputs))
+    for name, idx in indices.items():
+        if idx != indices[first]:
+            raise PrunecError(f"calibration data {source}: input {first!r} has {_members(first, indices[first])} "
+                              f"but {name!r} has {_members(name, idx)}; every input needs the same "
+                              f"NAME{CHUNK_SEP}i members (chunk i of each input holds the same samples)")
+    return [(i, {name: chunks[name][i] for name in inputs}) for i in indices[first]]
+
+
+def _members(name: str, indices: list[int]) -> str:
+    return ", ".join(name if i < 0 else f"{name}{CHUNK_SEP}{i}" for i in indices)
+
+
+def chunk_label(name: str, info: zipfile.ZipInfo) -> str:
+    member = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+    return f"input {name!r}" + (f" (member {member!r})" if member != name else "")
+
+
+def npz_shapes(path: Path, inputs, source: str | None = None) -> list[dict[str, tuple]]:
+    """Each chunk's member shapes (from the headers only): what the analysis shape is chosen from."""
+    source = source or str(path)
+    with _open_npz(path) as zf:
+        return [{name: _npy_header(zf, info, source, name)[0] for name, info in chunk.items()}
+                for _, chunk in npz_members(zf, inputs, source)]
+
+
+def read_npz(path: Path, inputs, max_samples: int | None, check=None) -> list[dict[str, np.ndarray]]:
+    """The chunks of samples (one dict of [n, *sample shape] arrays per chunk), the first max_samples
+    samples in all, after checking every member's header (names, shape, dtype) and the memory limit.
+    `inputs`: name -> (analysed shape, dtype, ...); `check(name, label, shape, chunked) -> rows` raises
+    on a shape that does not fit and says how many samples the member holds."""
     source = str(path)
+    with _open_npz(path) as zf:
+        chunks = npz_members(zf, inputs, source)
+        planned, total, sample_bytes = [], 0, 0
+        for index, chunk in chunks:
+            headers = {name: _npy_header(zf, info, source, name) for name, info in chunk.items()}
+            counts = set()
+            for name, (shape, _, _) in headers.items():
+                counts.add(check(name, chunk_label(name, chunk[name]), tuple(shape), index >= 0))
+            if len(counts) > 1:
+                raise PrunecError(f"calibration data {source}: inputs have different numbers of samples"
+                                  + (f" ({', '.join(i.filename for i in chunk.values())})" if index >= 0 else ""))
+            n = counts.pop() if counts else 0
+            n = min(n, max_samples - total) if max_samples else n
+            if n <= 0 and total:
+                break
+            batched = {name: (shape if len(shape) == len(inputs[name][0]) else (1, *shape), fortran, dtype)
+                       for name, (shape, fortran, dtype) in headers.items()}
+            planned.append((chunk, batched, n))
+            total += n
+            # budget in the model's dtypes: that is what the samples are converted to
+            sample_bytes += n * sum(int(prod(shape[1:])) * max(np.dtype(dt).itemsize, np.dtype(inputs[k][1]).itemsize)
+                                    for k, (shape, _, dt) in batched.items())
+        check_budget(total, sample_bytes // max(total, 1), source)
+        return [{name: _read_rows(zf, chunk[name], shape, fortran, dtype, n, source, name)
+                 for name, (shape, fortran, dtype) in batched.items()}
+                for chunk, batched, n in planned]
+
+
+def _open_npz(path: Path) -> zipfile.ZipFile:
     try:
-        zf = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         hint = ""
         try:
@@ -48,32 +129,6 @@ def read_npz(path: Path, inputs: dict[str, tuple[tuple[int, ...], np.dtype]],
         except OSError:
             pass
         raise PrunecError(f"calibration file {path}: cannot read it as .npz ({one_line(exc)}){hint}") from None
-    with zf:
-        members = {}
-        for info in zf.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            members[name] = info
-        missing, extra = sorted(set(inputs) - set(members)), sorted(set(members) - set(inputs))
-        if missing or extra:
-            raise PrunecError(f"calibration data {source}: has inputs {sorted(members)}, the model's inputs are "
-                              f"{sorted(inputs)}" + (f" (missing {missing})" if missing else ""))
-        headers = {name: _npy_header(zf, members[name], source, name) for name in inputs}
-        for name, (shape, _, _) in headers.items():
-            want = inputs[name][0]
-            if len(shape) != len(want) or tuple(shape[1:]) != tuple(want[1:]):
-                raise PrunecError(f"calibration data {source}: input {name!r} has shape {list(shape)}; expected "
-                                  f"[samples, {', '.join(map(str, want[1:]))}] (the model's input is {list(want)})")
-        counts = {h[0][0] for h in headers.values()}
-        if len(counts) > 1:
-            raise PrunecError(f"calibration data {source}: inputs have different numbers of samples")
-        n = counts.pop() if counts else 0
-        n = min(n, max_samples) if max_samples else n
-        # budget in the model's dtypes: that is what the samples are converted to
-        sample_bytes = sum(int(prod(shape[1:])) * max(np.dtype(dt).itemsize, np.dtype(inputs[k][1]).itemsize)
-                           for k, (shape, _, dt) in headers.items())
-        check_budget(n, sample_bytes, source)
-        return {name: _read_rows(zf, members[name], shape, fortran, dtype, n, source, name)
-                for name, (shape, fortran, dtype) in headers.items()}
 
 
 def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, name: str):

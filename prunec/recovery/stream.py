@@ -71,8 +71,9 @@ class Tapper:
 
     def __init__(self, model: Model, taps: list[str], threads: int | None = None,
                  weights_as_inputs: list[str] | None = None, only_taps: bool = False):
-        # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples.
-        proto = model.to_proto(restore_io=batch_capable(model))
+        # With the exported (symbolic) batch dim restored, one run takes a whole batch of samples; with
+        # any open dim restored, samples of other sizes than the analysed one run (a recognizer's widths).
+        proto = model.to_proto(restore_io=batch_capable(model) or bool(model.dynamic_dims))
         existing = [o.name for o in proto.graph.output]
         if only_taps and taps:
             keep_only(proto, list(dict.fromkeys(taps)))
@@ -119,8 +120,19 @@ def output_axis(shape) -> int | None:
 
 def output_axes(model: Model, names: list[str]) -> list[int | None]:
     """output_axis of each named tensor, from the model's analysed shapes (not a batch's: a batch of
-    several samples must not turn the batch axis of a [T, N, classes] output into the channel axis)."""
-    return [output_axis(tuple(model.shapes.get(n, ()))) for n in names]
+    several samples must not turn the batch axis of a [T, N, classes] output into the channel axis).
+    An axis the exported model leaves open (a recognizer's time steps) is passed over when a fixed one
+    qualifies: its length changes with the input's size, so calibration samples of several sizes
+    could not be scored per entry of it."""
+    out = []
+    for n in names:
+        shape = tuple(model.shapes.get(n, ()))
+        vi = model.io_proto.get(n)
+        dims = vi.type.tensor_type.shape.dim if vi is not None and vi.type.HasField("tensor_type") else []
+        open_axes = {a for a, d in enumerate(dims) if not d.HasField("dim_value") or d.dim_value <= 0}
+        fixed = tuple(1 if a in open_axes else d for a, d in enumerate(shape)) if len(dims) == len(shape) else shape
+        out.append(output_axis(fixed) if output_axis(fixed) is not None else output_axis(shape))
+    return out
 
 
 def channel_sq(a: np.ndarray, axis: int | None = None) -> np.ndarray:

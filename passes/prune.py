@@ -275,4 +275,5 @@ class _Calibrated:
                                            + (", no reconstruction" if not self.do_recon else "")}
         return {"source": data.source, "samples": len(data), "fit_samples": len(self.fit),
                 "check_samples": len(self.check), "load_s": self.t_load, "stats_s": self.t_stats,
-                "sensitivity_s": self.t_sens, "output_error": output_error(self.model, result, self.check)}
+                "sensitivity_s": self.t_sens, "output_error": output_error(self.model, result, self.check),
+                **({"sample_shapes": data.shape_summary()} if len(data.groups) > 1 else {})}

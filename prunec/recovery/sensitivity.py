@@ -187,7 +187,7 @@ class RefitMeasure:
         self.model, self.analysis, self.fit, self.check, self.mode = model, analysis, fit, check, mode
         self.shrink = shrink
         ref = Tapper(reference or model, [])
-        self.n_out = ref.n_graph_outputs
+        self.n_out, self.batch = ref.n_graph_outputs, ref.batch
         self.ref: list[list[np.ndarray]] = []
         ref.stream(check, lambda v: self.ref.append([np.asarray(v[o], np.float64)
                                                     for o in ref.outputs[:self.n_out]]))
@@ -220,6 +220,6 @@ class RefitMeasure:
             for j, o in enumerate(tap.outputs[:self.n_out]):
                 num[j] += channel_sq(np.asarray(values[o], np.float64) - r[j], self.axes[j])
         # same batches as the reference pass: a batch-capable model stays batch-capable after pruning
-        tap.batch = len(self.ref[0][0]) if tap.batched else 1
+        tap.batch = self.batch if tap.batched else 1
         tap.stream(self.check, compare)
         return relative_error(num, self.energy, self.segments)

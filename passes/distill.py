@@ -87,7 +87,26 @@ class Distill:
 
 
 def _samples(data: CalibData) -> list[dict[str, np.ndarray]]:
-    return [{k: v[i:i + 1] for k, v in data.arrays.items()} for i in range(len(data))]
+    return [{k: v[i:i + 1] for k, v in g.items()} for g, n in zip(data.groups, data.sizes) for i in range(n)]
+
+
+def _shape_groups(data: CalibData) -> list[CalibData]:
+    """The samples of each shape (one group unless the calibration data has several shapes)."""
+    return [CalibData(g, data.source) for g in data.groups]
+
+
+def _batches(sizes: list[int], batch: int, order: np.ndarray | None = None):
+    """(group, sample indices) of each batch: batches never mix shape groups. `order`: a permutation
+    of all samples (groups concatenated); each group's samples are taken in that order and the
+    batches come in the order of their first sample (with one group: order cut in batches)."""
+    order = np.arange(sum(sizes)) if order is None else order
+    starts = np.cumsum([0] + list(sizes))
+    out = []
+    for g in range(len(sizes)):
+        rank = np.flatnonzero((order >= starts[g]) & (order < starts[g + 1]))
+        for i in range(0, len(rank), batch):
+            out.append((rank[i], g, np.sort(order[rank[i:i + batch]] - starts[g])))
+    return [(g, idx) for _, g, idx in sorted(out, key=lambda b: b[0])]
 
 
 def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[str, np.ndarray]:
@@ -98,15 +117,18 @@ def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[s
 
 
 def channel_weights(target: np.ndarray, segments: list[int] | None = None) -> np.ndarray:
-    """1 / variance per channel of one output (target is [N, *shape]), broadcastable to a sample.
+    """1 / variance per channel of one output (target is [N, *shape], or a list of such arrays of
+    several shapes: the channel axis is then one whose length they share), broadcastable to a sample.
     `segments`: runs of the channel axis that come from one tensor (prunec.recovery.stream.
     output_segments); each run is floored as the held-out output error floors it."""
-    shape = target.shape[1:]
-    axis = output_axis(shape)
+    targets = target if isinstance(target, list) else [target]
+    shape = targets[0].shape[1:]
+    varying = {a for a in range(len(shape)) if len({t.shape[a + 1] for t in targets}) > 1}
+    axis = output_axis(tuple(1 if a in varying else d for a, d in enumerate(shape)))
     if axis is None:
-        var = np.full((), target.var() or 1.0)
+        var = np.full((), np.concatenate([t.ravel() for t in targets]).var() or 1.0)
         return (1.0 / var).astype(np.float32)
-    moved = np.moveaxis(target, axis + 1, -1).reshape(-1, shape[axis])
+    moved = np.concatenate([np.moveaxis(t, axis + 1, -1).reshape(-1, shape[axis]) for t in targets])
     var = moved.var(axis=0).astype(np.float64)
     if segments and len(segments) > 1:
         floored = floor_runs(var, segments)
@@ -137,15 +159,17 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     net = JaxGraph(student.to_proto())
     outs = net.outputs
     float_outs = [o for o in outs if o in {v.name for v in teacher.graph.outputs}]
-    t_fit = teacher_outputs(teacher, fit, float_outs)
-    t_check = teacher_outputs(teacher, check, float_outs)
+    # one entry per shape group of the calibration data (batches never mix shapes)
+    t_fit = [teacher_outputs(teacher, g, float_outs) for g in _shape_groups(fit)]
+    t_check = [teacher_outputs(teacher, g, float_outs) for g in _shape_groups(check)]
     segments = dict(zip(float_outs, output_segments(teacher, float_outs, output_axes(teacher, float_outs))))
-    weights = {o: jnp.asarray(channel_weights(t_fit[o], segments[o])) for o in float_outs}
+    weights = {o: jnp.asarray(channel_weights([t[o] for t in t_fit] if len(t_fit) > 1 else t_fit[0][o], segments[o]))
+               for o in float_outs}
     features = [f for f in (features or []) if f.name in net.tensors and f.name not in float_outs]
     feature_loss = _feature_loss(jax, teacher, features, fit) if features and feature_weight > 0 else None
     in_names = net.inputs
-    x_fit = {k: fit.arrays[k][:, None] for k in in_names}  # [N, 1, ...]: one sample with its batch of one
-    x_check = {k: check.arrays[k][:, None] for k in in_names}
+    x_fit = [{k: g[k][:, None] for k in in_names} for g in fit.groups]  # [N, 1, ...]: one sample, its batch of one
+    x_check = [{k: g[k][:, None] for k in in_names} for g in check.groups]
 
     def sample_loss(params, xs, ts):
         ys = net.run(params, xs, float_outs)
@@ -173,15 +197,14 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     params = {k: jnp.asarray(v) for k, v in net.params().items()}
     n = len(fit)
     batch = max(1, min(batch, n))
-    steps_per_epoch = math.ceil(n / batch)
+    steps_per_epoch = len(_batches(fit.sizes, batch))
 
     def evaluate(p) -> float:
         total = 0.0
-        for i in range(0, len(check), batch):
-            sl = slice(i, i + batch)
-            xs = {k: v[sl] for k, v in x_check.items()}
-            ts = {k: v[sl] for k, v in t_check.items()}
-            total += float(eval_fn(p, xs, ts)) * len(next(iter(ts.values())))
+        for g, idx in _batches(check.sizes, batch):
+            xs = {k: v[idx] for k, v in x_check[g].items()}
+            ts = {k: v[idx] for k, v in t_check[g].items()}
+            total += float(eval_fn(p, xs, ts)) * len(idx)
         return total / len(check)
 
     t0 = time.perf_counter()
@@ -210,12 +233,11 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     while step < planned:
         t_chunk = time.perf_counter()
         for _ in range(min(check_every, planned - step)):
-            if not order:  # a new epoch: every fit sample once, in batches
-                perm = rng.permutation(n)
-                order = [np.sort(perm[i:i + batch]) for i in range(0, n, batch)]
-            idx = order.pop(0)
-            xs = {k: v[idx] for k, v in x_fit.items()}
-            ts = {k: v[idx] for k, v in t_fit.items()}
+            if not order:  # a new epoch: every fit sample once, in batches of one shape group each
+                order = _batches(fit.sizes, batch, rng.permutation(n))
+            grp, idx = order.pop(0)
+            xs = {k: v[idx] for k, v in x_fit[grp].items()}
+            ts = {k: v[idx] for k, v in t_fit[grp].items()}
             # cosine decay over the planned steps (planned from the time budget after the first checks)
             rate = lr * 0.5 * (1 + math.cos(math.pi * min(step / max(planned, 1), 1.0)))
             rate *= min(1.0, (step + 1) / warmup)
@@ -279,7 +301,7 @@ def _feature_loss(jax, teacher: Model, features: list[Feature], fit: CalibData):
     tparams = {k: jnp.asarray(v) for k, v in tnet.params().items()}
     names = [f.name for f in features]
     keeps = [None if f.keep is None else jnp.asarray(np.flatnonzero(f.keep)) for f in features]
-    probe = {k: v[:min(16, len(fit))][:, None] for k, v in fit.arrays.items() if k in tnet.inputs}
+    probe = {k: v[:16][:, None] for k, v in fit.groups[0].items() if k in tnet.inputs}
     sample = jax.jit(jax.vmap(lambda x: tnet.run(tparams, x, names)))(probe)
     scales = []
     for f, k, t in zip(features, keeps, sample):

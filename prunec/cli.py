@@ -72,8 +72,9 @@ def prune_parser() -> argparse.ArgumentParser:
 def _calibration_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("accuracy without training (calibration data)")
     g.add_argument("--calib", metavar="FILE.npz|DIR", help=(
-        "unlabeled inputs: an .npz with one array per model input (first axis = samples), or a folder of "
-        "images (see --preprocess). Enables data criteria, measured sensitivity and reconstruction"))
+        "unlabeled inputs: an .npz with one array per model input (first axis = samples; several named "
+        "NAME__0, NAME__1, ... for samples of different shapes where the model's dims are open), or a folder "
+        "of images (see --preprocess). Enables data criteria, measured sensitivity and reconstruction"))
     g.add_argument("--preprocess", metavar="SPEC", help=(
         "for an image folder: size=H[xW],mean=M[/M/M],std=S[/S/S],layout=NCHW|NHWC,rgb|bgr[,letterbox]; "
         "pixels are 0..255 before (x-mean)/std (default: the model's size, mean=0, std=255, NCHW, rgb)"))

@@ -153,6 +153,12 @@ def load_for(path: Path, opts: PruneOptions) -> tuple[Model, PruneOptions]:
     """Load a model file at the shapes the options (or, for dynamic dims, the calibration data) say."""
     with progress.phase(f"loading {path.name}"):
         model = load(path, opts.input_shapes)
+    if opts.calib is not None and not isinstance(opts.calib, (str, Path, dict)) and model.dynamic_dims:
+        # an iterable of samples is read once here: its shapes choose the analysis shape, and every
+        # pass after this reads the samples again
+        from .recovery.data import load_calib
+
+        opts = dataclasses.replace(opts, calib=load_calib(opts.calib, model, opts.preprocess, opts.calib_samples))
     hints = calib_shape_hints(model, opts)
     if hints:  # dynamic dims: analyse at the calibration data's size rather than the probe size
         from .recovery.data import analysis_shapes

@@ -76,6 +76,16 @@ def test_mixed_widths_prune_refit_verify(recognizer, mixed, tmp_path):
         assert got.shape == want.shape == (1, x.shape[3] // 4, CLASSES)
 
 
+def test_iterable_of_several_widths_sets_the_analysis_shape(recognizer, mixed, tmp_path):
+    """A generator of samples is read once; its most frequent width is the analysis shape."""
+    samples = ({"input": x[i]} for x in mixed["input"][::-1] for i in range(len(x)))  # 12 @64, 20 @48, 12 @32
+    opts = prunec.PruneOptions(calib=samples, ratio=0.3, recover="refit", quantize="int8")  # int8 reads them again
+    report = prunec.prune_file(recognizer, tmp_path / "out", opts, log=lambda s: None)
+    assert report["input_shapes"]["input"] == [1, 1, 32, 48]
+    assert [g["samples"] for g in report["calibration"]["sample_shapes"]] == [12, 20, 12]
+    assert report["verify"]["ok"] and report["quantize"]["format"] == "int8"
+
+
 def test_npz_chunks_from_the_cli(recognizer, mixed, tmp_path, capsys):
     path = tmp_path / "calib.npz"
     a, b, c = mixed["input"]

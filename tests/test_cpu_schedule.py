@@ -24,6 +24,7 @@ CASES = [
     ("pw_20", 16, 24, 20, 1, 1, 1, True),        # YOLO at 320: 20x20
     ("pw_14", 64, 96, 14, 1, 1, 1, False),       # no row block: channel tile
     ("pw_wide", 16, 24, 32, 1, 1, 1, False),     # rows already whole vectors
+    ("pw_cols_80", 48, 16, 80, 1, 1, 1, True),   # YOLOv8n at 320: column tiles, rows first
     ("dw_56", 24, 24, 56, 3, 1, 24, False),      # row padded 56 -> 64
     ("dw_28", 32, 32, 28, 3, 1, 32, True),       # 28 -> 32, residual epilogue
     ("dw_7", 40, 40, 7, 3, 1, 40, False),        # half vectors
@@ -122,6 +123,25 @@ def test_fast_schedules_match_onnxruntime(tmp_path, blocked, mcpu):
     for (name, *_), got, want in zip(CASES + GEMV + POOLS, outs, ref):
         assert got.shape == want.shape, name
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_register_tiles_fit_the_vector_registers():
+    """Accumulators of the pointwise tiles: at most 12 of AVX2's 16 registers (24 spilled the
+    tile to the stack), 24 of AVX-512's and NEON's 32."""
+    from prunec.backend.cpu.compute.conv import _row_block, _spatial_tile, tile_registers
+
+    assert (tile_registers(8), tile_registers(16), tile_registers(4)) == (12, 24, 24)
+    for lanes in (4, 8, 16):
+        for oc in (16, 18, 24, 32, 48, 64, 96, 128):
+            for size in (20, 40, 56, 80, 112, 160):
+                cols = _spatial_tile(oc, size, 1, lanes)
+                if cols:
+                    assert cols[0] // lanes * cols[1] <= tile_registers(lanes), (lanes, oc, size)
+                rows = _row_block(oc, size, size, lanes)
+                if rows:
+                    assert rows[0] * size // lanes * rows[1] <= tile_registers(lanes), (lanes, oc, size)
+    assert _spatial_tile(32, 80, 1, 8) == (16, 4)   # was 16 columns x 8 channels: 16 registers
+    assert _row_block(64, 20, 20, 8) == (2, 2)      # 2 rows of 20 = 5 vectors x 2 channels
 
 
 @pytest.mark.parametrize("axis", [1, -1])

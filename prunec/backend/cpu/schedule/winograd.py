@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..compute.winograd import STAGES, T_BLOCK, V_BLOCK, WINO_BLOCK, XB_BLOCK, Y_BLOCK, Z_BLOCK
 from ..facts import row_tile
 from ..rule import Rule
-from .common import (ann_int, epilogue_into, inline_injective, region_buffer,
-                     tile_init_and_writeback)
+from .common import (ann_int, inline_injective, region_buffer, tile_init_and_writeback,
+                     vectorize_tail)
 from .rest import schedule_rest
 
 
@@ -20,11 +20,10 @@ def schedule(sch, lanes, threads):
     yb = sch.get_sblock(Y_BLOCK)
     m = ann_int(sch, yb, "prunec_wino_m")
     nw = ann_int(sch, yb, "prunec_wino_nw")
-    # bias, residual add, activation: written with the outputs. SiLU's x * sigmoid(x) reads the
-    # biased x twice, so the bias add is inlined forward into both readers first (otherwise
-    # the chain stops there and sigmoid and multiply each make a pass of their own)
+    # bias, residual add, activation: one block. SiLU's x * sigmoid(x) reads the biased x
+    # twice, so the bias add is inlined forward into both readers first (otherwise the chain
+    # stops there and sigmoid and multiply each make a pass of their own)
     inline_injective(sch, keep=set(STAGES))
-    epilogue_into(sch, yb)
     mm = sch.get_sblock(WINO_BLOCK)
     ob = int(_u_buffer(sch, mm).shape[-1])
     # accumulator registers: 28 of AVX-512's 32 (a whole 14-tile row x 2 vectors: 128@28 460 ->
@@ -50,6 +49,7 @@ def schedule(sch, lanes, threads):
         sch.reorder(n, ty, txo, oco, yi, txi, xi, oci)
         chunk = sch.fuse(n, ty, txo, oco)
     sch.parallel(chunk)
+    epilogue = _epilogue_per_chunk(sch, yb, chunk, lanes)
     zb = sch.get_sblock(Z_BLOCK)
     sch.compute_at(zb, chunk)
     sch.compute_at(mm, chunk)
@@ -112,7 +112,22 @@ def schedule(sch, lanes, threads):
     if len(xl) == 4:  # channel block, row, column, channel (a single block has no loop)
         sch.reorder(xl[1], xl[0])
     sch.vectorize(xl[-1])
-    return {*STAGES, sch.get(acc).name_hint, sch.get(init).name_hint}
+    return {*STAGES, sch.get(acc).name_hint, sch.get(init).name_hint, *epilogue}
+
+
+def _epilogue_per_chunk(sch, yb, chunk, lanes) -> list[str]:
+    """The epilogue (bias, residual, activation) as a pass of its own over each chunk's output,
+    right after the chunk's output transform, along output rows (whole vectors, contiguous in
+    NCHW). Fused into the transform instead, it ran on channel vectors between the transform
+    and its scattered stores, 15 cycles per vector of SiLU instead of ~7 (1 thread, Zen 3,
+    interleaved: YOLOv8n's Winograd kernels 2-11% faster, the whole models 1-1.5%; ResNet-18's
+    within 1%, ReLU-only epilogues up to 7% slower and residual ones up to 4% faster)."""
+    cons = sch.get_consumers(yb)
+    if len(cons) != 1:
+        return []
+    sch.reverse_compute_at(cons[0], chunk)
+    vectorize_tail(sch, sch.get_loops(cons[0])[-1], lanes)
+    return [sch.get(cons[0]).name_hint]
 
 
 def _u_buffer(sch, mm):

@@ -265,4 +265,7 @@ class OriginalValues:
     @staticmethod
     def nbytes(original: Model, data: CalibData, tensors: list[str]) -> int:
         per_sample = sum(int(np.prod(original.shapes[t][1:])) for t in set(tensors) if t in original.shapes)
-        return 4 * per_sample * len(data)
+        # tensors grow with the input: samples of other shapes than the analysed one count in proportion
+        analysed = sum(int(np.prod(s[1:])) for s in original.input_shapes.values()) or 1
+        samples = sum(n * sum(int(np.prod(s)) for s in shape.values()) for shape, n in zip(data.shapes, data.sizes))
+        return int(4 * per_sample * samples / analysed)

@@ -43,6 +43,13 @@ def conv_out_hw(h: int, w: int, kh: int, kw: int, strides, pads, dil) -> tuple[i
             (w + pl + pr - (kw - 1) * dw - 1) // sw + 1)
 
 
+def wino_row_tile(nw: int, ob: int, lanes: int) -> int:
+    """Winograd tiles of one tile row in the GEMM's register tile: accumulator registers 28 of
+    AVX-512's 32, 12 of AVX2's 16, 24 of NEON's 32, ob / lanes vectors per tile."""
+    regs = 28 if lanes >= 16 else 12 if lanes == 8 else 24
+    return row_tile(nw, max(1, regs // max(1, ob // lanes)))
+
+
 def row_tile(ow: int, cap: int) -> int:
     """Largest divisor of ow not above cap (output columns kept in registers)."""
     for r in range(min(cap, ow), 0, -1):

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..facts import wino_row_tile
+
 
 WINO_BLOCK = "prunec_wino_gemm"
 
@@ -91,6 +93,11 @@ def choose_tile(c: int, oc: int, oh: int, ow: int, lanes: int) -> int:
         wbytes = (m + 2) ** 2 * c * oc * 4
         # m = 4 while its weight fits one core's L2 (2 MB); m = 2 up to 4.5 MB, measured with
         # 256 channels at 14x14 (4.2 MB: 454 us vs 656 direct); a few dozen tiles at least
+        # a tile row that no register tile of 2 or more divides (13 tiles at 52x52 on AVX2) has
+        # no schedule: the output transform's loops do not reorder around a 1-tile run
+        ob = 2 * lanes if lanes >= 16 and oc % (2 * lanes) == 0 else lanes
+        if ow // m > 1 and wino_row_tile(ow // m, ob, lanes) == 1:
+            continue
         if tiles >= 36 and wbytes <= limit:
             return m
     return 0

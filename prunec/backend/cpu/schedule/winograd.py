@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..compute.winograd import STAGES, T_BLOCK, V_BLOCK, WINO_BLOCK, XB_BLOCK, Y_BLOCK, Z_BLOCK
-from ..facts import row_tile
+from ..facts import wino_row_tile
 from ..rule import Rule
 from .common import (ann_int, inline_injective, region_buffer, tile_init_and_writeback,
                      vectorize_tail)
@@ -26,11 +26,10 @@ def schedule(sch, lanes, threads):
     inline_injective(sch, keep=set(STAGES))
     mm = sch.get_sblock(WINO_BLOCK)
     ob = int(_u_buffer(sch, mm).shape[-1])
-    # accumulator registers: 28 of AVX-512's 32 (a whole 14-tile row x 2 vectors: 128@28 460 ->
-    # 423 us, 64@56 358 -> 346 vs 24), 12 of AVX2's 16, 24 of NEON's 32
-    regs = 28 if lanes >= 16 else 12 if lanes == 8 else 24
     # tiles of one tile row in the GEMM's register tile: the largest divisor of nw that fits
-    reg_n = row_tile(nw, max(1, regs // max(1, ob // lanes)))
+    # (28 accumulators on AVX-512, a whole 14-tile row x 2 vectors: 128@28 460 -> 423 us, 64@56
+    # 358 -> 346 vs 24)
+    reg_n = wino_row_tile(nw, ob, lanes)
     # Y (with its epilogue): n, o, y, x -> (o block, tile row, tile run) | (tile, yi, xi, oc)
     n, o, y, x = sch.get_loops(yb)
     oco, oci = sch.split(o, [None, ob])
@@ -49,7 +48,6 @@ def schedule(sch, lanes, threads):
         sch.reorder(n, ty, txo, oco, yi, txi, xi, oci)
         chunk = sch.fuse(n, ty, txo, oco)
     sch.parallel(chunk)
-    epilogue = _epilogue_per_chunk(sch, yb, chunk, lanes)
     zb = sch.get_sblock(Z_BLOCK)
     sch.compute_at(zb, chunk)
     sch.compute_at(mm, chunk)
@@ -112,6 +110,7 @@ def schedule(sch, lanes, threads):
     if len(xl) == 4:  # channel block, row, column, channel (a single block has no loop)
         sch.reorder(xl[1], xl[0])
     sch.vectorize(xl[-1])
+    epilogue = _epilogue_per_chunk(sch, yb, chunk, lanes)
     return {*STAGES, sch.get(acc).name_hint, sch.get(init).name_hint, *epilogue}
 
 

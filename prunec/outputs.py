@@ -14,6 +14,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,11 +44,22 @@ def signals_held():
     try:
         yield
     finally:
+        # A signal the kernel handed to another thread that has not run yet is still pending for the
+        # process (a loaded host can delay that thread past the block): let it land in `pending`
+        # before the handlers change back, or it would arrive after this block with no one waiting.
+        deadline = time.monotonic() + 1.0
+        while _SIGNALS & signal.sigpending() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # what no thread took arrives here, still held
+        _handle_signals_now()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if pending:
             signal.raise_signal(pending[0])  # now, to the handler the run had before
+
+
+def _handle_signals_now() -> None:
+    """Python runs signal handlers at its next check, which a call makes (a no-op here)."""
 
 
 def _identity(p: Path) -> tuple:

@@ -928,12 +928,17 @@ def test_signals_held_delivers_a_signal_only_at_the_end():
     from prunec.outputs import signals_held
 
     reached = []
+    # the handler the run had before is Python's own (an earlier test or library may have left another)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     worker = threading.Thread(target=time.sleep, args=(0.3,))  # a thread that does not block signals
     worker.start()
-    with pytest.raises(KeyboardInterrupt):
-        with signals_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            reached.extend(range(1000))
-    worker.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                reached.extend(range(1000))
+    finally:
+        worker.join()
+        signal.signal(signal.SIGINT, before)
     assert len(reached) == 1000

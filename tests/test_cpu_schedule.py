@@ -287,3 +287,60 @@ def test_one_pixel_tiles_and_unpadded_stride2_are_scheduled(tmp_path, mcpu):
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     for got, want in zip(outs, ref):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_row_tiles_pad_rows_without_a_divisor():
+    """13, 26 and 52 columns have no divisor that fills half the accumulators (1, 2 and 4 on
+    AVX2: FMA-latency bound, ~6 GMAC/s on ddddocr's detector); they are computed padded to a
+    multiple of a tile that does. Rows that have one keep it, unpadded."""
+    from prunec.backend.cpu.facts import conv_row_tile
+
+    assert [conv_row_tile(w, 8, 8) for w in (13, 26, 52)] == [(7, 14), (9, 27), (9, 54)]
+    for w, t in ((7, 7), (10, 10), (14, 7), (20, 10), (28, 7), (40, 10), (56, 8), (3, 3)):
+        assert conv_row_tile(w, 8, 8) == (t, w)
+    for lanes, ob in ((8, 8), (16, 32), (4, 8), (16, 16)):
+        for w in range(1, 120):
+            t, width = conv_row_tile(w, ob, lanes)
+            assert width % t == 0 and w <= width < w + t
+
+
+def _padded_rows_model() -> onnx.ModelProto:
+    """Convs whose output rows get padded register tiles: 3x3 at 13x13, stride 2 from 26x26,
+    a 1x1 at 13x13 with a residual add, all with SiLU or the residual in the epilogue."""
+    rng = np.random.default_rng(5)
+    nodes, inits, inputs, outputs = [], [], [], []
+    # 32 output channels: two-vector tiles on AVX-512 (12 columns at most), so 13 pads there too
+    for name, cin, cout, size, k, stride in (("c3_13", 24, 32, 13, 3, 1),
+                                             ("s2_26", 16, 32, 26, 3, 2),
+                                             ("pw_13", 40, 32, 13, 1, 1)):
+        osize = (size + 2 * (k // 2) - k) // stride + 1
+        inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, [1, cin, size, size]))
+        inits += [numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.2).astype(np.float32), f"{name}_w"),
+                  numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), f"{name}_b")]
+        nodes.append(helper.make_node("Conv", [f"{name}_x", f"{name}_w", f"{name}_b"], [f"{name}_c"],
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
+        if k == 1:
+            inputs.append(helper.make_tensor_value_info(f"{name}_r", TensorProto.FLOAT, [1, cout, osize, osize]))
+            nodes.append(helper.make_node("Add", [f"{name}_c", f"{name}_r"], [f"{name}_y"]))
+        else:
+            nodes += [helper.make_node("Sigmoid", [f"{name}_c"], [f"{name}_g"]),
+                      helper.make_node("Mul", [f"{name}_c", f"{name}_g"], [f"{name}_y"])]
+        outputs.append(helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, cout, osize, osize]))
+    g = helper.make_graph(nodes, "padded_rows", inputs, outputs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("mcpu", [None, "haswell"])
+def test_padded_row_tiles_match_onnxruntime(tmp_path, mcpu):
+    m = _padded_rows_model()
+    onnx.checker.check_model(m, full_check=True)
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "padded.onnx", mcpu=mcpu, blocked=False)
+    funcs = scheduled_functions(scheduled, "conv2d")
+    assert len(funcs) == 3 and all(funcs.values()), funcs
+    padded = [gv.name_hint for gv, f in scheduled.functions.items()
+              if isinstance(f, tvm.tirx.PrimFunc) and "prunec_ow_tile" in f.script()]
+    assert len(padded) == 3, padded
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -50,6 +50,23 @@ def wino_row_tile(nw: int, ob: int, lanes: int) -> int:
     return row_tile(nw, max(1, regs // max(1, ob // lanes)))
 
 
+def conv_row_tile(ow: int, ob: int, lanes: int) -> tuple[int, int]:
+    """(columns, computed width) of the channel-vectorized direct conv's register tile: ob / lanes
+    vectors per output column, 12 accumulator registers on AVX2, 24 on AVX-512 and NEON.
+
+    A row whose largest divisor that fits is under half the registers (13, 26 and 52 columns:
+    1, 2 and 4 accumulators, a tile bound by the FMA latency at ~6 GMAC/s) is computed padded
+    to a multiple of a tile of at least half the registers, wasting the fewest columns (13 ->
+    7 x 2, 26 -> 9 x 3, 52 -> 9 x 6); the extra columns are dropped at the write-back."""
+    regs = 24 if lanes >= 16 else 12 if lanes == 8 else 24
+    cap = max(1, regs // max(1, ob // lanes))
+    best = row_tile(ow, cap)
+    if best >= min(ow, cap // 2):
+        return best, ow
+    t = min(range(max(1, cap // 2), cap + 1), key=lambda t: (-(-ow // t) * t, -t))
+    return t, -(-ow // t) * t
+
+
 def row_tile(ow: int, cap: int) -> int:
     """Largest divisor of ow not above cap (output columns kept in registers)."""
     for r in range(min(cap, ow), 0, -1):

@@ -8,12 +8,15 @@ import logging
 from . import winograd
 from .common import KEEP_SUFFIX, pad, static_shape
 from .depthwise import dwconv_blocked_te, dwconv_te
-from ..facts import channel_block, conv_out_hw
+from ..facts import channel_block, conv_out_hw, conv_row_tile
 
 _log = logging.getLogger(__name__)
 
 
 CONV_BLOCK = "prunec_conv"
+
+# the output columns of a conv computed over a padded row width (facts.conv_row_tile)
+CROP_BLOCK = "prunec_conv_crop"
 
 # convs reducing over at most this many (input channel, tap) pairs vectorize along the output
 # row when they can (see _spatial_tile): their time goes into the write-back, not the FMAs. With
@@ -79,9 +82,17 @@ def legalize_conv2d(bb, call, lanes, use_winograd=True):
         (oc // ob, c, kh, kw, ob), lambda o, i, y, x, b: wt[o * ob + b, i, y, x],
         name="prunec_wpack"), weight, primfunc_name_hint="prunec_wpack")
     del topi
+    tile = (0, 0) if spatial else _padded_tile(ow, ob, lanes)
     return bb.call_te(conv_te, data, wp, (sh, sw), (pt, pl, pb, pr), (dh, dw),
-                      spatial[0] if spatial else 0, rows, 0, 0, phases,
+                      spatial[0] if spatial else 0, rows, 0, 0, phases, tile,
                       primfunc_name_hint="prunec_conv2d")
+
+
+def _padded_tile(ow: int, ob: int, lanes: int) -> tuple[int, int]:
+    """conv_row_tile's (columns, width) where it pads the row, else (0, 0): the schedule picks
+    the tile of an unpadded row itself."""
+    cols, width = conv_row_tile(ow, ob, lanes)
+    return (cols, width) if width != ow else (0, 0)
 
 
 def _block_of(layout: str, letter: str) -> int:
@@ -209,11 +220,13 @@ def _default_conv2d(bb, call):
 
 
 def conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, out_block=0,
-             phases=False):
+            phases=False, tile=(0, 0)):
     """Direct conv over the packed weight. in_block/out_block: the input/output is NCHW{b}c
     with that b (0: NCHW); the conv itself is computed in NCHW order either way and a blocked
     output is one more (inlined) stage. phases (column stride 2, spatial tiles): see
-    phase_conv_te."""
+    phase_conv_te. tile: (columns of the channel-vectorized register tile, the row width
+    computed), facts.conv_row_tile's; a width beyond the output's reads more right padding and
+    a crop stage (CROP_BLOCK) keeps the output's columns."""
     from tvm import te
 
     if phases:
@@ -227,6 +240,10 @@ def conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, ou
     ocb, _, kh, kw, ob = (int(x) for x in wp.shape)
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dil, pads
     oh, ow = conv_out_hw(h, w, kh, kw, strides, pads, dil)
+    cols, width = tile if tile[0] else (0, ow)
+    if width > ow:  # the extra columns read zeros
+        pr = max(pr, (width - 1) * sw + (kw - 1) * dw + 1 - w - pl)
+        pads = (pt, pl, pb, pr)
     ic = te.reduce_axis((0, c), "ic")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
@@ -240,11 +257,16 @@ def conv_te(data, wp, strides, pads, dil, spatial_cols=0, rows=1, in_block=0, ou
     attrs = {"prunec_cols": spatial_cols, "prunec_rows": rows} if spatial_cols else {}
     if out_block:
         attrs["prunec_out_block"] = out_block
+    if cols:
+        attrs["prunec_ow_tile"] = cols
     conv = te.compute(
-        (n, ocb * ob, oh, ow),
+        (n, ocb * ob, oh, width),
         lambda b, o, y, xo: te.sum(tap(b, y, xo) * wp[o // ob, ic, ry, rx, o % ob],
                                    axis=[ic, ry, rx]),
         name=CONV_BLOCK, attrs=attrs or None)
+    if width > ow:
+        return te.compute((n, ocb * ob, oh, ow), lambda b, o, y, xo: conv[b, o, y, xo],
+                          name=CROP_BLOCK)
     if not out_block:
         return conv
     return te.compute((n, ocb * ob // out_block, oh, ow, out_block),

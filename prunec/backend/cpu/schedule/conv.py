@@ -35,7 +35,8 @@ def schedule_conv(sch, lanes, threads):
     ow_ext = int(sch.get(ow).extent)
     # accumulators: reg_n x (ob / lanes) vector registers; leave room for weights + broadcasts
     regs = 24 if lanes >= 16 else 12 if lanes == 8 else 24
-    reg_n = row_tile(ow_ext, max(1, regs // max(1, ob // lanes)))
+    reg_n = (ann_int(sch, conv, "prunec_ow_tile")
+             or row_tile(ow_ext, max(1, regs // max(1, ob // lanes))))
     oco, oci = sch.split(oc, [None, ob])
     owo, owi = sch.split(ow, [None, reg_n])
     acc_regs = reg_n * max(1, ob // lanes)

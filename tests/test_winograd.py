@@ -64,21 +64,28 @@ def test_choose_tile(shape, want):
     assert winograd.choose_tile(c, oc, oh, ow, 16) == want
 
 
-def test_choose_tile_keeps_tile_rows_a_register_tile_divides():
+def test_tile_rows_without_a_divisor_are_padded():
     # 52x52, F(4): 13 tiles a row; AVX-512's 28 accumulators hold the row, AVX2's 12 hold no
-    # divisor of 13 (the schedule failed there, ddddocr's detector): F(2), 26 = 2 x 13
+    # divisor of 13 (1-tile register tiles; before, the schedule failed there, then F(2) had
+    # 2-tile ones): the row is computed as 2 x 7 tiles, the 14th cropped
+    from prunec.backend.cpu.facts import wino_row_tiles
+
     assert winograd.choose_tile(48, 48, 52, 52, 16) == 4
-    assert winograd.choose_tile(48, 48, 52, 52, 8) == 2
+    assert winograd.choose_tile(48, 48, 52, 52, 8) == 4
+    assert wino_row_tiles(13, 16, 16) == (13, 13)
+    assert wino_row_tiles(13, 8, 8) == (7, 14)
+    assert wino_row_tiles(26, 8, 8) == (9, 27)
+    assert wino_row_tiles(20, 8, 8) == (10, 20)  # YOLOv8n at 320: unpadded
 
 
 # (name, channels in, channels out, size, residual, activation): F(4) rows of tiles first; F(2);
 # F(2) with more channels than tiles (channel blocks first); channel counts of a pruned model;
 # YOLO's conv + SiLU (x * sigmoid(x) reads x twice), also before a residual add; F(2) where F(4)
-# leaves a tile row no register tile divides (13 tiles on AVX2's 12 accumulators)
+# with a tile row no register tile divides (13 tiles on AVX2's 12 accumulators: padded to 14)
 CASES = [("f4_res", 16, 32, 24, True, "Relu"), ("f2", 32, 16, 14, False, "Relu"),
          ("f2_wide", 64, 128, 12, True, "Relu"), ("pruned", 20, 48, 20, False, "Relu"),
          ("f4_silu", 16, 16, 40, False, "SiLU"), ("f2_silu_res", 32, 32, 20, True, "SiLU"),
-         ("f2_at_52", 48, 48, 52, True, "SiLU")]  # ddddocr's detector: F(4) has 13 tiles a row
+         ("f4_at_52", 48, 48, 52, True, "SiLU")]  # ddddocr's detector: F(4) has 13 tiles a row
 
 
 def _model(seed=0):

@@ -43,23 +43,29 @@ def conv_out_hw(h: int, w: int, kh: int, kw: int, strides, pads, dil) -> tuple[i
             (w + pl + pr - (kw - 1) * dw - 1) // sw + 1)
 
 
-def wino_row_tile(nw: int, ob: int, lanes: int) -> int:
-    """Winograd tiles of one tile row in the GEMM's register tile: accumulator registers 28 of
-    AVX-512's 32, 12 of AVX2's 16, 24 of NEON's 32, ob / lanes vectors per tile."""
+def wino_row_tiles(nw: int, ob: int, lanes: int) -> tuple[int, int]:
+    """(tiles per register tile, tiles computed per row) of the Winograd GEMM: its
+    accumulator registers (28 of AVX-512's 32, 12 of AVX2's 16, 24 of NEON's 32; ob / lanes
+    vectors per tile), a row of tiles padded as padded_row_tile says."""
     regs = 28 if lanes >= 16 else 12 if lanes == 8 else 24
-    return row_tile(nw, max(1, regs // max(1, ob // lanes)))
+    return padded_row_tile(nw, max(1, regs // max(1, ob // lanes)))
 
 
 def conv_row_tile(ow: int, ob: int, lanes: int) -> tuple[int, int]:
     """(columns, computed width) of the channel-vectorized direct conv's register tile: ob / lanes
-    vectors per output column, 12 accumulator registers on AVX2, 24 on AVX-512 and NEON.
-
-    A row whose largest divisor that fits is under half the registers (13, 26 and 52 columns:
-    1, 2 and 4 accumulators, a tile bound by the FMA latency at ~6 GMAC/s) is computed padded
-    to a multiple of a tile of at least half the registers, wasting the fewest columns (13 ->
-    7 x 2, 26 -> 9 x 3, 52 -> 9 x 6); the extra columns are dropped at the write-back."""
+    vectors per output column, 12 accumulator registers on AVX2, 24 on AVX-512 and NEON; the
+    row padded as padded_row_tile says."""
     regs = 24 if lanes >= 16 else 12 if lanes == 8 else 24
-    cap = max(1, regs // max(1, ob // lanes))
+    return padded_row_tile(ow, max(1, regs // max(1, ob // lanes)))
+
+
+def padded_row_tile(ow: int, cap: int) -> tuple[int, int]:
+    """(tile, computed width) of a row of ow outputs in register tiles of at most cap.
+
+    A row whose largest divisor that fits is under half of cap (13, 26 and 52 columns in 12
+    registers: 1, 2 and 4 accumulators, a tile bound by the FMA latency at ~6 GMAC/s) is
+    computed padded to a multiple of a tile of at least half of cap, wasting the fewest columns
+    (13 -> 7 x 2, 26 -> 9 x 3, 52 -> 9 x 6); the extra ones are dropped at the write-back."""
     best = row_tile(ow, cap)
     if best >= min(ow, cap // 2):
         return best, ow

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..facts import wino_row_tile
+from ..facts import wino_row_tiles
 
 
 WINO_BLOCK = "prunec_wino_gemm"
@@ -41,6 +41,9 @@ XB_BLOCK = "prunec_wino_xb"
 
 
 T_BLOCK = "prunec_wino_t"
+
+
+CROP_BLOCK = "prunec_wino_crop"  # the output's columns of a padded row of tiles
 
 
 # the stages of the Winograd PrimFunc (the GEMM is a reduction, the others spatial blocks)
@@ -92,11 +95,12 @@ def choose_tile(c: int, oc: int, oh: int, ow: int, lanes: int) -> int:
         tiles = (oh // m) * (ow // m)
         wbytes = (m + 2) ** 2 * c * oc * 4
         # m = 4 while its weight fits one core's L2 (2 MB); m = 2 up to 4.5 MB, measured with
-        # 256 channels at 14x14 (4.2 MB: 454 us vs 656 direct); a few dozen tiles at least
-        # a tile row that no register tile of 2 or more divides (13 tiles at 52x52 on AVX2) has
-        # no schedule: the output transform's loops do not reorder around a 1-tile run
+        # 256 channels at 14x14 (4.2 MB: 454 us vs 656 direct); a few dozen tiles at least.
+        # A tile row that no register tile of 2 or more divides (13 tiles at 52x52 on AVX2) is
+        # computed padded (facts.wino_row_tiles): the output transform's loops do not reorder
+        # around a 1-tile run
         ob = 2 * lanes if lanes >= 16 and oc % (2 * lanes) == 0 else lanes
-        if ow // m > 1 and wino_row_tile(ow // m, ob, lanes) == 1:
+        if ow // m > 1 and wino_row_tiles(ow // m, ob, lanes)[0] == 1:
             continue
         if tiles >= 36 and wbytes <= limit:
             return m
@@ -144,7 +148,10 @@ def winograd_te(data, u, pads, m: int, lanes: int = 16):
     e_ext, ocb, _, ob = (int(x) for x in u.shape)
     pt, pl, pb, pr = pads
     oh, ow = h + pt + pb - 2, w + pl + pr - 2
-    nh, nw = oh // m, ow // m
+    nh = oh // m
+    # tiles per row as computed: padded to a multiple of the GEMM's register tile where the
+    # row has no divisor that fills it (the extra output columns are cropped at the end)
+    nw = wino_row_tiles(ow // m, ob, lanes)[1]
     tiles = nh * nw
     assert n == 1 and e_ext == a * a and oh % m == 0 and ow % m == 0
 
@@ -192,8 +199,11 @@ def winograd_te(data, u, pads, m: int, lanes: int = 16):
         return _select(i, [_lincomb(at[ii], [z[e1, j, p, o] for e1 in range(a)])
                            for ii in range(m)])
 
-    return te.compute((n, ocb * ob, oh, ow), y_body, name=Y_BLOCK,
-                      attrs={"prunec_wino_m": m, "prunec_wino_nw": nw})
+    y = te.compute((n, ocb * ob, oh, nw * m), y_body, name=Y_BLOCK,
+                   attrs={"prunec_wino_m": m, "prunec_wino_nw": nw})
+    if nw * m == ow:
+        return y
+    return te.compute((n, ocb * ob, oh, ow), lambda b, o, yy, x: y[b, o, yy, x], name=CROP_BLOCK)
 
 
 def legalize(bb, data, weight, pads, lanes):

@@ -10,7 +10,9 @@ for every pair, at 0 tuning trials and (with --budget N) after tuning with N tri
   orig/pruned ms, TVM speedup, efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig
   (>1: TVM pruned is faster), TVM-orig vs OpenVINO-orig.
 
-Compile seconds are each model's whole compile and export (`compile_s`), then per phase: fuse
+Compile seconds are each model's whole compile and export (`compile_s`, wall time; the
+process's CPU seconds, all threads, beside the phases: on a shared host the wall time says as
+much about the other jobs as about the compiler), then per phase: fuse
 (Relax passes, compile-time weight transforms), schedule (prunec's rules), relax_build, kernels
 (TIR and LLVM, only the kernels not cached yet: the pruned model reuses the original's; at 0
 trials every row starts from an empty kernel cache), export (weights and link).
@@ -33,6 +35,19 @@ Any other pair of ONNX files (e.g. a model and what `prunec` made of it) with --
 replaces the built-in models (repeatable; --shape NAME=D0,D1,.. fixes dynamic input dims):
 
   python benchmarks/bench_speedup.py --pair model.onnx out/model.pruned.onnx [--budget 64]
+
+Comparing two versions of the compiler (a schedule change) on a busy host: separate runs swing
+more than most changes do, so keep each version's compiled libraries (--keep-libs DIR, run once
+per version) and time all of them in one process, in alternation (benchmarks/alternate.py):
+
+  python benchmarks/bench_speedup.py --models yolov8n --keep-libs out/libs-before   # old code
+  python benchmarks/bench_speedup.py --models yolov8n --keep-libs out/libs-after    # new code
+  python benchmarks/bench_speedup.py --compare-libs out/libs-before out/libs-after \
+      [--threads 1] [--rounds 15]
+
+--compare-libs compiles nothing: it prints every library's fastest and median round (1 thread:
+thread CPU time; more: wall time), each directory's speedup and efficiency, and each library
+against the same one in the first directory (outputs checked against it too).
 """
 
 from __future__ import annotations
@@ -192,7 +207,7 @@ def main(argv=None) -> int:
                    help="also measure after tuning with this many trials per pair")
     p.add_argument("--threads", type=int)
     p.add_argument("--repeat", type=int, default=3, help="samples per round")
-    p.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
+    p.add_argument("--rounds", type=int, help="interleaved timing rounds (default 8)")
     p.add_argument("--workdir", type=Path, default=ROOT / "out" / "bench_speedup")
     p.add_argument("--tuning-db", help="default: WORKDIR/tuning-db (persistent)")
     p.add_argument("--json", type=Path, help="also write the rows here")
@@ -200,8 +215,16 @@ def main(argv=None) -> int:
                    metavar=("ORIGINAL", "PRUNED"), help="measure this pair instead (repeatable)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=D0,D1,..",
                    help="input shape for --pair models with dynamic dims")
+    p.add_argument("--keep-libs", type=Path, metavar="DIR",
+                   help="also keep the compiled libraries (0 trials) in DIR for --compare-libs")
+    p.add_argument("--compare-libs", type=Path, nargs="+", metavar="DIR",
+                   help="time the libraries --keep-libs kept in these DIRs in alternation, in "
+                        "one process (--threads, default 1; --rounds, default 15); no compile")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
+    if a.compare_libs:
+        return compare_libs(a.compare_libs, a.threads or 1, a.rounds or 15)
+    a.rounds = a.rounds or 8
     overrides = {}
     for item in a.shape:
         name, _, dims = item.partition("=")
@@ -238,6 +261,8 @@ def main(argv=None) -> int:
                 r = backend.run(backend.BackendOptions.from_args(args), Path(info["original"]), Path(info["pruned"]),
                                 info["shapes"], Path(out), log)
                 lat, ov_checks = time_row(info, r, r["compiler"]["threads"], a.repeat, a.rounds)
+                if a.keep_libs and budget == 0:
+                    keep_libs(a.keep_libs, info, r)
             mo, mp = r["models"]["original"], r["models"]["pruned"]
             macs_ratio = info["macs_before"] / info["macs_after"]
             med = {k: v["median"] for k, v in lat.items()}
@@ -256,6 +281,7 @@ def main(argv=None) -> int:
                 "max_rel": max(c.get("max_rel", 0) for c in checks),
                 "threads": r["compiler"]["threads"],
                 "compile_s": [mo["compile_s"], mp["compile_s"]],
+                "compile_cpu_s": [mo.get("compile_cpu_s"), mp.get("compile_cpu_s")],
                 "compile_phases": [mo.get("compile_phases"), mp.get("compile_phases")],
                 "kernels": [mo.get("kernels"), mp.get("kernels")],
                 "round_medians": {k: v.get("round_medians") for k, v in lat.items()}}
@@ -264,7 +290,9 @@ def main(argv=None) -> int:
             print("      compile (s): " + "  |  ".join(
                 f"{tag} " + ", ".join(f"{k} {v:.1f}" for k, v in (ph or {}).items())
                 + (f" ({kn['compiled']} kernels compiled, {kn['cached']} cached)" if kn else "")
-                for tag, ph, kn in zip(("orig", "pruned"), row["compile_phases"], row["kernels"])))
+                + (f"; CPU {cpu:.1f} s" if cpu is not None else "")
+                for tag, ph, kn, cpu in zip(("orig", "pruned"), row["compile_phases"],
+                                            row["kernels"], row["compile_cpu_s"])))
             print("      rounds (ms): " + "  ".join(
                 f"{k} {'/'.join(f'{x:.2f}' for x in v or [])}"
                 for k, v in row["round_medians"].items()), flush=True)
@@ -277,6 +305,73 @@ def main(argv=None) -> int:
           "match: TVM and OpenVINO outputs vs ONNX Runtime's")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def keep_libs(dest: Path, info: dict, result: dict) -> None:
+    """Copies the pair's compiled libraries (and the .json beside each) into dest and lists
+    them, with their MACs, in dest/libs.json (a model measured again replaces its entry)."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    entry = {"model": info["name"]}
+    for tag, macs in (("original", info["macs_before"]), ("pruned", info["macs_after"])):
+        lib = Path(result["models"][tag]["artifact"])
+        name = f"{info['name']}.{tag}{lib.suffix}"
+        shutil.copyfile(lib, dest / name)
+        shutil.copyfile(lib.with_suffix(".json"), (dest / name).with_suffix(".json"))
+        entry[tag] = {"lib": name, "macs": macs}
+    index = dest / "libs.json"
+    entries = json.loads(index.read_text()) if index.is_file() else []
+    entries = [e for e in entries if e["model"] != info["name"]] + [entry]
+    index.write_text(json.dumps(entries, indent=1))
+
+
+def compare_libs(dirs: list[Path], threads: int, rounds: int) -> int:
+    """--compare-libs: every kept library of `dirs` timed in alternation (alternate.py)."""
+    from alternate import alternate, check_thread_clock, clock_for, kept_libraries, summarize, tvm_call
+
+    from prunec.backend import measure as M
+
+    libs = kept_libraries(dirs)
+    print(f"load average at start: {load_average()}; threads={threads} "
+          f"({'thread CPU time' if threads == 1 else 'wall time'}); {rounds} rounds", flush=True)
+    runs, outs = {}, {}
+    for e in libs:
+        key = (e["dir"], e["model"], e["tag"])
+        runs[key], outs[key] = tvm_call(e["lib"], e["io"], threads)
+    ratio = check_thread_clock(next(iter(runs.values())), threads)
+    if ratio is not None and ratio < 0.7:
+        print(f"warning: thread CPU time is {ratio:.2f} of wall time at 1 thread (a busy host, "
+              f"or work on other threads, which thread CPU time misses)")
+    M.set_tvm_threads(threads)
+    stats = summarize(alternate(runs, rounds, 0.1, clock_for(threads)))
+    first = dirs[0]
+    print(f"{'dir':<28} {'model':<14} {'tag':<8} {'fastest ms':>10} {'median ms':>10} "
+          f"{'vs first':>15} {'outputs':>8}")
+    for e in libs:
+        key = (e["dir"], e["model"], e["tag"])
+        ref = (str(first), e["model"], e["tag"])
+        vs, same = "", ""
+        if key != ref and ref in stats:
+            vs = (f"{stats[key]['fastest'] / stats[ref]['fastest']:.3f}/"
+                  f"{stats[key]['median'] / stats[ref]['median']:.3f}")
+            same = "match" if M.compare(outs[key], outs[ref])["ok"] else "DIFFER"
+        print(f"{Path(e['dir']).name[-28:]:<28} {e['model'][:14]:<14} {e['tag']:<8} "
+              f"{stats[key]['fastest']:>10.3f} {stats[key]['median']:>10.3f} {vs:>15} {same:>8}")
+    for d in dirs:
+        for e in libs:
+            if e["dir"] != str(d) or e["tag"] != "original":
+                continue
+            o, p = stats[(str(d), e["model"], "original")], stats[(str(d), e["model"], "pruned")]
+            macs = e["macs"] / next(x["macs"] for x in libs if x["dir"] == str(d)
+                                    and x["model"] == e["model"] and x["tag"] == "pruned")
+            sp = [o[k] / p[k] for k in ("fastest", "median")]
+            print(f"{Path(d).name[-28:]:<28} {e['model'][:14]:<14} speedup "
+                  f"{sp[0]:.2f}x/{sp[1]:.2f}x  efficiency {sp[0] / macs:.2f}/{sp[1] / macs:.2f} "
+                  f"(fastest/median round; MACs {macs:.2f}x)")
+    print(f"(ms per call; 'vs first': this library / the same one in {first.name}, fastest/median "
+          f"round; load average at end: {load_average()})")
     return 0
 
 

@@ -1,0 +1,101 @@
+"""Compiled libraries timed in alternation inside one process (bench_speedup --compare-libs).
+
+Why: on a shared host the load changes over seconds, so two libraries timed one after the other
+(or in two processes) differ by more than most schedule changes do. Here every library is loaded
+once, then timed in rounds, A B C, A B C, ...: each round runs each library back to back for at
+least `round_s` and records the mean time per call, so every library meets the same load, and
+the figures are the fastest round (what the code can do; noise only ever adds time) and the
+median round (what it usually did).
+
+The clock: with one thread, the calling thread's CPU time (time.thread_time), which a
+preempted thread does not accumulate, so it stays meaningful on a busy host; with more threads
+the work runs on other threads too, so wall time (time.perf_counter).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def clock_for(threads: int) -> Callable[[], float]:
+    """The clock alternate() should use at this thread count (see the module's doc)."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def alternate(runs: dict[str, Callable[[], object]], rounds: int = 15, round_s: float = 0.1,
+              clock: Callable[[], float] = time.perf_counter,
+              settle_s: float = 0.0) -> dict[str, list[float]]:
+    """{name: [ms per call in each round]} of `runs` (name -> one call), timed in `rounds`
+    interleaved rounds; each round of a run is one untimed warm-up call, then calls until
+    round_s of `clock` have passed. settle_s: idle time before each round of each run (a
+    thread pool that still spins after the previous run would steal from the next)."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(max(1, rounds)):
+        for name, run in runs.items():
+            if settle_s:
+                time.sleep(settle_s)
+            run()
+            n, t0 = 0, clock()
+            while True:
+                run()
+                n += 1
+                dt = clock() - t0
+                if dt >= round_s:
+                    break
+            out[name].append(dt / n * 1e3)
+    return out
+
+
+def summarize(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """{name: {"fastest": ms, "median": ms, "rounds": n}} of alternate()'s result."""
+    return {name: {"fastest": min(ms), "median": statistics.median(ms), "rounds": len(ms)}
+            for name, ms in per_round.items()}
+
+
+def tvm_call(lib: Path, io: dict, threads: int) -> tuple[Callable[[], object], list]:
+    """(one call of the library's entry on random inputs, its outputs as numpy arrays). io: the
+    .json prunec writes beside a library (inputs with shapes and dtypes, the entry name)."""
+    import tvm
+
+    from prunec.backend import measure as M
+
+    M.set_tvm_threads(threads)
+    vm, dev = M.load_vm(Path(lib))
+    M.set_tvm_threads(threads)  # loading may have reconfigured the pool
+    inputs = M.make_inputs(io)
+    args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in io["inputs"]]
+    f = vm[io.get("entry", "main")]
+    outs = M._flatten(f(*args))
+    return (lambda: f(*args)), outs
+
+
+def check_thread_clock(run: Callable[[], object], threads: int, calls: int = 3) -> float | None:
+    """With one thread: thread CPU time / wall time over a few calls (None otherwise). Well
+    under 1 on an idle host means the work ran on other threads and thread CPU time misses it."""
+    if threads != 1:
+        return None
+    c0, w0 = time.thread_time(), time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (time.thread_time() - c0) / max(time.perf_counter() - w0, 1e-9)
+
+
+def kept_libraries(dirs: list[Path]) -> list[dict]:
+    """The libraries bench_speedup --keep-libs left in each of `dirs`: [{"dir", "model",
+    "tag" ("original"/"pruned"), "lib", "io", "macs"}], in the order of the dirs."""
+    found = []
+    for d in dirs:
+        index = Path(d) / "libs.json"
+        if not index.is_file():
+            raise SystemExit(f"bench_speedup: {d} holds no libs.json (make it with --keep-libs)")
+        for entry in json.loads(index.read_text()):
+            for tag in ("original", "pruned"):
+                lib = Path(d) / entry[tag]["lib"]
+                found.append({"dir": str(d), "model": entry["model"], "tag": tag, "lib": lib,
+                              "io": json.loads(lib.with_suffix(".json").read_text()),
+                              "macs": entry[tag]["macs"]})
+    return found

@@ -1,9 +1,10 @@
 """Time one distillation training step (forward + gradient of a squared-output loss, batch under
 jax.vmap, as passes/distill.py runs it) and one forward pass on an ONNX model.
 
-    python -m benchmarks.bench_distill_step out/model.pruned.onnx [--batch 16] [--repeat 3]
+    python -m benchmarks.bench_distill_step out/model.pruned.onnx [--batch 16] [--repeat 3] [--dim width=192]
 
-Prints the compile time (first call) and each step's seconds; dynamic input dims are taken as 1.
+Prints the compile time (first call) and each step's seconds; dynamic input dims are taken as 1
+unless given with --dim NAME=SIZE (a recognizer's width).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def main() -> int:
     ap.add_argument("model")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                    help="size of a named dynamic input dim (repeatable); others are 1")
     args = ap.parse_args()
     jax = require_jax()
     jnp = jax.numpy
@@ -29,9 +32,10 @@ def main() -> int:
     net = JaxGraph(model.to_proto())
     params = {k: jnp.asarray(v) for k, v in net.params().items()}
     rng = np.random.default_rng(0)
+    sizes = {k: int(v) for k, v in (d.split("=", 1) for d in args.dim)}
     xs = {}
     for name in net.inputs:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in model.shapes[name]]
+        shape = [d if isinstance(d, int) and d > 0 else sizes.get(str(d), 1) for d in model.shapes[name]]
         xs[name] = rng.random((args.batch, *shape)).astype(np.float32)
 
     def loss(p, batch):

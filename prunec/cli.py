@@ -103,8 +103,8 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
                         "(default when --calib is given)")
     g.add_argument("--no-reconstruct", dest="reconstruct", action="store_false", help="skip reconstruction")
     g.add_argument("--reconstruct-mode", choices=["auto", "sequential", "local"], default="auto",
-                   help="sequential: level by level on the pruned model's activations; local: one pass on the "
-                        "original's (auto: sequential up to 16 levels)")
+                   help="sequential: level by level on the pruned model's activations (deep models in 16 "
+                        "passes of consecutive levels); local: one pass on the original's (auto: sequential)")
     g.add_argument("--steps", type=_positive_int, default=1, help="prune in this many rounds, reconstructing after each")
     g.add_argument("--recover", choices=["auto", "refit", "distill", "none"], default="auto", help=(
         "accuracy recovery with --calib: refit (least squares per layer), distill (refit, then train the pruned "

@@ -58,6 +58,24 @@ def test_reconstruction_reduces_output_error(setup, mode):
     prunec.verify(model, refit)
 
 
+def test_deep_model_refits_sequentially_in_at_most_max_levels_passes(setup):
+    """More levels than max_levels: sequential in max_levels passes of consecutive levels; every layer
+    is refitted, and the error ends between the one-pass-per-level result and the pruned model's."""
+    model, data, analysis = setup
+    plan = make_plan(analysis, criteria.score_groups(analysis, "l2"), 0.5, round_to=1)
+    pruned = shrink(analysis, plan)
+    layers = find_layers(analysis, plan)
+    levels = len({l.level for l in layers})
+    assert levels >= 3
+    per_level, full = reconstruct(model, analysis, plan, pruned, data, mode="auto")
+    chunked, info = reconstruct(model, analysis, plan, pruned, data, mode="auto", max_levels=2)
+    assert full["mode"] == info["mode"] == "sequential"
+    assert full["passes"] == levels and info["passes"] == 2 and info["layers"] == len(layers)
+    err = output_error(model, chunked, data)
+    assert err < 0.5 * output_error(model, pruned, data)
+    prunec.verify(model, chunked)
+
+
 def test_reconstruction_on_unbatched_resnet():
     model = prunec.from_proto(build("resnet18"))
     name, shape = next(iter(model.input_shapes.items()))

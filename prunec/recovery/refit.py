@@ -14,8 +14,10 @@ Only Gram matrices X^T X and X^T Y are accumulated (float64), from a subsample o
 each image (im2col rows for convolutions; grouped convolutions solve one system per group).
 
 mode "sequential": layers are refitted level by level (a level's inputs come from the model with the
-levels before it already refitted, so upstream error is corrected too); "local": one pass, every
-layer sees the original model's input (cheaper, for deep models).
+levels before it already refitted, so upstream error is corrected too); a deep model's levels are
+taken in at most `max_levels` passes of consecutive levels (a pass's layers see the model with every
+earlier pass refitted). "local": one pass, every layer sees the original model's input (cheapest;
+on YOLOv8n at 2x fewer MACs box F1 0.70 against 0.82 sequential, so "auto" is sequential).
 """
 from __future__ import annotations
 
@@ -119,7 +121,8 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
         return pruned, info
     levels = sorted({l.level for l in layers})
     if mode == "auto":
-        mode = "sequential" if len(levels) <= max_levels else "local"
+        mode = "sequential"
+    passes = [list(c) for c in np.array_split(levels, min(len(levels), max(1, max_levels)))]
     info["mode"] = mode
     graph = pruned.graph.copy()
     nodes = {n.name: n for n in graph.nodes}
@@ -143,22 +146,31 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
         current = pruned.with_graph(graph)
     else:
         current = pruned
-        for lvl in levels:
-            todo = [l for l in layers if l.level == lvl]
-            cur_tap = Tapper(current, sorted({l.x for l in todo}), only_taps=True)
+        for chunk in passes:
+            todo = [l for l in layers if l.level in chunk]
+            # The pass's first level reads the current model (earlier passes refitted); its later levels
+            # read the original's inputs, as in local mode: their inputs are being refitted towards those.
+            first = [l for l in todo if l.level == chunk[0]]
+            cur_tap = Tapper(current, sorted({l.x for l in first}), only_taps=True)
             if cache is not None:
                 size, cached = cache.size, iter(cache.values)
             else:
-                y_tap = Tapper(original, sorted({l.y for l in todo}), only_taps=True)
+                y_tap = Tapper(original, sorted({l.y for l in todo} | {l.x for l in todo if l.level != chunk[0]}),
+                               only_taps=True)
                 size = min(cur_tap.batch, y_tap.batch) if cur_tap.batched and y_tap.batched else 1
             for batch in data.batches(size):
                 vx = cur_tap.run(batch)
                 vy = next(cached) if cache is not None else y_tap.run(batch)
                 for l in todo:
-                    y = _masked(vy[l.y], l.out_mask, refit_kind(nodes[l.name]).channel_axis(vy[l.y].ndim))
-                    refits[l.name].add(vx[l.x], y)
+                    kind = refit_kind(nodes[l.name])
+                    y = _masked(vy[l.y], l.out_mask, kind.channel_axis(vy[l.y].ndim))
+                    x = vx[l.x] if l.level == chunk[0] else _masked(vy[l.x], l.in_mask, kind.channel_axis(vy[l.x].ndim))
+                    refits[l.name].add(x, y)
             done += sum(solve(refits[l.name], lam) for l in todo)
             current = pruned.with_graph(graph)  # refits keep writing into `graph`; sessions read `current`
     info.update(layers=int(done), levels=len(levels), time_s=time.perf_counter() - t0)
-    log(f"reconstruct: refitted {done} layers ({mode}, {len(levels)} levels) in {info['time_s']:.1f}s")
+    if mode == "sequential":
+        info["passes"] = len(passes)
+    log(f"reconstruct: refitted {done} layers ({mode}, {len(levels)} levels"
+        f"{f' in {len(passes)} passes' if mode == 'sequential' else ''}) in {info['time_s']:.1f}s")
     return current, info

@@ -33,7 +33,8 @@ def _bounded_allocator() -> bool:
         return False
 
 
-def session(proto: onnx.ModelProto, threads: int | None = None, bounded: bool = False):
+def session(proto: onnx.ModelProto, threads: int | None = None, bounded: bool = False, optimize: bool = False):
+    """`optimize`: all of ONNX Runtime's graph optimizations, for a session asked only for graph outputs."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -44,7 +45,8 @@ def session(proto: onnx.ModelProto, threads: int | None = None, bounded: bool = 
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     # Basic optimizations only: extended fusions can rename intermediate tensors we ask for.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

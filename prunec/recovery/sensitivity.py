@@ -24,9 +24,12 @@ from prunec.plan import Plan, keep_count
 from .data import CalibData
 from .refit import reconstruct
 from .statistics import collect_grams
-from .stream import OriginalValues, Tapper, channel_energy, channel_sq, output_axes, output_segments, relative_error
+from .downstream import Part, part_after, part_session
+from .stream import (OriginalValues, Tapper, batch_capable, channel_energy, channel_sq, output_axes, output_segments,
+                     relative_error)
 
 CACHE_BYTES = 512 * 2**20  # the original's layer tensors on the fit split are kept when they fit in this
+PROBE_CACHE_BYTES = 512 * 2**20  # the original's tensors where the probed parts read it, on the probe samples
 
 
 GRAM_SAMPLES = 128  # fit samples whose Gram matrices the compensated probes solve with
@@ -122,47 +125,138 @@ def gram_consumers(model: Model, analysis: Analysis, groups, fit: CalibData) -> 
 
 def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndarray],
                       probes: tuple[float, ...] = (0.25, 0.5, 0.75), samples: int = 16,
-                      log=lambda s: None, fit: CalibData | None = None) -> dict[str, list[tuple[int, float]]]:
+                      log=lambda s: None, fit: CalibData | None = None,
+                      cache_bytes: int = PROBE_CACHE_BYTES) -> dict[str, list[tuple[int, float]]]:
     """For each group: [(channels removed, end-to-end relative output error)] when that group alone
-    loses its least important channels at each probe share, on calibration samples.
-    One ORT session: the consumers' weights are graph inputs, fed zeroed columns per probe. With `fit`
-    (reconstruction on), the refittable consumers are fed their least-squares compensation instead
-    (solved from Gram matrices on the fit split, as the refit in local mode would), so a group that
-    reconstruction repairs well is not rated as costly as one it cannot repair."""
+    loses its least important channels at each probe share, on calibration samples: its consumers'
+    weights fed zeroed columns. With `fit` (reconstruction on), the refittable consumers are fed their
+    least-squares compensation instead (solved from Gram matrices on the fit split, as the refit in
+    local mode would), so a group that reconstruction repairs well is not rated as costly as one it
+    cannot repair.
+    A probe runs only the part of the model after the group's consumers (downstream.py), from the
+    original's tensors where that part reads the rest, computed once for groups whose such tensors
+    fit in `cache_bytes` together; a group whose own do not fit (or whose part ONNX Runtime cannot
+    load) runs the whole model, its weights fed as graph inputs. cache_bytes=0: the whole model always."""
     tensors = analysis.graph.tensors()
     groups = [g for g in analysis.prunable_groups if g.id in scores]
     in_members = {g.id: [m for m in g.members if m.role == "in" and isinstance(tensors.get(m.tensor), gs.Constant)]
                   for g in groups}
-    weights = sorted({m.tensor for ms in in_members.values() for m in ms})
     probe_model, comp = gram_consumers(model, analysis, groups, fit) if fit is not None else (model, {})
-    biases = sorted({c.bias for cs in comp.values() for c in cs if c.bias is not None} - set(weights))
     ptensors = probe_model.graph.tensors()
-    tapper = Tapper(probe_model, [], weights_as_inputs=weights + biases)
+    fed = {g.id: sorted({m.tensor for m in in_members[g.id]}
+                        | {c.node.inputs[1].name for c in comp.get(g.id, [])}
+                        | {c.bias for c in comp.get(g.id, []) if c.bias is not None}) for g in groups}
+    base = {name: ptensors[name].values for names in fed.values() for name in names}
+
+    def weights(g, n: int) -> dict[str, np.ndarray]:
+        """What one probe feeds: the group's n least important channels gone from its consumers."""
+        order = np.argsort(scores[g.id], kind="stable")
+        extra = {name: base[name] for name in fed[g.id]}
+        for m in in_members[g.id]:
+            w = np.array(extra[m.tensor])
+            index = [slice(None)] * w.ndim
+            index[m.axis] = m.positions[order[:n]].ravel()
+            w[tuple(index)] = 0
+            extra[m.tensor] = w
+        for c in comp.get(g.id, []):
+            solved = c.compensated(order[:n])
+            if solved is not None:
+                extra[c.node.inputs[1].name] = solved[0]
+                if c.bias is not None:
+                    extra[c.bias] = solved[1].reshape(base[c.bias].shape)
+        return extra
+
+    counts = {g.id: sorted({g.size - keep_count(g.size, p, 1, 1) for p in probes} - {0}) for g in groups}
     data = data.subset(samples)
+    out, whole = _downstream_curves(probe_model, groups, fed, counts, weights, data, cache_bytes, log)
+    if whole:
+        out.update(_whole_model_curves(probe_model, whole, fed, counts, weights, base, data))
+    return {g.id: out[g.id] for g in groups}
+
+
+def _downstream_curves(model: Model, groups, fed, counts, weights, data: CalibData, cache_bytes: int, log):
+    """Curves of the groups whose parts run from cached frontier tensors; the groups left for the whole model."""
+    if cache_bytes <= 0 or not groups:
+        return {}, list(groups)
+    proto = model.to_proto(restore_io=batch_capable(model) or bool(model.dynamic_dims))
+    outputs = [o.name for o in proto.graph.output]
+    parts = {g.id: part_after(proto, set(fed[g.id])) for g in groups}
+
+    def nbytes(names) -> int:
+        return OriginalValues.nbytes(model, data, list(names) + outputs)
+
+    # Chunks of groups whose frontier tensors fit the budget together, in graph order (neighbours
+    # share most of theirs); one pass of the original per chunk computes them.
+    chunks, whole, taps = [], [], set()
+    for g in sorted(groups, key=lambda g: parts[g.id].nodes[0] if parts[g.id].nodes else 0):
+        own = set(parts[g.id].frontier)
+        if nbytes(own) > cache_bytes:
+            whole.append(g)
+        elif chunks and nbytes(taps | own) <= cache_bytes:
+            chunks[-1].append(g)
+            taps |= own
+        else:
+            chunks.append([g])
+            taps = own
+    out, energy = {}, None
+    axes = output_axes(model, outputs)
+    segments = output_segments(model, outputs, axes)
+    graph_inputs = {i.name for i in proto.graph.input}
+    for chunk in chunks:
+        need = sorted(set().union(*(parts[g.id].frontier for g in chunk)))
+        tapper = Tapper(model, sorted(set(need) - graph_inputs) + outputs, only_taps=True)
+        cache = []
+        for feeds in tapper.feeds(data):
+            values = tapper.run(feeds)
+            cache.append({t: feeds[t] if t in graph_inputs else values[t] for t in need + outputs})
+        ref = [[np.asarray(item[o], np.float64) for o in outputs] for item in cache]
+        if energy is None:
+            energy = [channel_energy([r[j] for r in ref], axes[j]) for j in range(len(outputs))]
+        dtypes = {t: cache[0][t].dtype for t in need} if cache else {}
+        for g in chunk:
+            part = parts[g.id]
+            try:
+                out[g.id] = _part_curve(proto, part, g, counts[g.id], weights, cache, ref, outputs, axes,
+                                        energy, segments, dtypes)
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime could not load or run the part
+                log(f"probes: the part after {g.id} did not run on its own ({exc}); running the whole model")
+                whole.append(g)
+        del cache, ref
+    return out, whole
+
+
+def _part_curve(proto, part: Part, g, counts, weights, cache, ref, outputs, axes, energy, segments, dtypes):
+    curve = []
+    sess = part_session(proto, part, dtypes) if part.outputs else None
+    for n in counts:
+        extra = weights(g, n)
+        err = [np.zeros_like(e) for e in energy]
+        for item, r in zip(cache if sess is not None else [], ref):
+            feeds = {t: item[t] for t in part.frontier}
+            feeds.update((name, extra[name]) for name in part.fed)
+            values = dict(zip(part.outputs, sess.run(part.outputs, feeds)))
+            for j, o in enumerate(outputs):
+                if o in values:  # the others are the original's: no error
+                    err[j] += channel_sq(np.asarray(values[o], np.float64) - r[j], axes[j])
+        curve.append((int(n), relative_error(err, energy, segments)))
+    return curve
+
+
+def _whole_model_curves(model: Model, groups, fed, counts, weights, base, data: CalibData):
+    """Curves measured on the whole model: one session, the groups' weights fed as graph inputs."""
+    names = sorted({name for g in groups for name in fed[g.id]})
+    tapper = Tapper(model, [], weights_as_inputs=names)
     ref: list[list[np.ndarray]] = []
     tapper.stream(data, lambda v: ref.append([np.asarray(v[o], np.float64) for o in tapper.outputs]))
-    axes = output_axes(probe_model, tapper.outputs)
-    segments = output_segments(probe_model, tapper.outputs, axes)
+    axes = output_axes(model, tapper.outputs)
+    segments = output_segments(model, tapper.outputs, axes)
     energy = [channel_energy([r[j] for r in ref], axes[j]) for j in range(len(tapper.outputs))]
-    base = {name: ptensors[name].values for name in weights + biases}
     out = {}
     for g in groups:
-        order = np.argsort(scores[g.id], kind="stable")
         curve = []
-        for n in sorted({g.size - keep_count(g.size, p, 1, 1) for p in probes} - {0}):
-            extra = dict(base)
-            for m in in_members[g.id]:
-                w = np.array(extra[m.tensor])
-                index = [slice(None)] * w.ndim
-                index[m.axis] = m.positions[order[:n]].ravel()
-                w[tuple(index)] = 0
-                extra[m.tensor] = w
-            for c in comp.get(g.id, []):
-                solved = c.compensated(order[:n])
-                if solved is not None:
-                    extra[c.node.inputs[1].name] = solved[0]
-                    if c.bias is not None:
-                        extra[c.bias] = solved[1].reshape(extra[c.bias].shape)
+        for n in counts[g.id]:
+            extra = {name: base[name] for name in names}
+            extra.update(weights(g, n))
             err = [np.zeros_like(e) for e in energy]
             it = iter(ref)
 

@@ -100,14 +100,19 @@ class Tapper:
         values = self.session.run(self.outputs, feeds)
         return dict(zip(self.outputs, values))
 
-    def stream(self, data: CalibData, fn: Callable[[dict], None], limit: int | None = None,
-               extra: dict[str, np.ndarray] | None = None) -> None:
+    def feeds(self, data: CalibData, limit: int | None = None):
+        """The feeds of each run over `data`: batches, or one sample at a time for a model that cannot batch."""
         for batch in data.batches(self.batch, limit):
             if self.batched:
-                fn(self.run(batch, extra))
+                yield batch
             else:
                 for i in range(len(next(iter(batch.values())))):
-                    fn(self.run({k: v[i:i + 1] for k, v in batch.items()}, extra))
+                    yield {k: v[i:i + 1] for k, v in batch.items()}
+
+    def stream(self, data: CalibData, fn: Callable[[dict], None], limit: int | None = None,
+               extra: dict[str, np.ndarray] | None = None) -> None:
+        for feeds in self.feeds(data, limit):
+            fn(self.run(feeds, extra))
 
 
 def output_axis(shape) -> int | None:

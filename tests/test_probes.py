@@ -135,3 +135,16 @@ def test_parts_with_control_flow_read_outer_tensors_in_bodies():
     model = prunec.from_proto(control_flow.if_conv_paths())
     data = _data(model, 16)
     assert_same_curves(_curves(model, data, True, cache_bytes=0), _curves(model, data, True))
+
+
+def test_a_tensor_of_unknown_size_is_never_cached():
+    """Memory budgets (probe frontiers, the refit cache) count a tensor without an inferred shape as
+    too big, not as 0 bytes, so an odd model falls back to the slower path instead of unbounded memory."""
+    from prunec.recovery.stream import UNKNOWN_BYTES, OriginalValues
+
+    model = prunec.from_proto(small_cnn())
+    data = load_calib(calib_arrays(4), model)
+    known = next(t for t, s in model.shapes.items() if len(s) == 4)
+    size = OriginalValues.nbytes(model, data, [known])
+    assert 0 < size == 4 * 4 * int(np.prod(model.shapes[known][1:]))
+    assert OriginalValues.nbytes(model, data, [known, "no_such_tensor"]) == UNKNOWN_BYTES

@@ -258,6 +258,9 @@ def output_error(reference: Model, model: Model, data: CalibData) -> float:
     return relative_error(num, [e.centered for e in energy], output_segments(reference, outs, axes))
 
 
+UNKNOWN_BYTES = 2 ** 62  # OriginalValues.nbytes of tensors whose shape is not known
+
+
 class OriginalValues:
     """The original model's tensors on the calibration data, batch by batch, kept in memory: a search
     that refits many candidate plans (prunec.recovery.sensitivity) reuses the same targets instead of rerunning them."""
@@ -269,7 +272,10 @@ class OriginalValues:
 
     @staticmethod
     def nbytes(original: Model, data: CalibData, tensors: list[str]) -> int:
-        per_sample = sum(int(np.prod(original.shapes[t][1:])) for t in set(tensors) if t in original.shapes)
+        shapes = [original.shapes.get(t) for t in set(tensors)]
+        if any(s is None or not all(isinstance(d, (int, np.integer)) and d >= 0 for d in s[1:]) for s in shapes):
+            return UNKNOWN_BYTES  # a tensor of unknown size: callers that budget memory must not cache it
+        per_sample = sum(int(np.prod(s[1:])) for s in shapes)
         # tensors grow with the input: samples of other shapes than the analysed one count in proportion
         analysed = sum(int(np.prod(s[1:])) for s in original.input_shapes.values()) or 1
         samples = sum(n * sum(int(np.prod(s)) for s in shape.values()) for shape, n in zip(data.shapes, data.sizes))

@@ -38,3 +38,12 @@ def test_missing_model_and_dynamic_dims_are_clear_errors(tmp_path):
     onnx.save(tiny_convnet(seed=0), tmp_path / "net.onnx")
     with pytest.raises(SystemExit, match="dynamic dims"):
         profile_layers.main([str(tmp_path / "net.onnx")])
+
+
+def test_onnxruntime_profile_gives_each_nodes_fastest_run_beside_its_mean(tmp_path):
+    path = tmp_path / "net.onnx"
+    onnx.save(tiny_convnet(seed=0), path)
+    rows = profile_layers.ort_profile(path, {"input": [1, 3, 32, 32]}, 1, runs=5)
+    assert any(op == "Conv" for _, op, _, _ in rows), rows
+    for _, _, mean, fastest in rows:
+        assert 0 < fastest <= mean + 1e-9

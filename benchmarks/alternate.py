@@ -73,6 +73,41 @@ def tvm_call(lib: Path, io: dict, threads: int) -> tuple[Callable[[], object], l
     return (lambda: f(*args)), outs
 
 
+def runtime_call(runtime: str, onnx_path: Path, io: dict, threads: int,
+                 shapes: dict | None = None) -> tuple[Callable[[], object], list]:
+    """(one call, its outputs) of ONNX Runtime ("onnxruntime") or OpenVINO's CPU plugin in f32
+    ("openvino") on the ONNX file a kept library was compiled from, with the inputs tvm_call
+    makes from the same io. With one thread both run inside the calling thread (thread CPU time
+    equals the process's, measured here), so thread CPU time times them too."""
+    import numpy as np
+
+    from prunec.backend import measure as M
+
+    inputs = M.make_inputs(io)
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        return (lambda: sess.run(None, inputs)), [np.asarray(o) for o in sess.run(None, inputs)]
+    if runtime == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(onnx_path))
+        if shapes:  # dynamic dims fixed as the library was compiled
+            model.reshape({k: list(v) for k, v in shapes.items()})
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY"})
+        req = compiled.create_infer_request()
+        res = req.infer(inputs)
+        return (lambda: req.infer(inputs)), [np.array(res[o]) for o in compiled.outputs]
+    raise ValueError(f"unknown runtime {runtime!r}")
+
+
 def check_thread_clock(run: Callable[[], object], threads: int, calls: int = 3) -> float | None:
     """With one thread: thread CPU time / wall time over a few calls (None otherwise). Well
     under 1 on an idle host means the work ran on other threads and thread CPU time misses it."""
@@ -82,6 +117,15 @@ def check_thread_clock(run: Callable[[], object], threads: int, calls: int = 3) 
     for _ in range(calls):
         run()
     return (time.thread_time() - c0) / max(time.perf_counter() - w0, 1e-9)
+
+
+def calling_thread_share(run: Callable[[], object], calls: int = 3) -> float:
+    """The calling thread's share of the process's CPU time over a few calls: ~1 when the work
+    runs in the calling thread (thread CPU time measures it), less when other threads do it."""
+    c0, p0 = time.thread_time(), time.process_time()
+    for _ in range(calls):
+        run()
+    return (time.thread_time() - c0) / max(time.process_time() - p0, 1e-9)
 
 
 def kept_libraries(dirs: list[Path]) -> list[dict]:
@@ -97,5 +141,6 @@ def kept_libraries(dirs: list[Path]) -> list[dict]:
                 lib = Path(d) / entry[tag]["lib"]
                 found.append({"dir": str(d), "model": entry["model"], "tag": tag, "lib": lib,
                               "io": json.loads(lib.with_suffix(".json").read_text()),
-                              "macs": entry[tag]["macs"]})
+                              "macs": entry[tag]["macs"], "onnx": entry[tag].get("onnx"),
+                              "shapes": entry.get("shapes")})
     return found

@@ -220,10 +220,18 @@ def main(argv=None) -> int:
     p.add_argument("--compare-libs", type=Path, nargs="+", metavar="DIR",
                    help="time the libraries --keep-libs kept in these DIRs in alternation, in "
                         "one process (--threads, default 1; --rounds, default 15); no compile")
+    p.add_argument("--runtimes", default="",
+                   help="with --compare-libs: also time these runtimes (onnxruntime,openvino) "
+                        "on the ONNX files the first DIR's libraries were compiled from, in "
+                        "the same alternation")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
     if a.compare_libs:
-        return compare_libs(a.compare_libs, a.threads or 1, a.rounds or 15)
+        runtimes = [r for r in a.runtimes.split(",") if r]
+        bad = [r for r in runtimes if r not in ("onnxruntime", "openvino")]
+        if bad:
+            p.error(f"--runtimes: unknown {bad[0]!r} (onnxruntime, openvino)")
+        return compare_libs(a.compare_libs, a.threads or 1, a.rounds or 15, runtimes)
     a.rounds = a.rounds or 8
     overrides = {}
     for item in a.shape:
@@ -314,32 +322,49 @@ def keep_libs(dest: Path, info: dict, result: dict) -> None:
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
-    entry = {"model": info["name"]}
+    entry = {"model": info["name"], "shapes": info["shapes"]}
     for tag, macs in (("original", info["macs_before"]), ("pruned", info["macs_after"])):
         lib = Path(result["models"][tag]["artifact"])
         name = f"{info['name']}.{tag}{lib.suffix}"
         shutil.copyfile(lib, dest / name)
         shutil.copyfile(lib.with_suffix(".json"), (dest / name).with_suffix(".json"))
-        entry[tag] = {"lib": name, "macs": macs}
+        entry[tag] = {"lib": name, "macs": macs, "onnx": str(Path(info[tag]).resolve())}
     index = dest / "libs.json"
     entries = json.loads(index.read_text()) if index.is_file() else []
     entries = [e for e in entries if e["model"] != info["name"]] + [entry]
     index.write_text(json.dumps(entries, indent=1))
 
 
-def compare_libs(dirs: list[Path], threads: int, rounds: int) -> int:
-    """--compare-libs: every kept library of `dirs` timed in alternation (alternate.py)."""
-    from alternate import alternate, check_thread_clock, clock_for, kept_libraries, summarize, tvm_call
+def compare_libs(dirs: list[Path], threads: int, rounds: int, runtimes=()) -> int:
+    """--compare-libs: every kept library of `dirs` timed in alternation (alternate.py), and
+    `runtimes` on the first dir's ONNX files in the same rounds (their rows' dir is the
+    runtime's name, compared against the first dir's library)."""
+    from alternate import (alternate, calling_thread_share, check_thread_clock, clock_for,
+                           kept_libraries, runtime_call, summarize, tvm_call)
 
     from prunec.backend import measure as M
 
     libs = kept_libraries(dirs)
+    for rt in runtimes:
+        for e in [e for e in libs if e["dir"] == str(dirs[0])]:
+            if not e.get("onnx"):
+                raise SystemExit(f"bench_speedup: {dirs[0]}/libs.json names no ONNX files "
+                                 f"(kept by an older bench_speedup); keep the libraries again")
+            libs.append({**e, "dir": rt, "runtime": rt})
     print(f"load average at start: {load_average()}; threads={threads} "
           f"({'thread CPU time' if threads == 1 else 'wall time'}); {rounds} rounds", flush=True)
     runs, outs = {}, {}
     for e in libs:
         key = (e["dir"], e["model"], e["tag"])
-        runs[key], outs[key] = tvm_call(e["lib"], e["io"], threads)
+        if e.get("runtime"):
+            runs[key], outs[key] = runtime_call(e["runtime"], e["onnx"], e["io"], threads,
+                                                e.get("shapes"))
+            share = calling_thread_share(runs[key]) if threads == 1 else 1.0
+            if share < 0.9:
+                print(f"warning: {e['runtime']} ran {1 - share:.0%} of its CPU time outside the "
+                      f"calling thread: its thread CPU time is too low")
+        else:
+            runs[key], outs[key] = tvm_call(e["lib"], e["io"], threads)
     ratio = check_thread_clock(next(iter(runs.values())), threads)
     if ratio is not None and ratio < 0.7:
         print(f"warning: thread CPU time is {ratio:.2f} of wall time at 1 thread (a busy host, "
@@ -359,7 +384,7 @@ def compare_libs(dirs: list[Path], threads: int, rounds: int) -> int:
             same = "match" if M.compare(outs[key], outs[ref])["ok"] else "DIFFER"
         print(f"{Path(e['dir']).name[-28:]:<28} {e['model'][:14]:<14} {e['tag']:<8} "
               f"{stats[key]['fastest']:>10.3f} {stats[key]['median']:>10.3f} {vs:>15} {same:>8}")
-    for d in dirs:
+    for d in list(dirs) + [Path(rt) for rt in runtimes]:
         for e in libs:
             if e["dir"] != str(d) or e["tag"] != "original":
                 continue

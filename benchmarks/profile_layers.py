@@ -47,11 +47,27 @@ def _shapes(path: Path, overrides: dict) -> dict[str, list[int]]:
     return out
 
 
+def _clock(threads: int):
+    """Thread CPU time on one thread (every kernel runs in the calling thread, and time the
+    thread spends preempted by other jobs is not counted: a shared host's noise mostly goes),
+    else wall time."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def _timed(run, clock, number: int) -> float:
+    """Seconds of `clock` per call over `number` back-to-back calls."""
+    t0 = clock()
+    for _ in range(number):
+        run()
+    return (clock() - t0) / number
+
+
 def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: int):
     """[(function, shapes, µs in the model, µs alone)] per kernel call of one inference, and the
     model's ms (each the fastest of several). In the model: timed between the VM's before/after
     hooks over `number` inferences (the previous layer's output and this layer's cold weights,
-    as deployed); alone: the same call repeated back to back (warm caches)."""
+    as deployed); alone: the same call repeated back to back (warm caches). One thread: thread
+    CPU time (see _clock), else wall time."""
     import tvm
 
     from prunec.backend import BackendOptions, build, frontend, measure
@@ -70,8 +86,12 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
     inputs = measure.make_inputs(sig)
     args = [tvm.runtime.tensor(inputs[i["name"]]) for i in sig["inputs"]]
     vm["main"](*args)
-    fte = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=10, min_repeat_ms=200)
-    model_ms = float(np.min(fte(*args).results)) * 1e3
+    clock = _clock(threads)
+    if threads == 1:
+        model_ms = min(_timed(lambda: vm["main"](*args), clock, 3) for _ in range(5)) * 1e3
+    else:
+        fte = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=10, min_repeat_ms=200)
+        model_ms = float(np.min(fte(*args).results)) * 1e3
     calls, stamps = [], []  # the first instrumented inference records the calls themselves
 
     def record(func, name, before_run, ret_val, *fargs):
@@ -81,9 +101,9 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
             if record.collect:
                 calls.append((func, name, [a for a in fargs
                                            if isinstance(a, tvm.runtime.Tensor)]))
-            stamps.append(time.perf_counter())
+            stamps.append(clock())
         else:
-            stamps[-1] = time.perf_counter() - stamps[-1]
+            stamps[-1] = clock() - stamps[-1]
         return 0
 
     record.collect = True
@@ -103,12 +123,7 @@ def tvm_profile(path: Path, shapes: dict, threads: int, winograd: bool, number: 
     rows = []
     for (func, name, fargs), t_model in zip(calls, in_model_us):
         func(*fargs)
-        samples = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                func(*fargs)
-            samples.append((time.perf_counter() - t0) / number)
+        samples = [_timed(lambda: func(*fargs), clock, number) for _ in range(5)]
         rows.append((name, [tuple(a.shape) for a in fargs], float(t_model),
                      float(np.min(samples)) * 1e6))
     return rows, model_ms
@@ -166,7 +181,8 @@ def main(argv=None) -> int:
     rows, model_ms = tvm_profile(a.model, shapes, a.threads, not a.no_winograd, a.number)
     total, alone = sum(r[2] for r in rows), sum(r[3] for r in rows)
     print(f"TVM: {len(rows)} kernel calls, sum {total / 1e3:.3f} ms in the model "
-          f"({alone / 1e3:.3f} ms alone); model {model_ms:.3f} ms (threads={a.threads})")
+          f"({alone / 1e3:.3f} ms alone); model {model_ms:.3f} ms (threads={a.threads}, "
+          f"{'thread CPU time' if a.threads == 1 else 'wall time'})")
     print(f"  {'in model':>9}    {'share':>5}  {'alone':>9}")
     for name, shp, us, us1 in sorted(rows, key=lambda r: -r[2])[: a.top]:
         print(f"  {us:9.1f} us {100 * us / total:5.1f}%  {us1:9.1f} us  {name:<48} "

@@ -76,3 +76,19 @@ def test_compare_libs_times_kept_libraries(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count(" match") == 2 and "DIFFER" not in out
     assert out.count("speedup") == 2
+    # the runtimes on the same ONNX files, in the same rounds, checked against the first dir
+    runtimes = ["onnxruntime"]
+    try:
+        import openvino  # noqa: F401 - a bench extra
+        runtimes.append("openvino")
+    except ImportError:
+        pass
+    assert bench_speedup.main(["--compare-libs", str(tmp_path / "a"), "--rounds", "2",
+                               "--runtimes", ",".join(runtimes)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" match") == 2 * len(runtimes) and "DIFFER" not in out
+    assert "outside the calling thread" not in out  # thread CPU time sees all of their work
+    for rt in runtimes:
+        assert f"{rt:<28} {'r':<14} original" in out and f"{rt:<28} {'r':<14} speedup" in out
+    with pytest.raises(SystemExit):
+        bench_speedup.main(["--compare-libs", str(tmp_path / "a"), "--runtimes", "tensorrt"])

@@ -47,3 +47,14 @@ def test_onnxruntime_profile_gives_each_nodes_fastest_run_beside_its_mean(tmp_pa
     assert any(op == "Conv" for _, op, _, _ in rows), rows
     for _, _, mean, fastest in rows:
         assert 0 < fastest <= mean + 1e-9
+
+
+def test_one_thread_is_timed_by_thread_cpu_time():
+    import time
+
+    assert profile_layers._clock(1) is time.thread_time
+    assert profile_layers._clock(2) is time.perf_counter
+    calls = []
+    ticks = iter(range(0, 100, 10))  # a fake clock: 10 s per reading
+    assert profile_layers._timed(lambda: calls.append(1), lambda: next(ticks), 5) == 2.0
+    assert len(calls) == 5

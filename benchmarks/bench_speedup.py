@@ -47,7 +47,14 @@ per version) and time all of them in one process, in alternation (benchmarks/alt
 
 --compare-libs compiles nothing: it prints every library's fastest and median round (1 thread:
 thread CPU time; more: wall time), each directory's speedup and efficiency, and each library
-against the same one in the first directory (outputs checked against it too).
+against the same one in the first directory (outputs checked against it too). With
+--runtimes onnxruntime,openvino, ONNX Runtime and OpenVINO (f32) run the ONNX files the first
+directory's libraries were compiled from in the same rounds (their rows' "vs first" is the
+runtime's time over that library's: above 1, TVM is faster). On one thread both run in the
+calling thread, so thread CPU time compares all three on a busy host:
+
+  python benchmarks/bench_speedup.py --compare-libs out/libs-after \
+      --runtimes onnxruntime,openvino --threads 1 --rounds 9
 """
 
 from __future__ import annotations

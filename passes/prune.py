@@ -8,7 +8,7 @@ scores from data -> plan (ratio, or a MACs budget spread by measured cost) -> sh
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prunec import criteria, progress
 from prunec.dependency import Analysis, analyze
@@ -25,6 +25,7 @@ from prunec.recovery.sensitivity import RefitMeasure, group_sensitivity
 from prunec.recovery.stream import output_error
 
 from .base import PassResult
+from .factorize import BASE_MACS
 from .reconstruct import Reconstruct
 from .shrink import shrink
 
@@ -78,6 +79,8 @@ class Prune:
                        "calibration": {"used": False,
                                        "note": "no calibration data: data-free criterion, no reconstruction"}}
         criterion = entries.pop("criterion")
+        if BASE_MACS in pruned.annotations:  # consumed here; not saved in the output's metadata
+            pruned = replace(pruned, annotations={k: v for k, v in pruned.annotations.items() if k != BASE_MACS})
         return pruned, PruneResult(plan=plan, analysis=analysis, criterion=criterion, entries=entries,
                                    timing={"analyze": t_analyze - t0, "plan": t_plan - t_analyze,
                                            "shrink": t_shrink - t_plan})
@@ -131,7 +134,8 @@ class _Calibrated:
         self.fit = self.check = None
         if self.data is not None:
             self.data, self.fit, self.check = fit_and_check(self.data, opts.calib_mirror)
-        self.base_macs = graph_macs(model.graph, model.shapes)
+        # the share to keep is of the model as given, before passes/factorize.py made it cheaper
+        self.base_macs = model.annotations.get(BASE_MACS) or graph_macs(model.graph, model.shapes)
         self.latency = None  # --target-latency: recovery/latency.py measures on the target
         if getattr(opts, "target_latency", None) is not None:
             from prunec.recovery.latency import LatencyBudget

@@ -114,6 +114,11 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
                    help="time budget for distillation (default 600 s); epochs are planned to fit it")
     g.add_argument("--recover-epochs", type=_positive_int, metavar="N",
                    help="distill for exactly N epochs (still stopping early on the held-out error)")
+    g.add_argument("--factorize", nargs="?", const=2e-3, default=None, metavar="TOL",
+                   type=_checked(float, lambda v: 0 < v < 1, "must be in (0, 1)"), help=(
+        "before pruning, replace large linear layers (a classifier over thousands of classes) by two thin ones "
+        "of the smallest rank whose held-out error stays within TOL of their outputs' variance (default 2e-3); "
+        "needs --calib; --target-macs counts from the model as given"))
     g.add_argument("--quantize", choices=["int8"], help=(
         "last step: quantize the pruned model to int8 with ONNX Runtime's static quantization (QDQ, per-channel "
         "weights, activation ranges from --calib, which it needs); refused if outputs move beyond a tolerance"))
@@ -341,7 +346,8 @@ def _prune(args) -> int:
         target_latency=args.target_latency, backend=_latency_backend(args),
         protect=args.protect, reconstruct=args.reconstruct, recon_mode=args.reconstruct_mode, steps=args.steps,
         allocation=args.allocation, recover=args.recover, recover_budget=args.recover_budget,
-        recover_epochs=args.recover_epochs, quantize=args.quantize, command=command_line())
+        recover_epochs=args.recover_epochs, factorize=args.factorize, quantize=args.quantize,
+        command=command_line())
     outdir = Path(args.outdir)
     if args.target != "none":
         from .backend import toolchain

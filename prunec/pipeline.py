@@ -26,6 +26,8 @@ def pipeline_passes(opts: PruneOptions, log=lambda s: None) -> list:
     from prunec.passes import FoldBatchNorm, Prune
 
     passes = [FoldBatchNorm()] if opts.fold_bn else []
+    if opts.factorize is not None and opts.calib is not None and opts.structured:
+        passes.append(_FactorizeWithCalib(opts, log))  # first: pruning then works on the factors too
     passes.append(Prune(opts, log))
     if opts.sparsity is not None:  # shrink first, then sparsify what is left
         passes.append(_SparsifyWithCalib(opts, log))
@@ -42,6 +44,24 @@ def _calib_for(model: Model, opts: PruneOptions):
         return None
     data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
     return mirrored(data, opts.calib_mirror) if opts.calib_mirror else data
+
+
+class _FactorizeWithCalib:
+    """The factorize pass: layer outputs' directions from the fit split, rank chosen on the held-out one."""
+
+    name = "factorize"
+
+    def __init__(self, opts: PruneOptions, log):
+        self.opts, self.log = opts, log
+
+    def __call__(self, model: Model):
+        from prunec.passes.factorize import Factorize
+
+        from .recovery.data import fit_and_check
+
+        _, fit, check = fit_and_check(_calib_for(model, self.opts))
+        with progress.phase("low-rank factorization of large linear layers"):
+            return Factorize(fit, check, self.opts.factorize, log=self.log)(model)
 
 
 class _QuantizeWithCalib:
@@ -92,6 +112,8 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         raise PrunecError(f"--ratio {opts.ratio}: must be in [0, 1)")
     if opts.reconstruct and opts.calib is None:
         raise PrunecError("--reconstruct needs calibration data (--calib FILE.npz or an image folder)")
+    if opts.factorize is not None and opts.calib is None:
+        raise PrunecError("--factorize fits the low-rank layers to calibration data: give --calib FILE.npz or an image folder")
     if opts.quantize and opts.calib is None:
         raise PrunecError(f"--quantize {opts.quantize} needs calibration data to measure activation ranges: "
                           "give --calib FILE.npz or an image folder")
@@ -106,6 +128,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
     pruning = next(r for r in results if isinstance(r, PruneResult))
     sparse = next((r.report() for r in results if isinstance(r, SparsityResult)), None)
     quantized = next((r.report() for r in results if r.name == "quantize"), None)
+    factorized = next((r.report() for r in results if r.name == "factorize"), None)
     analysis, plan = pruning.analysis, pruning.plan
     t_passes = time.perf_counter()
     with progress.phase("verification (onnx.checker, ONNX Runtime)"):
@@ -144,6 +167,7 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
         **pruning.entries,
         **({"sparsity": sparse} if sparse else {}),
         **({"quantize": quantized} if quantized else {}),
+        **({"factorize": factorized} if factorized else {}),
         "timing_s": {**pruning.timing, "verify": t_verify - t_passes, "total": t_verify - t0},
     }
     return pruned, report, plan

@@ -177,6 +177,8 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=256)
     ap.add_argument("--budget", type=float, default=600, help="distillation time budget (s)")
     ap.add_argument("--lr", type=float, default=1e-3, help="step size relative to each tensor's RMS")
+    ap.add_argument("--factorize", type=float, metavar="TOL",
+                    help="factorize large linear layers first (prunec --factorize TOL)")
     ap.add_argument("--save", metavar="DIR", help="also write the refitted and distilled models here")
     args = ap.parse_args()
     for key in args.models.split(","):
@@ -190,14 +192,16 @@ def main() -> int:
         print(f"| 1.0 | unpruned | 1.00x | | {truth(ref)} | | |", flush=True)
         for share in [float(s) for s in args.macs.split(",")]:
             t0 = time.perf_counter()
-            pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit"))
+            pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit",
+                                                                       factorize=args.factorize))
             t_refit = time.perf_counter() - t0
             macs = report["macs"]["before"] / report["macs"]["after"]
             got = bench.predict(pruned)
             s = bench.score(ref, got)
             if args.save:
                 prunec.save(pruned, f"{args.save}/{key}-{share}-refit.onnx")
-            print(f"| {share} | refit | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
+            how = f"factorize {args.factorize:g} + " if args.factorize else ""
+            print(f"| {share} | {how}refit | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
             _, fit, check = fit_and_check(CalibData(bench.calib))
             t0 = time.perf_counter()
             d, res = distill(model, pruned, fit, check, budget_s=args.budget, lr=args.lr,
@@ -206,7 +210,7 @@ def main() -> int:
             s = bench.score(ref, got)
             if args.save:
                 prunec.save(d, f"{args.save}/{key}-{share}-distill.onnx")
-            print(f"| {share} | refit + distill | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit + time.perf_counter() - t0:.0f} | "
+            print(f"| {share} | {how}refit + distill | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit + time.perf_counter() - t0:.0f} | "
                   f"{res.held_out_loss_before:.3g} -> {res.held_out_loss_after:.3g} ({res.epochs} ep) |", flush=True)
     return 0
 

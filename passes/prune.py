@@ -57,6 +57,7 @@ class Prune:
 
     def __init__(self, opts: PruneOptions, log=lambda s: None):
         self.opts, self.log = opts, log
+        self.teacher: Model | None = None  # distill towards this model instead of the one given (factorize sets it)
 
     def __call__(self, model: Model) -> tuple[Model, PruneResult]:
         opts = self.opts
@@ -68,7 +69,9 @@ class Prune:
                                              criterion="none (sparsity only)",
                                              timing={"analyze": t_analyze - t0, "plan": 0.0, "shrink": 0.0})
         if opts.calibrated:
-            pruned, plan, entries = _Calibrated(model, opts, self.log).run(analysis)
+            calibrated = _Calibrated(model, opts, self.log)
+            calibrated.teacher = self.teacher or model
+            pruned, plan, entries = calibrated.run(analysis)
             t_plan = t_shrink = time.perf_counter()
         else:
             plan = build_plan(analysis, opts)
@@ -113,6 +116,7 @@ class _Calibrated:
 
     def __init__(self, model: Model, opts: PruneOptions, log):
         self.model, self.opts, self.log = model, opts, log
+        self.teacher = model  # distillation's teacher
         t0 = time.perf_counter()
         self.data: CalibData | None = None
         if opts.calib is not None:
@@ -175,7 +179,7 @@ class _Calibrated:
         if self.recover == "distill":
             from .distill import Distill
 
-            current, done = Distill(self.model, self.fit, self.check, budget_s=opts.recover_budget,
+            current, done = Distill(self.teacher, self.fit, self.check, budget_s=opts.recover_budget,
                                     epochs=opts.recover_epochs, log=self.log)(current)
             recovery = done.report()
         elif self.data is not None:

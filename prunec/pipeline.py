@@ -26,9 +26,10 @@ def pipeline_passes(opts: PruneOptions, log=lambda s: None) -> list:
     from prunec.passes import FoldBatchNorm, Prune
 
     passes = [FoldBatchNorm()] if opts.fold_bn else []
+    prune = Prune(opts, log)
     if opts.factorize is not None and opts.calib is not None and opts.structured:
-        passes.append(_FactorizeWithCalib(opts, log))  # first: pruning then works on the factors too
-    passes.append(Prune(opts, log))
+        passes.append(_FactorizeWithCalib(opts, log, prune))  # first: pruning then works on the factors too
+    passes.append(prune)
     if opts.sparsity is not None:  # shrink first, then sparsify what is left
         passes.append(_SparsifyWithCalib(opts, log))
     if opts.quantize:  # last: int8 of the final float model
@@ -51,12 +52,13 @@ class _FactorizeWithCalib:
 
     name = "factorize"
 
-    def __init__(self, opts: PruneOptions, log):
-        self.opts, self.log = opts, log
+    def __init__(self, opts: PruneOptions, log, prune):
+        self.opts, self.log, self.prune = opts, log, prune
 
     def __call__(self, model: Model):
         from prunec.passes.factorize import Factorize
 
+        self.prune.teacher = model  # distillation then reproduces the model as given, not its factorized form
         from .recovery.data import fit_and_check
 
         _, fit, check = fit_and_check(_calib_for(model, self.opts))

@@ -91,3 +91,14 @@ def test_factorize_without_calibration_data_is_a_clear_error(tmp_path):
     res = run_prunec(path, "--factorize", "--ratio", "0.3", "-o", tmp_path / "out")
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("prunec: error: --factorize")
     assert "--calib" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_distillation_after_factorizing_learns_from_the_model_as_given():
+    from prunec.pipeline import pipeline_passes
+
+    model = prunec.from_proto(onnx.shape_inference.infer_shapes(classifier("Gemm")))
+    passes = pipeline_passes(PruneOptions(calib={"x": inputs(128, 1)}, target_macs=0.5, factorize=2e-3))
+    assert [p.name for p in passes] == ["factorize", "prune"]
+    factorized, res = passes[0](model)
+    assert res.layers and factorized is not model
+    assert passes[1].teacher is model  # the prune pass distills towards the unfactorized model

@@ -22,7 +22,7 @@ from .stream import _subgraph_reads
 class Part:
     nodes: list[int]  # positions in the (topologically sorted) model's node list
     frontier: list[str]  # tensors it reads from the rest of the model (graph inputs included)
-    outputs: list[str]  # the graph outputs it computes; the others are the original's
+    outputs: list[str]  # what its model returns: the graph outputs it computes (probes) or chosen tensors
     fed: list[str]  # the initializers replaced per run (graph inputs of the part's model)
 
 
@@ -49,7 +49,7 @@ def part_after(proto: onnx.ModelProto, fed: set[str]) -> Part:
 
 def part_model(proto: onnx.ModelProto, part: Part, dtypes: dict[str, np.dtype]) -> onnx.ModelProto:
     """The part as a model: the frontier tensors (of the given dtypes, any shape) and the fed weights
-    are its inputs, the graph outputs it computes its outputs."""
+    are its inputs, `part.outputs` its outputs."""
     graph = proto.graph
     sub = onnx.ModelProto(ir_version=proto.ir_version, producer_name="prunec-probe")
     sub.opset_import.extend(proto.opset_import)
@@ -66,7 +66,8 @@ def part_model(proto: onnx.ModelProto, part: Part, dtypes: dict[str, np.dtype]) 
     for t in graph.initializer:
         if t.name in fed:
             sub.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    sub.graph.output.extend(o for o in graph.output if o.name in set(part.outputs))
+    declared = {o.name: o for o in graph.output}  # a graph output keeps its type; others are inferred
+    sub.graph.output.extend(declared.get(n, onnx.ValueInfoProto(name=n)) for n in part.outputs)
     return sub
 
 

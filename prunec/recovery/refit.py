@@ -30,11 +30,17 @@ import onnx_graphsurgeon as gs
 from prunec.dependency import Analysis
 from prunec.graph import Model
 from prunec.layers import consumers, layer_levels, refit_kind
+from prunec.macs import node_macs
 from prunec.plan import Plan, removal_map
 
 from .data import CalibData
 from .statistics import GramAccumulator
-from .stream import OriginalValues, Tapper
+from .stream import OriginalValues, Tapper, tap_batch
+from .walk import Walk, model_proto, plan_walk
+
+# What the sequential passes keep of the models' tensors between passes (both models together): on
+# YOLOv8n at 2x fewer MACs ... (measured below)
+WALK_BYTES = 1024 * 2**20
 
 
 @dataclass
@@ -108,11 +114,101 @@ def _masked(a: np.ndarray, mask: np.ndarray | None, axis: int) -> np.ndarray:
     return a if mask is None else np.compress(mask, a, axis=axis)
 
 
+def _add(todo: list[Layer], first: int, nodes: dict, refits: dict, vx: dict, vy: dict) -> None:
+    """One batch into the Grams of a pass's layers: the first level's inputs from the current model
+    (vx), the other levels' inputs and every target from the original (vy)."""
+    for l in todo:
+        kind = refit_kind(nodes[l.name])
+        y = _masked(vy[l.y], l.out_mask, kind.channel_axis(vy[l.y].ndim))
+        x = vx[l.x] if l.level == first else _masked(vy[l.x], l.in_mask, kind.channel_axis(vy[l.x].ndim))
+        refits[l.name].add(x, y)
+
+
+def _sequential(original: Model, pruned: Model, graph, nodes: dict, layers: list[Layer], passes: list[list[int]],
+                refits: dict, data: CalibData, cache: OriginalValues | None, lam: float, walk_bytes: int):
+    """The passes of consecutive levels, each refitted on the model with the earlier passes refitted
+    (see the module doc). Returns (model, layers refitted, how the models were run)."""
+    todos = [[l for l in layers if l.level in chunk] for chunk in passes]
+    # what each pass reads: the first level's inputs from the current model; the targets, and the later
+    # levels' inputs (as in local mode: their inputs are being refitted towards those), from the original
+    xs = [sorted({l.x for l in todo if l.level == chunk[0]}) for todo, chunk in zip(todos, passes)]
+    ys = [sorted({l.y for l in todo} | {l.x for l in todo if l.level != chunk[0]}) for todo, chunk in zip(todos, passes)]
+    walks = _walks(original, pruned, xs, ys, [{l.y for l in todo} for todo in todos], data, cache, walk_bytes)
+    done, current = 0, pruned
+    for k, (todo, chunk) in enumerate(zip(todos, passes)):
+        if walks is not None:
+            cur, orig, _ = walks
+            vxs = cur.step(k, current)
+            vys = iter(cache.values) if orig is None else orig.step(k, original)
+        else:
+            cur_tap = Tapper(current, xs[k], only_taps=True)
+            if cache is not None:
+                size, vys = cache.size, iter(cache.values)
+            else:
+                y_tap = Tapper(original, ys[k], only_taps=True)
+                size = min(cur_tap.batch, y_tap.batch) if cur_tap.batched and y_tap.batched else 1
+            batches = list(data.batches(size))
+            vxs = map(cur_tap.run, batches)
+            if cache is None:
+                vys = map(y_tap.run, batches)
+        for vx, vy in zip(vxs, vys):
+            _add(todo, chunk[0], nodes, refits, vx, vy)
+        done += sum(solve(refits[l.name], lam) for l in todo)
+        current = pruned.with_graph(graph)  # refits keep writing into `graph`; sessions read `current`
+    if walks is None:
+        return current, done, {"segments": [len(passes), 0 if cache is not None else len(passes)], "kept_bytes": 0}
+    cur, orig, peak = walks
+    fallbacks = cur.fallbacks + (orig.fallbacks if orig else 0)
+    return current, done, {"segments": [cur.segments, orig.segments if orig else 0], "kept_bytes": int(peak),
+                           **({"part_fallbacks": fallbacks} if fallbacks else {})}
+
+
+def _walks(original: Model, pruned: Model, xs, ys, changes, data: CalibData, cache, walk_bytes: int):
+    """(walk of the current model, walk of the original or None with a cache), or None where walking
+    saves no run (no segment spans two passes: the plain passes run the same). The budget is split
+    between the two walks where the fewest MACs run."""
+    if walk_bytes <= 0 or len(xs) < 2:
+        return None
+    if cache is not None:
+        size = cache.size
+    else:  # one batch size for every pass: the smallest a pass's runs would take alone
+        size = min(min(tap_batch(pruned, x), tap_batch(original, y)) for x, y in zip(xs, ys))
+    cur = _Planner(pruned, xs, data, changes)
+    if cache is not None:
+        steps, peak = cur.plan(walk_bytes)
+        return (Walk(steps, data, size), None, peak) if sum(s.start for s in steps) < len(xs) else None
+    orig = _Planner(original, ys, data)
+    plans = [(cur.plan(walk_bytes * share // 4), orig.plan(walk_bytes - walk_bytes * share // 4)) for share in range(5)]
+    (csteps, cpeak), (osteps, opeak) = min(plans, key=lambda p: cur.macs(p[0][0]) + orig.macs(p[1][0]))
+    if sum(s.start for s in csteps + osteps) == 2 * len(xs):
+        return None
+    return Walk(csteps, data, size), Walk(osteps, data, size), cpeak + opeak
+
+
+class _Planner:
+    """Walk plans of one model's pass targets at any budget, and the MACs a plan runs."""
+
+    def __init__(self, model: Model, targets, data: CalibData, changes=None):
+        self.model, self.targets, self.data, self.changes = model, targets, data, changes
+        self.proto = model_proto(model)
+        self.node_macs = {n.outputs[0].name: node_macs(n, model.shapes) for n in model.graph.nodes if n.outputs}
+
+    def plan(self, budget: int):
+        return plan_walk(self.proto, self.targets, lambda names: OriginalValues.nbytes(self.model, self.data, names),
+                         budget, self.changes)
+
+    def macs(self, steps) -> int:
+        return sum(self.node_macs.get(n, 0) for s in steps for n in s.nodes)
+
+
 def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, data: CalibData,
                 mode: str = "auto", rows: int = 32, lam: float = 1e-3, max_levels: int = 16,
-                log=lambda s: None, cache: OriginalValues | None = None) -> tuple[Model, dict]:
+                log=lambda s: None, cache: OriginalValues | None = None,
+                walk_bytes: int = WALK_BYTES) -> tuple[Model, dict]:
     """Refit the consumers of the pruned groups; returns the new model and what was done.
-    `cache`: the original's tensors on `data`, computed once (it must hold every layer's x and y)."""
+    `cache`: the original's tensors on `data`, computed once (it must hold every layer's x and y).
+    `walk_bytes`: what the sequential passes may keep of each model's tensors between passes (0:
+    every pass runs both models from the input)."""
     t0 = time.perf_counter()
     layers = find_layers(analysis, plan)
     info = {"layers": 0, "mode": mode, "samples": len(data), "rows_per_sample": rows, "lambda": lam}
@@ -145,29 +241,9 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
         done = sum(solve(r, lam) for r in refits.values())
         current = pruned.with_graph(graph)
     else:
-        current = pruned
-        for chunk in passes:
-            todo = [l for l in layers if l.level in chunk]
-            # The pass's first level reads the current model (earlier passes refitted); its later levels
-            # read the original's inputs, as in local mode: their inputs are being refitted towards those.
-            first = [l for l in todo if l.level == chunk[0]]
-            cur_tap = Tapper(current, sorted({l.x for l in first}), only_taps=True)
-            if cache is not None:
-                size, cached = cache.size, iter(cache.values)
-            else:
-                y_tap = Tapper(original, sorted({l.y for l in todo} | {l.x for l in todo if l.level != chunk[0]}),
-                               only_taps=True)
-                size = min(cur_tap.batch, y_tap.batch) if cur_tap.batched and y_tap.batched else 1
-            for batch in data.batches(size):
-                vx = cur_tap.run(batch)
-                vy = next(cached) if cache is not None else y_tap.run(batch)
-                for l in todo:
-                    kind = refit_kind(nodes[l.name])
-                    y = _masked(vy[l.y], l.out_mask, kind.channel_axis(vy[l.y].ndim))
-                    x = vx[l.x] if l.level == chunk[0] else _masked(vy[l.x], l.in_mask, kind.channel_axis(vy[l.x].ndim))
-                    refits[l.name].add(x, y)
-            done += sum(solve(refits[l.name], lam) for l in todo)
-            current = pruned.with_graph(graph)  # refits keep writing into `graph`; sessions read `current`
+        current, done, walked = _sequential(original, pruned, graph, nodes, layers, passes, refits, data, cache,
+                                            lam, walk_bytes)
+        info["walk"] = walked
     info.update(layers=int(done), levels=len(levels), time_s=time.perf_counter() - t0)
     if mode == "sequential":
         info["passes"] = len(passes)

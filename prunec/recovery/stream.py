@@ -65,6 +65,17 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def tap_batch(model: Model, outputs: list[str]) -> int:
+    """Samples per run of `model` returning `outputs`: as many as keep them within BATCH_BYTES at
+    their analysed sizes, at most 64; 1 for a model that cannot batch."""
+    if not batch_capable(model):
+        return 1
+    sizes = {n: int(np.prod(s)) * 4 for n, s in model.shapes.items()}
+    analysed_batch = next(iter(model.input_shapes.values()))[0] if model.input_shapes else 1
+    per_sample = sum(sizes.get(n, 0) for n in outputs) / max(1, analysed_batch)
+    return int(max(1, min(64, BATCH_BYTES // max(per_sample, 1))))
+
+
 class Tapper:
     """One ONNX Runtime session that returns the graph outputs plus the chosen intermediate tensors
     (`only_taps`: just those tensors, computing nothing else)."""
@@ -90,10 +101,7 @@ class Tapper:
         self.n_graph_outputs = len(existing)
         self.batched = batch_capable(model)
         self.session = session(proto, threads)
-        sizes = {n: int(np.prod(s)) * 4 for n, s in model.shapes.items()}
-        analysed_batch = next(iter(model.input_shapes.values()))[0] if model.input_shapes else 1
-        per_sample = sum(sizes.get(n, 0) for n in self.outputs) / max(1, analysed_batch)
-        self.batch = int(max(1, min(64, BATCH_BYTES // max(per_sample, 1)))) if self.batched else 1
+        self.batch = tap_batch(model, self.outputs)
 
     def run(self, feeds: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         feeds = dict(feeds, **(extra or {}))

@@ -176,13 +176,15 @@ def _walks(original: Model, pruned: Model, xs, ys, changes, data: CalibData, cac
     cur = _Planner(pruned, xs, data, changes)
     if cache is not None:
         steps, peak = cur.plan(walk_bytes)
-        return (Walk(steps, data, size), None, peak) if sum(s.start for s in steps) < len(xs) else None
+        walk = Walk(steps, data, size, proto=(pruned, cur.proto))
+        return (walk, None, peak) if walk.segments < len(xs) else None
     orig = _Planner(original, ys, data)
     plans = [(cur.plan(walk_bytes * share // 4), orig.plan(walk_bytes - walk_bytes * share // 4)) for share in range(5)]
     (csteps, cpeak), (osteps, opeak) = min(plans, key=lambda p: cur.macs(p[0][0]) + orig.macs(p[1][0]))
     if sum(s.start for s in csteps + osteps) == 2 * len(xs):
         return None
-    return Walk(csteps, data, size), Walk(osteps, data, size), cpeak + opeak
+    return (Walk(csteps, data, size, proto=(pruned, cur.proto)), Walk(osteps, data, size, proto=(original, orig.proto)),
+            cpeak + opeak)
 
 
 class _Planner:
@@ -207,8 +209,8 @@ def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, 
                 walk_bytes: int = WALK_BYTES) -> tuple[Model, dict]:
     """Refit the consumers of the pruned groups; returns the new model and what was done.
     `cache`: the original's tensors on `data`, computed once (it must hold every layer's x and y).
-    `walk_bytes`: what the sequential passes may keep of each model's tensors between passes (0:
-    every pass runs both models from the input)."""
+    `walk_bytes`: what the sequential passes may keep of the two models' tensors between passes
+    (walk.py; 0: every pass runs both models from the input)."""
     t0 = time.perf_counter()
     layers = find_layers(analysis, plan)
     info = {"layers": 0, "mode": mode, "samples": len(data), "rows_per_sample": rows, "lambda": lam}

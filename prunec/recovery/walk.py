@@ -57,61 +57,69 @@ def _ancestors(graph: onnx.GraphProto, names, producer: dict[str, int]) -> set[i
 def plan_walk(proto: onnx.ModelProto, targets: list[list[str]], nbytes: Callable[[list[str]], int],
               budget: int, changes: list[set[str]] | None = None) -> tuple[list[Step], int]:
     """Steps for the target lists, in segments whose kept tensors (nbytes of the names: over all
-    samples) stay within `budget` during every step and whose nodes no change (`changes[k]`: node
-    first output names changed after step k) touches once run; and the most they hold at once."""
+    samples, additive) stay within `budget` during every step and whose nodes no change
+    (`changes[k]`: node first output names changed after step k) touches once run; and the most
+    they hold at once."""
     graph = proto.graph
     changes = changes or [set() for _ in targets]
     producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
     inputs = {i.name for i in graph.input}
     needs = [_ancestors(graph, t, producer) for t in targets]
+    size: dict[str, int] = {}
 
-    def segment(s: int, e: int) -> tuple[list[Step], int]:
-        done, parts = set(), []
-        for k in range(s, e):
+    def parts(s: int):
+        """(nodes, produced, frontier) of the steps of a segment starting at s, one step at a time."""
+        done = set()
+        for k in range(s, len(targets)):
             nodes = sorted(needs[k] - done)
             done |= needs[k]
             produced = {o for i in nodes for o in graph.node[i].output if o}
             reads = set().union(*(node_reads(graph.node[i]) for i in nodes)) if nodes else set()
-            parts.append((nodes, produced, sorted({t for t in reads if t in producer or t in inputs} - produced)))
-        steps, peak, live, ran = [], 0, set(), set()
-        for k in range(s, e):
-            ran.update(graph.node[i].output[0] for i in parts[k - s][0])
-            if k + 1 < e and ran & set(changes[k]):
-                peak = STALE
-            nodes, produced, frontier = parts[k - s]
-            later = set().union(*(set(p[2]) | set(targets[m]) for m, p in enumerate(parts[k - s + 1:], k + 1)))
-            keep = sorted((produced & later) - inputs)
-            peak = max(peak, nbytes(sorted(live | set(keep))) if live | set(keep) else 0)
-            live = {t for t in live | set(keep) if t in later}
-            outputs = list(dict.fromkeys([t for t in targets[k] if t in produced] + keep))
-            steps.append(Step(list(targets[k]), [graph.node[i].output[0] for i in nodes], frontier, outputs, keep,
-                              k == s))
-        return steps, peak
+            yield nodes, produced, sorted({t for t in reads if t in producer or t in inputs} - produced)
 
     out, held, s = [], 0, 0
     while s < len(targets):
-        e = s + 1
-        while e < len(targets) and segment(s, e + 1)[1] <= budget:
-            e += 1
-        steps, peak = segment(s, e)
-        out += steps
-        held, s = max(held, peak), e
+        # extend the segment [s, e) one step at a time; a kept tensor t counts from the step that
+        # makes it to the last one that reads it (load[k]: bytes held during step s + k)
+        made, last, load, segment, ran = {}, {}, [], [], set()
+        for k, (nodes, produced, frontier) in enumerate(parts(s), s):
+            if segment and ran & set(changes[k - 1]):
+                break
+            grown = list(load) + [0]
+            for t in set(frontier) | set(targets[k]):
+                if t in made:
+                    if t not in size:
+                        size[t] = nbytes([t])
+                    for j in range(last.get(t, made[t]) + 1 if t in last else made[t], k + 1):
+                        grown[j - s] += size[t]
+            if segment and max(grown) > budget:
+                break
+            for t in set(frontier) | set(targets[k]):
+                if t in made:
+                    last[t] = k
+            made.update((t, k) for t in produced - inputs if t not in made)
+            load = grown
+            ran.update(graph.node[i].output[0] for i in nodes)
+            segment.append((nodes, produced, frontier))
+        for k, (nodes, produced, frontier) in enumerate(segment, s):
+            keep = sorted(t for t in produced if last.get(t, k) > k)
+            outputs = list(dict.fromkeys([t for t in targets[k] if t in produced] + keep))
+            out.append(Step(list(targets[k]), [graph.node[i].output[0] for i in nodes], frontier, outputs, keep, k == s))
+        held, s = max([held] + load), s + len(segment)
     return out, held
-
-
-STALE = float("inf")  # the peak of a segment that would read tensors a change made stale
 
 
 class Walk:
     """Steps of `plan_walk` run over `data` in batches of `size` samples (the same batches every step).
     `optimize`: parts run with all of ONNX Runtime's graph optimizations (they are asked only for
-    their outputs)."""
+    their outputs). `proto`: (model, model_proto(model)) where the caller has it already."""
 
-    def __init__(self, steps: list[Step], data: CalibData, size: int, optimize: bool = True):
+    def __init__(self, steps: list[Step], data: CalibData, size: int, optimize: bool = True,
+                 proto: tuple[Model, onnx.ModelProto] | None = None):
         self.steps, self.data, self.size, self.optimize = steps, data, size, optimize
         self.kept: list[dict[str, np.ndarray]] = []  # per batch: the tensors later steps read
         self.fallbacks = 0  # steps whose part ONNX Runtime could not load, run from the inputs instead
-        self._proto: tuple[Model, onnx.ModelProto] | None = None
+        self._proto = proto
 
     @property
     def segments(self) -> int:

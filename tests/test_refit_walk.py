@@ -41,11 +41,10 @@ def assert_same_refit(a, b, exact: bool):
 
 
 @pytest.fixture
-def basic_parts(monkeypatch):
-    """Part models run with the basic optimizations the plain passes' Tappers use: the same kernels,
-    so the same tensors to the bit."""
+def fused_parts(monkeypatch):
+    """Part models run with all of ONNX Runtime's fusions (not what the refit does: see _walks)."""
     real = Walk.__init__
-    monkeypatch.setattr(Walk, "__init__", lambda self, *a, **kw: real(self, *a, **dict(kw, optimize=False)))
+    monkeypatch.setattr(Walk, "__init__", lambda self, *a, **kw: real(self, *a, **dict(kw, optimize=True)))
 
 
 MODELS = {"small_cnn": lambda: (small_cnn(), load_calib(calib_arrays(48), prunec.from_proto(small_cnn()))),
@@ -53,7 +52,7 @@ MODELS = {"small_cnn": lambda: (small_cnn(), load_calib(calib_arrays(48), prunec
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_walked_passes_refit_what_the_plain_passes_refit(name, basic_parts):
+def test_walked_passes_refit_what_the_plain_passes_refit(name):
     proto, data = MODELS[name]()
     model, data, analysis, plan, pruned = _setup(proto, data)
     assert len({l.level for l in find_layers(analysis, plan)}) >= 2
@@ -64,7 +63,7 @@ def test_walked_passes_refit_what_the_plain_passes_refit(name, basic_parts):
     assert_same_refit(plain, walked, exact=True)
 
 
-def test_fused_parts_refit_the_same_to_float_precision():
+def test_fused_parts_refit_the_same_to_float_precision(fused_parts):
     model, data, analysis, plan, pruned = _setup(small_cnn(), load_calib(calib_arrays(48), prunec.from_proto(small_cnn())))
     plain, _ = reconstruct(model, analysis, plan, pruned, data, walk_bytes=0)
     walked, info = reconstruct(model, analysis, plan, pruned, data)
@@ -86,7 +85,7 @@ def test_a_stale_refit_is_caught():
         assert_same_refit(plain, wrong, exact=False)
 
 
-def test_a_small_budget_cuts_the_walk_and_no_budget_runs_the_plain_passes(basic_parts, monkeypatch):
+def test_a_small_budget_cuts_the_walk_and_no_budget_runs_the_plain_passes(monkeypatch):
     model, data, analysis, plan, pruned = _setup(branchy())
     plain, pinfo = reconstruct(model, analysis, plan, pruned, data, walk_bytes=0)
     passes = pinfo["passes"]
@@ -124,7 +123,7 @@ def test_walk_steps_yield_what_runs_from_the_input_yield():
     data = _data(model, 10)
     targets = [["r1"], ["r2", "shape3"], ["s", "x"], ["y", "z"]]
     steps, _ = plan_walk(model_proto(model), targets, lambda names: OriginalValues.nbytes(model, data, names), 2**30)
-    walk = Walk(steps, data, 4, optimize=False)
+    walk = Walk(steps, data, 4)
     assert walk.segments == 1 and walk.steps[2].frontier == ["r1", "r2"]
     assert "r1" in walk.steps[0].keep  # read again by the third step's Add
     for k, t in enumerate(targets):
@@ -146,7 +145,7 @@ def test_a_change_to_a_node_the_walk_ran_starts_a_new_segment():
     assert [s.start for s in steps] == [True, False, True]
 
 
-def test_a_part_onnx_runtime_cannot_load_runs_from_the_input(basic_parts, monkeypatch):
+def test_a_part_onnx_runtime_cannot_load_runs_from_the_input(monkeypatch):
     model, data, analysis, plan, pruned = _setup(branchy())
     plain, _ = reconstruct(model, analysis, plan, pruned, data, walk_bytes=0)
 

@@ -112,9 +112,11 @@ def plan_walk(proto: onnx.ModelProto, targets: list[list[str]], nbytes: Callable
 class Walk:
     """Steps of `plan_walk` run over `data` in batches of `size` samples (the same batches every step).
     `optimize`: parts run with all of ONNX Runtime's graph optimizations (they are asked only for
-    their outputs). `proto`: (model, model_proto(model)) where the caller has it already."""
+    their outputs) instead of the basic ones a Tapper uses: faster, but other kernels round
+    differently, so the tensors are not those of a run from the input to the bit. `proto`:
+    (model, model_proto(model)) where the caller has it already."""
 
-    def __init__(self, steps: list[Step], data: CalibData, size: int, optimize: bool = True,
+    def __init__(self, steps: list[Step], data: CalibData, size: int, optimize: bool = False,
                  proto: tuple[Model, onnx.ModelProto] | None = None):
         self.steps, self.data, self.size, self.optimize = steps, data, size, optimize
         self.kept: list[dict[str, np.ndarray]] = []  # per batch: the tensors later steps read

@@ -64,23 +64,22 @@ def test_walked_passes_refit_what_the_plain_passes_refit(name):
 
 
 def test_fused_parts_refit_the_same_to_float_precision(fused_parts):
-    model, data, analysis, plan, pruned = _setup(small_cnn(), load_calib(calib_arrays(48), prunec.from_proto(small_cnn())))
+    model, data, analysis, plan, pruned = _setup(*MODELS["small_cnn"]())
     plain, _ = reconstruct(model, analysis, plan, pruned, data, walk_bytes=0)
     walked, info = reconstruct(model, analysis, plan, pruned, data)
     assert info["walk"]["segments"] == [1, 1]
     assert_same_refit(plain, walked, exact=False)
 
 
-def test_a_stale_refit_is_caught():
-    """The check the tests above rely on: a walk that read the original where the refit must read the
-    partly refitted model (every pass's inputs from before any refit) refits differently."""
-    model, data, analysis, plan, pruned = _setup(small_cnn(), load_calib(calib_arrays(48), prunec.from_proto(small_cnn())))
+def test_a_stale_refit_is_caught(monkeypatch):
+    """The check the tests above rely on: a walk that ran the pruned model as it was before any refit
+    (no pass seeing the earlier passes' refits) refits differently."""
+    model, data, analysis, plan, pruned = _setup(*MODELS["small_cnn"]())
     plain, _ = reconstruct(model, analysis, plan, pruned, data, walk_bytes=0)
     real = Walk.step
     stale = lambda self, k, m: real(self, k, m if m is model else pruned)  # noqa: E731 - before any refit
-    import unittest.mock
-    with unittest.mock.patch.object(Walk, "step", stale):
-        wrong, _ = reconstruct(model, analysis, plan, pruned, data)
+    monkeypatch.setattr(Walk, "step", stale)
+    wrong, _ = reconstruct(model, analysis, plan, pruned, data)
     with pytest.raises(AssertionError):
         assert_same_refit(plain, wrong, exact=False)
 

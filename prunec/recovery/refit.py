@@ -132,7 +132,8 @@ def _sequential(original: Model, pruned: Model, graph, nodes: dict, layers: list
     # what each pass reads: the first level's inputs from the current model; the targets, and the later
     # levels' inputs (as in local mode: their inputs are being refitted towards those), from the original
     xs = [sorted({l.x for l in todo if l.level == chunk[0]}) for todo, chunk in zip(todos, passes)]
-    ys = [sorted({l.y for l in todo} | {l.x for l in todo if l.level != chunk[0]}) for todo, chunk in zip(todos, passes)]
+    ys = [sorted({l.y for l in todo} | {l.x for l in todo if l.level != chunk[0]})
+          for todo, chunk in zip(todos, passes)]
     walks = _walks(original, pruned, xs, ys, [{l.y for l in todo} for todo in todos], data, cache, walk_bytes)
     done, current = 0, pruned
     for k, (todo, chunk) in enumerate(zip(todos, passes)):

@@ -104,7 +104,8 @@ def plan_walk(proto: onnx.ModelProto, targets: list[list[str]], nbytes: Callable
         for k, (nodes, produced, frontier) in enumerate(segment, s):
             keep = sorted(t for t in produced if last.get(t, k) > k)
             outputs = list(dict.fromkeys([t for t in targets[k] if t in produced] + keep))
-            out.append(Step(list(targets[k]), [graph.node[i].output[0] for i in nodes], frontier, outputs, keep, k == s))
+            names = [graph.node[i].output[0] for i in nodes]
+            out.append(Step(list(targets[k]), names, frontier, outputs, keep, start=k == s))
         held, s = max([held] + load), s + len(segment)
     return out, held
 

@@ -47,15 +47,10 @@ class _Linear:
     w: np.ndarray  # [out, in]
     x: str  # the input tensor's name
 
-    @property
-    def saving_at(self):
-        out, inp = self.w.shape
-        return lambda r: 1.0 - r * (out + inp) / (out * inp)
-
 
 def candidates(model: Model) -> list[_Linear]:
-    """Gemm (alpha 1, no transA) and MatMul layers with a constant 2-D weight large enough to matter,
-    whose output is not already narrower than their input... and any rank could save MIN_SAVING."""
+    """Gemm (alpha 1, no transA) and MatMul layers with a constant 2-D float weight large enough to
+    matter, for which the smallest rank (8) would save at least MIN_SAVING of their MACs."""
     found = []
     for node in model.graph.nodes:
         if node.op not in ("Gemm", "MatMul") or len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
@@ -118,13 +113,18 @@ class Factorize:
         grams = {c.node.name: np.zeros((c.w.shape[1],) * 2) for c in found}
         tap = Tapper(model, sorted({c.x for c in found}), only_taps=True)
 
-        def add(values):
+        held = {c.node.name: [] for c in found}
+
+        def add(values):  # fit split: Gram matrices of the inputs
             for c in found:
                 x = _rows(values[c.x], c.w.shape[1])
                 grams[c.node.name] += x.T @ x
+
+        def keep(values):  # held-out split: the input rows themselves (the rank is chosen on them)
+            for c in found:
+                held[c.node.name].append(_rows(values[c.x], c.w.shape[1]))
         tap.stream(self.fit, add)
-        held = {c.node.name: [] for c in found}
-        tap.stream(self.check, lambda values: [held[c.node.name].append(_rows(values[c.x], c.w.shape[1])) for c in found])
+        tap.stream(self.check, keep)
         graph = model.graph.copy()
         nodes = {n.name: n for n in graph.nodes}
         for c in found:

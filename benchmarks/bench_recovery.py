@@ -175,7 +175,9 @@ def main() -> int:
     ap.add_argument("--macs", default="0.67,0.5", help="shares of the original MACs to keep")
     ap.add_argument("--calib", type=int, default=512)
     ap.add_argument("--eval", type=int, default=256)
-    ap.add_argument("--budget", type=float, default=600, help="distillation time budget (s)")
+    ap.add_argument("--budget", type=float, default=600,
+                    help="recovery time budget (s), as prunec's --recover-budget: the plan and refit, then "
+                         "distillation in what they left")
     ap.add_argument("--lr", type=float, default=1e-3, help="step size relative to each tensor's RMS")
     ap.add_argument("--factorize", type=float, metavar="TOL",
                     help="factorize large linear layers first (prunec --factorize TOL)")
@@ -204,7 +206,7 @@ def main() -> int:
             print(f"| {share} | {how}refit | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
             _, fit, check = fit_and_check(CalibData(bench.calib))
             t0 = time.perf_counter()
-            d, res = distill(model, pruned, fit, check, budget_s=args.budget, lr=args.lr,
+            d, res = distill(model, pruned, fit, check, budget_s=max(args.budget - t_refit, 1.0), lr=args.lr,
                              log=lambda m: print("   ", m, file=sys.stderr, flush=True))
             got = bench.predict(d)
             s = bench.score(ref, got)

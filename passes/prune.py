@@ -58,6 +58,9 @@ class Prune:
     def __init__(self, opts: PruneOptions, log=lambda s: None):
         self.opts, self.log = opts, log
         self.teacher: Model | None = None  # distill towards this model instead of the one given (factorize sets it)
+        # --recover-budget counts from here: the passes are built just before they run, so the
+        # factorization, the plan and the refit all spend the recovery budget before distillation does
+        self.started = time.perf_counter()
 
     def __call__(self, model: Model) -> tuple[Model, PruneResult]:
         opts = self.opts
@@ -71,6 +74,7 @@ class Prune:
         if opts.calibrated:
             calibrated = _Calibrated(model, opts, self.log)
             calibrated.teacher = self.teacher or model
+            calibrated.started = self.started
             pruned, plan, entries = calibrated.run(analysis)
             t_plan = t_shrink = time.perf_counter()
         else:
@@ -90,6 +94,7 @@ class Prune:
 
 
 RECOVERY = ("auto", "refit", "distill", "none")
+MIN_DISTILL_S = 20.0  # below this, distillation would spend its time compiling
 
 
 def resolve_recover(asked: str | None, data: CalibData | None, reconstruct: bool | None = None) -> str:
@@ -117,7 +122,7 @@ class _Calibrated:
     def __init__(self, model: Model, opts: PruneOptions, log):
         self.model, self.opts, self.log = model, opts, log
         self.teacher = model  # distillation's teacher
-        t0 = time.perf_counter()
+        t0 = self.started = time.perf_counter()  # when recovery began (Prune sets its own start)
         self.data: CalibData | None = None
         if opts.calib is not None:
             self.data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
@@ -151,6 +156,20 @@ class _Calibrated:
         self.allocations: list[dict] = []
         self.memos: dict = {}
 
+    def _total_budget(self) -> float:
+        from .distill import DEFAULT_BUDGET_S
+
+        return float(self.opts.recover_budget or DEFAULT_BUDGET_S)
+
+    def _distill_budget(self) -> float | None:
+        """Seconds left for distillation: the recovery budget less what the plan and refit took;
+        None when less than a tenth of it (or MIN_DISTILL_S) is left, too little to run an epoch's checks.
+        With --recover-epochs the epochs decide and the whole budget is given."""
+        if self.opts.recover_epochs is not None:
+            return self._total_budget()
+        left = self._total_budget() - (time.perf_counter() - self.started)
+        return left if left >= max(MIN_DISTILL_S, 0.1 * self._total_budget()) else None
+
     @property
     def budget(self) -> float | None:
         """The share to keep: of the MACs, or with --target-latency of the measured latency (read from
@@ -176,12 +195,19 @@ class _Calibrated:
             plans.append(plan)
             current = pruned
         recovery = None
-        if self.recover == "distill":
+        left = self._distill_budget()
+        if self.recover == "distill" and left is not None:
             from .distill import Distill
 
-            current, done = Distill(self.teacher, self.fit, self.check, budget_s=opts.recover_budget,
+            current, done = Distill(self.teacher, self.fit, self.check, budget_s=left,
                                     epochs=opts.recover_epochs, log=self.log)(current)
-            recovery = done.report()
+            recovery = dict(done.report(), budget_s=self._total_budget())
+        elif self.recover == "distill":
+            spent = time.perf_counter() - self.started
+            recovery = {"method": "refit", "budget_s": self._total_budget(),
+                        "note": f"distillation skipped: the plan and refit took {spent:.0f} s of the "
+                                f"{self._total_budget():.0f} s recovery budget (raise --recover-budget)"}
+            self.log(f"distill: {recovery['note']}")
         elif self.data is not None:
             recovery = {"method": "refit" if self.do_recon else "none"}
             if opts.recover == "auto" and self.recover == "refit":

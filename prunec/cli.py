@@ -111,7 +111,8 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
         "model to reproduce the original's outputs on the calibration inputs; needs jax: pip install "
         "'prunec[distill]'), none; auto: distill when jax is installed, else refit (default)"))
     g.add_argument("--recover-budget", type=_checked(float, lambda v: v > 0, "must be positive"), metavar="SECONDS",
-                   help="time budget for distillation (default 600 s); epochs are planned to fit it")
+                   help="time budget for the whole recovery (default 600 s): the plan, the refit and distillation, "
+                        "which gets what the others left (skipped when under a tenth is left)")
     g.add_argument("--recover-epochs", type=_positive_int, metavar="N",
                    help="distill for exactly N epochs (still stopping early on the held-out error)")
     g.add_argument("--factorize", nargs="?", const=2e-3, default=None, metavar="TOL",

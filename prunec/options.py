@@ -44,7 +44,7 @@ class PruneOptions:
     # low-rank factorization of large linear layers before pruning (passes/factorize.py; needs calib):
     # None off, else the held-out error allowed per layer as a share of its outputs' variance
     factorize: float | None = None
-    recover_budget: float | None = None  # seconds for distillation (default passes.distill.DEFAULT_BUDGET_S)
+    recover_budget: float | None = None  # seconds for the whole recovery, distillation last (default passes.distill.DEFAULT_BUDGET_S)
     recover_epochs: int | None = None  # a fixed number of distillation epochs instead of the time budget
     # zeros inside the weights after the channel pruning (passes/sparsify.py); ratio 0 = sparsity only
     sparsity: object = None  # a prunec.passes.sparsify.SparsityOptions

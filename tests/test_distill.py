@@ -186,3 +186,51 @@ def test_recover_distill_without_data_is_refused():
     model = prunec.from_proto(build("resnet18"))
     with pytest.raises(PrunecError, match="needs calibration data"):
         prune_model(model, PruneOptions(ratio=0.5, target_macs=0.5, recover="distill"))
+
+
+
+def _tiny_run(monkeypatch, budget: float, refit_s: float):
+    """prune_model with distillation on a small zoo CNN, the plan and refit made to look `refit_s`
+    long; distillation replaced by a recorder of the budget it is given."""
+    import time
+    from types import SimpleNamespace
+
+    import prunec.passes.distill as distill_pass
+    import prunec.passes.prune as prune_pass
+
+    model = prunec.from_proto(build("mobilenetv3"))
+    name = next(iter(model.input_shapes))
+    x = np.random.default_rng(0).normal(size=(24, *model.input_shapes[name][1:])).astype(np.float32)
+    shift, given = {"s": 0.0}, {}
+    monkeypatch.setattr(prune_pass, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + shift["s"]))
+    orig_refit = prune_pass._Calibrated._refit
+
+    def slow_refit(self, *a, **k):
+        out = orig_refit(self, *a, **k)
+        shift["s"] += refit_s  # the refit "took" refit_s more seconds
+        return out
+
+    class Recorder:
+        def __init__(self, *a, budget_s=None, **k):
+            given["budget_s"] = budget_s
+
+        def __call__(self, m):
+            return m, distill_pass.DistillResult(name="distill")
+    monkeypatch.setattr(prune_pass._Calibrated, "_refit", slow_refit)
+    monkeypatch.setattr(distill_pass, "Distill", Recorder)
+    _, report, _ = prune_model(model, PruneOptions(ratio=0.3, calib={name: x}, recover="distill",
+                                                   recover_budget=budget, criterion="l2"))
+    return report["recovery"], given.get("budget_s")
+
+
+def test_recover_budget_covers_plan_refit_and_distillation(monkeypatch):
+    """--recover-budget is the whole recovery's: distillation gets what the plan and refit left."""
+    rec, given = _tiny_run(monkeypatch, budget=200.0, refit_s=150.0)
+    assert rec["method"] == "distill" and rec["budget_s"] == 200.0
+    assert 20.0 <= given <= 50.0  # 200 s less the 150 s refit and the real seconds the plan took
+
+
+def test_recover_budget_spent_by_the_refit_skips_distillation(monkeypatch):
+    rec, given = _tiny_run(monkeypatch, budget=100.0, refit_s=95.0)
+    assert given is None  # never called
+    assert rec["method"] == "refit" and "distillation skipped" in rec["note"] and "100 s" in rec["note"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from prunec.errors import PrunecError
 
+from .lower_recurrent import lower_recurrent
+
 
 def onnx_signature(model, input_shapes: dict[str, list[int]]) -> dict:
     """Graph inputs (initializers excluded) with static shapes and numpy dtypes, and output names."""
@@ -38,6 +40,7 @@ def import_onnx(path: Path, input_shapes: dict[str, list[int]]):
     sig = onnx_signature(model, input_shapes)
     model = _static_fold(model, {i["name"]: i["shape"] for i in sig["inputs"]})
     model = fold_conv_bn(model, {i["name"]: i["shape"] for i in sig["inputs"]})
+    model = lower_recurrent(model, {i["name"]: i["shape"] for i in sig["inputs"]})
     shape_dict = {i["name"]: i["shape"] for i in sig["inputs"]}
     dtype_dict = {i["name"]: i["dtype"] for i in sig["inputs"]}
     import warnings

@@ -218,4 +218,5 @@ def test_tvm_compiles_a_lowered_bidirectional_lstm(tmp_path):
     for w, g in zip(_run(model, feeds), got):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     k = compiled.stats["kernels"]
-    assert k["distinct"] < k["functions"] if "functions" in k else k["distinct"] < 20
+    # identical steps share fused functions: far fewer than one per step and direction
+    assert k["functions"] < 2 * STEPS and k["distinct"] <= k["functions"]

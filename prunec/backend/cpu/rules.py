@@ -9,6 +9,7 @@ import logging
 
 from .schedule.conv import DirectConv
 from .schedule.depthwise import Depthwise, DepthwiseBlocked
+from .schedule.matmul import Matmul
 from .schedule.rest import Generic
 from .schedule.winograd import Winograd
 
@@ -19,6 +20,7 @@ RULES = [
     DirectConv(),
     Depthwise(),
     DepthwiseBlocked(),
+    Matmul(),
     Generic(),
 ]
 

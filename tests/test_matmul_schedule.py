@@ -18,6 +18,7 @@ from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_f
 CASES = [
     ("head_odd", [32, 96], 130, "Gemm", True),       # 130 = 4 panels of 32 + 2: cropped
     ("proj_3d", [6, 1, 40], 64, "MatMul", True),     # rows 6 x 1, whole panels, bias epilogue
+    ("steps_batch", [5, 2, 6], 56, "MatMul", True),  # 5 steps x batch 2: tiles of 2 rows
     ("narrow", [5, 24], 20, "Gemm", False),          # narrower than two vectors, 5 rows
     ("crop_out", [4, 16], 50, "MatMul", False),      # the crop is the function's output
     ("one_row", [1, 64], 48, "Gemm", True),          # one row: the streamed gemv
@@ -60,7 +61,7 @@ def test_packed_products_match_onnxruntime(tmp_path, mcpu):
     m = _model()
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "products.onnx", mcpu=mcpu)
     packed = scheduled_functions(scheduled, "prunec_matmul")
-    assert len(packed) == 4, packed  # every case but the one-row product and the activations
+    assert len(packed) == 5, packed  # every case but the one-row product and the activations
     assert all(packed.values()), packed
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     assert len(outs) == len(ref) == len(CASES) + 1
@@ -69,11 +70,14 @@ def test_packed_products_match_onnxruntime(tmp_path, mcpu):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-def test_row_tile_fits_half_the_registers():
+def test_row_tile_fits_the_registers_and_is_a_box():
     from prunec.backend.cpu.schedule.matmul import row_tile
 
-    assert row_tile(32, 16, 32) == 8    # 8 rows x 2 vectors: 16 of AVX-512's 32 registers
-    assert row_tile(6, 16, 32) == 6
-    assert row_tile(32, 8, 16) == 4     # AVX2: 4 rows x 2 vectors of its 16 registers
-    assert row_tile(6, 8, 16) == 3
-    assert row_tile(13, 16, 32) == 1    # a prime over the cap: one row per tile
+    assert row_tile([32], 16, 32) == 8        # 8 rows x 2 vectors: 16 of AVX-512's 32 registers
+    assert row_tile([32, 1], 16, 32) == 8     # an LSTM's steps x batch 1
+    assert row_tile([6], 16, 32) == 6
+    assert row_tile([32], 8, 16) == 4         # AVX2: 4 rows x 2 vectors of its 16 registers
+    assert row_tile([13], 16, 32) == 1        # a prime over the cap: one row per tile
+    assert row_tile([5, 2], 16, 32) == 2      # 5 of 10 rows would span (0,0)..(2,0): not a box
+    assert row_tile([4, 3], 16, 32) == 6      # two whole rows of 3
+    assert row_tile([2, 2, 3], 16, 32) == 6

@@ -10,12 +10,27 @@ from .common import has_block, inline_injective, region_buffer, register_tile
 from .rest import schedule_rest
 
 
-def row_tile(rows: int, lanes: int, panel: int) -> int:
-    """Rows per register tile, a divisor of rows: rows x (panel / lanes) accumulators in two
-    thirds of conv's budget (16 of AVX-512's 32 registers, 8 of AVX2's 16), the rest for the
-    panel's vectors and the broadcast inputs."""
+def row_tile(lead: list[int], lanes: int, panel: int) -> int:
+    """Rows per register tile: rows x (panel / lanes) accumulators in two thirds of conv's
+    budget (16 of AVX-512's 32 registers, 8 of AVX2's 16), the rest for the panel's vectors and
+    the broadcast inputs. lead: the row dims (fused into one loop); a tile must be a box in them
+    (its write-back region is, and one reaching into the next tile's rows wrote garbage there)."""
     cap = max(1, tile_registers(lanes) * 2 // 3 // max(1, panel // lanes))
-    return next(m for m in range(min(cap, rows), 0, -1) if rows % m == 0)
+    rows = 1
+    for d in lead:
+        rows *= d
+    return next(m for m in range(min(cap, rows), 0, -1) if rows % m == 0 and _box(m, lead))
+
+
+def _box(m: int, lead: list[int]) -> bool:
+    """Whether m consecutive rows of the fused row loop, starting at a multiple of m, are a box
+    of the lead dims: m is whole trailing dims times a divisor of the next one."""
+    inner = 1
+    for d in reversed(lead):
+        if m % inner == 0 and (inner * d) % m == 0:
+            return True
+        inner *= d
+    return False
 
 
 def schedule_matmul(sch, lanes, threads):
@@ -23,8 +38,8 @@ def schedule_matmul(sch, lanes, threads):
     mm = sch.get_sblock(MATMUL_BLOCK)
     *lead, n, k = sch.get_loops(mm)
     panel = int(region_buffer(sch.get(mm).reads[1]).shape[-1])  # the packed weight's
+    mr = row_tile([int(sch.get(lp).extent) for lp in lead], lanes, panel)
     rows = sch.fuse(*lead) if len(lead) > 1 else lead[0]
-    mr = row_tile(int(sch.get(rows).extent), lanes, panel)
     mo, mi = sch.split(rows, [None, mr])
     no, ni = sch.split(n, [None, panel])
     # panels outermost (and parallel): a panel stays in L2 while every row tile reads it

@@ -222,3 +222,18 @@ def test_tvm_compiles_a_lowered_bidirectional_lstm(tmp_path):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
         functions.append(compiled.stats["kernels"]["functions"])
     assert functions[0] == functions[1], functions
+
+
+def test_cli_refuses_an_unsupported_lstm_for_tvm_in_one_line(tmp_path):
+    """`prunec --target x86` on an LSTM the lowering does not cover: exit 2, one line naming the
+    node and the attribute, nothing written."""
+    from cli_helpers import run_prunec
+
+    path = tmp_path / "clip.onnx"
+    onnx.save(_recurrent("LSTM", clip=2.0), path)
+    res = run_prunec(path, "--target", "x86", "-o", tmp_path / "out")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prunec: error: LSTM node 'rnn': attribute "
+                                                   "clip=2.0 is not supported"), res.stderr
+    assert not (tmp_path / "out").exists()

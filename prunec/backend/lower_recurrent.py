@@ -137,8 +137,9 @@ def _attrs(node) -> dict:
 
 def _refuse(node, what: str):
     raise PrunecError(f"{node.op_type} node {node.name or node.output[0]!r}: {what} is not "
-                      "supported by the TVM backend's recurrent lowering (prunec/backend/"
-                      "lower_recurrent.py); ONNX Runtime runs the model as it is")
+                      "supported by prunec's recurrent lowering for TVM (prunec/backend/"
+                      "lower_recurrent.py); without --target the model is pruned for ONNX "
+                      "Runtime, which runs it")
 
 
 def _check_attrs(node, attrs: dict, nd: int) -> list[list[str]]:

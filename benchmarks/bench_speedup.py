@@ -1,8 +1,9 @@
 """Pruning speedup on x86: TVM and ONNX Runtime, original vs prunec-pruned, realistic models.
 
 Builds the pairs itself (cached under --workdir): ResNet-18 at 224 (widths 64..512),
-MobileNetV2 at 224 (the real width table, width 1.0) and the real YOLOv8n at 320 (nudenet
-320n.onnx), each pruned by prunec's own pipeline (PruneOptions(ratio, target="x86")). Then,
+MobileNetV2 at 224 (the real width table, width 1.0), the real YOLOv8n at 320 (nudenet
+320n.onnx) and ddddocr 1.6.1's text recognizer (common.onnx: conv stem, bidirectional LSTM,
+8210-class head) on a 64x256 line, each pruned by prunec's own pipeline (PruneOptions(ratio, target="x86")). Then,
 for every pair, at 0 tuning trials and (with --budget N) after tuning with N trials per pair
 (N/2 per model, one shared persistent database), prints one table:
 
@@ -22,7 +23,7 @@ with f32 forced (INFERENCE_PRECISION_HINT=f32: its default on CPUs with AVX512-B
 bf16, not like for like), the same thread count, its outputs checked against ONNX Runtime's;
 without it its columns show "-".
 
-  python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n] [--ratio 0.5]
+  python benchmarks/bench_speedup.py [--models resnet18,mobilenetv2,yolov8n,ddddocr] [--ratio 0.5]
       [--budget 64] [--threads 2] [--repeat 3] [--rounds 8] [--tuning-db DIR] [--json out.json]
 
 Timing (as `prunec --target x86` does it): the runs of a row (ORT, OpenVINO and TVM, original
@@ -95,6 +96,10 @@ def _original(name: str):
         from models.fetch_pypi import nudenet_yolov8n_path
 
         return onnx.load(str(nudenet_yolov8n_path())), {"images": [1, 3, 320, 320]}
+    if name == "ddddocr":  # conv stem, bidirectional LSTM (lowered before TVM's import), CTC head
+        from models.fetch_pypi import ddddocr_path
+
+        return onnx.load(str(ddddocr_path("common.onnx"))), {"input1": [1, 1, 64, 256]}
     raise SystemExit(f"unknown model {name!r}")
 
 
@@ -208,7 +213,7 @@ def make_pair(name: str, ratio: float, workdir: Path, log=print) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="resnet18,mobilenetv2,yolov8n")
+    p.add_argument("--models", default="resnet18,mobilenetv2,yolov8n,ddddocr")
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--budget", type=int, default=0,
                    help="also measure after tuning with this many trials per pair")

@@ -224,6 +224,28 @@ def test_tvm_compiles_a_lowered_bidirectional_lstm(tmp_path):
     assert functions[0] == functions[1], functions
 
 
+
+@pytest.mark.parametrize("op,kwargs", [
+    ("GRU", {"direction": "reverse", "linear_before_reset": 1, "runtime_h0": True}),
+    ("GRU", {"direction": "bidirectional", "initial": True}),
+    ("RNN", {"direction": "bidirectional", "activations": ["Relu", "Tanh"]}),
+])
+def test_tvm_runs_gru_and_rnn(tmp_path, op, kwargs):
+    pytest.importorskip("tvm")
+    import tvm
+    from tvm import relax
+
+    import prunec
+
+    model = _recurrent(op, **kwargs)
+    feeds = _feeds(model)
+    compiled = prunec.compile(model, "x86", threads=1, tuning_db=str(tmp_path / "db"))
+    vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
+    got = vm["main"](*[tvm.runtime.tensor(feeds[i["name"]])
+                       for i in compiled.signature["inputs"]])
+    for i, w in enumerate(_run(model, feeds)):
+        np.testing.assert_allclose(got[i].numpy(), w, rtol=1e-5, atol=1e-5)
+
 def test_cli_refuses_an_unsupported_lstm_for_tvm_in_one_line(tmp_path):
     """`prunec --target x86` on an LSTM the lowering does not cover: exit 2, the error as one
     line (after any progress lines of a slow host) naming the node and the attribute, nothing

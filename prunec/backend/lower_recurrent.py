@@ -204,8 +204,7 @@ def _lower(node, b: _Builder, shapes: dict, consts: dict) -> None:
     wb, rb = bias[:, :gates * hidden], bias[:, gates * hidden:]
     x_bias = wb + rb
     if lbr:
-        x_bias = x_bias.copy()
-        x_bias[:, 2 * hidden:] -= rb[:, 2 * hidden:]
+        x_bias[:, 2 * hidden:] = wb[:, 2 * hidden:]
     wt = np.concatenate([w[d].T for d in range(nd)], axis=1)  # [input, nd*gates*hidden]
     xw = b.op("Add", [b.op("MatMul", [node.input[0], b.const(wt)]),
                       b.const(x_bias.reshape(-1))])

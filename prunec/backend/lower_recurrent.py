@@ -90,6 +90,7 @@ class _Builder:
     def __init__(self, node, opset: int, serial: int):
         self.prefix = f"{node.name or node.output[0]}.lowered{serial}"
         self.opset, self.nodes, self.inits, self._n = opset, [], [], 0
+        self._index: dict[tuple, str] = {}
 
     def _name(self) -> str:
         self._n += 1
@@ -108,6 +109,27 @@ class _Builder:
         out = out or self._name()
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
+
+    def gates(self, x: str, sizes: list[int], axis: int) -> list[str]:
+        """x cut into consecutive pieces along axis, as one Slice per piece: each slice fuses
+        into the elementwise kernel that reads it, where a Split per step stayed a function of
+        its own (two per step: the schedule phase grew with the sequence length)."""
+        outs, lo = [], 0
+        for size in sizes:
+            outs.append(self._slice(x, lo, lo + size, axis))
+            lo += size
+        return outs
+
+    def _slice(self, x: str, lo: int, hi: int, axis: int) -> str:
+        if self.opset < 10:
+            return self.op("Slice", [x], starts=[lo], ends=[hi], axes=[axis])
+        return self.op("Slice", [x] + [self._ints(v) for v in (lo, hi, axis)])
+
+    def _ints(self, v: int) -> str:
+        """A one-element int64 initializer, shared by every step."""
+        if (v,) not in self._index:
+            self._index[(v,)] = self.const(np.array([v], np.int64))
+        return self._index[(v,)]
 
     def split(self, x: str, sizes: list[int], axis: int) -> list[str]:
         from onnx import helper
@@ -267,7 +289,7 @@ def _lstm_step(cell: _Cell, x: str, h, c):
     b, n = cell.b, cell.hidden
     f_act, g_act, h_act = cell.acts
     pre = x if h is None else b.op("Add", [x, b.op("MatMul", [h, cell.rt(0, 4 * n)])])
-    gi, go, gf, gc = b.split(pre, [n] * 4, axis=2)  # ONNX's gate order: i, o, f, c
+    gi, go, gf, gc = b.gates(pre, [n] * 4, axis=2)  # ONNX's gate order: i, o, f, c
     if cell.peep is not None and c is not None:
         gi = b.op("Add", [gi, b.op("Mul", [c, cell.peep[0]])])
         gf = b.op("Add", [gf, b.op("Mul", [c, cell.peep[2]])])
@@ -281,20 +303,20 @@ def _lstm_step(cell: _Cell, x: str, h, c):
 def _gru_step(cell: _Cell, x: str, h, _c):
     b, n = cell.b, cell.hidden
     f_act, g_act = cell.acts
-    xzr, xh = b.split(x, [2 * n, n], axis=2)  # ONNX's gate order: z, r, h
+    xzr, xh = b.gates(x, [2 * n, n], axis=2)  # ONNX's gate order: z, r, h
     if cell.lbr:
         if h is None:
             rzr, rh = None, b.const(cell.rb_h)
         else:
             rec = b.op("Add", [b.op("MatMul", [h, cell.rt(0, 3 * n)]), cell.rec_bias()])
-            rzr, rh = b.split(rec, [2 * n, n], axis=2)
+            rzr, rh = b.gates(rec, [2 * n, n], axis=2)
         zr = b.op(f_act, [xzr if rzr is None else b.op("Add", [xzr, rzr])])
-        z, r = b.split(zr, [n, n], axis=2)
+        z, r = b.gates(zr, [n, n], axis=2)
         cand = b.op(g_act, [b.op("Add", [xh, b.op("Mul", [r, rh])])])
     else:
         zr = b.op(f_act, [xzr if h is None else
                           b.op("Add", [xzr, b.op("MatMul", [h, cell.rt(0, 2 * n)])])])
-        z, r = b.split(zr, [n, n], axis=2)
+        z, r = b.gates(zr, [n, n], axis=2)
         cand = b.op(g_act, [xh if h is None else
                             b.op("Add", [xh, b.op("MatMul", [b.op("Mul", [r, h]),
                                                              cell.rt(2 * n, 3 * n)])])])

@@ -261,3 +261,26 @@ def test_cli_refuses_an_unsupported_lstm_for_tvm_in_one_line(tmp_path):
                                 "supported"), res.stderr
     assert sum(line.startswith("prunec: error") for line in lines) == 1, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_real_ddddocr_recognizer_on_tvm(ddddocr_model, tmp_path):
+    """ddddocr 1.6.1's recognizer (bidirectional LSTM, 32 steps at width 256) compiled by the TVM
+    backend: the logits agree with ONNX Runtime's, and the steps share their functions."""
+    pytest.importorskip("tvm")
+    import tvm
+    from tvm import relax
+
+    import prunec
+
+    path = ddddocr_model("common.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 1, 64, 256)).astype(np.float32)
+    compiled = prunec.compile(str(path), "x86", threads=1, tuning_db=str(tmp_path / "db"),
+                              input_shapes={"input1": [1, 1, 64, 256]})
+    got = relax.VirtualMachine(compiled.executable, tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input1": x})[0]
+    assert got.shape == want.shape == (32, 1, 8210)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-4)
+    assert compiled.stats["kernels"]["functions"] < 40  # not one set per step

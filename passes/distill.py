@@ -35,6 +35,10 @@ FEATURE_WEIGHT = 1.0  # weight of the inner-tensor term against the output term
 MAX_EPOCHS = 200
 PATIENCE = 6  # epochs without a better held-out loss before stopping
 CHECKS_PER_EPOCH = 4  # held-out checks per epoch
+# Samples per step: 8 scored at least as well as 16 on all three models measured in session 9
+# (YOLOv8n 2x box F1 0.884 vs 0.872, ddddocr 2x exact match 0.700 vs 0.694, Fashion-MNIST
+# -0.63 vs -0.70 points) at the same throughput: twice the updates in a time budget.
+BATCH = 8
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Distill:
     name = "distill"
 
     def __init__(self, original: Model, fit: CalibData, check: CalibData, *, budget_s: float | None = None,
-                 epochs: int | None = None, lr: float = 1e-3, batch: int = 16, log=lambda s: None,
+                 epochs: int | None = None, lr: float = 1e-3, batch: int = BATCH, log=lambda s: None,
                  features: list[Feature] | None = None):
         self.original, self.fit, self.check = original, fit, check
         self.kw = dict(budget_s=budget_s, epochs=epochs, lr=lr, batch=batch, log=log, features=features)
@@ -143,7 +147,7 @@ def channel_weights(target: np.ndarray, segments: list[int] | None = None) -> np
 
 def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             budget_s: float | None = None, epochs: int | None = None, lr: float = 1e-3,
-            batch: int = 16, seed: int = 0, log=lambda s: None, progress=None,
+            batch: int = BATCH, seed: int = 0, log=lambda s: None, progress=None,
             relative_lr: bool = True, features: list[Feature] | None = None,
             feature_weight: float = FEATURE_WEIGHT) -> tuple[Model, DistillResult]:
     """Returns the distilled student (a new Model) and what was done. `features`: inner tensors the

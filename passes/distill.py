@@ -35,10 +35,9 @@ FEATURE_WEIGHT = 1.0  # weight of the inner-tensor term against the output term
 MAX_EPOCHS = 200
 PATIENCE = 6  # epochs without a better held-out loss before stopping
 CHECKS_PER_EPOCH = 4  # held-out checks per epoch
-# Samples per step: 8 scored at least as well as 16 on all three models measured in session 9
-# (YOLOv8n 2x box F1 0.884 vs 0.872, ddddocr 2x exact match 0.700 vs 0.694, Fashion-MNIST
-# -0.63 vs -0.70 points) at the same throughput: twice the updates in a time budget.
-BATCH = 8
+# Samples per step. 8 was measured against 16 in session 9 (docs/accuracy.md): better scores at 2x
+# on three models, worse at 1.5x on YOLOv8n, held-out losses either way; 16 stays.
+BATCH = 16
 
 
 @dataclass

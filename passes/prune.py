@@ -72,9 +72,7 @@ class Prune:
                                              criterion="none (sparsity only)",
                                              timing={"analyze": t_analyze - t0, "plan": 0.0, "shrink": 0.0})
         if opts.calibrated:
-            calibrated = _Calibrated(model, opts, self.log)
-            calibrated.teacher = self.teacher or model
-            calibrated.started = self.started
+            calibrated = _Calibrated(model, opts, self.log, teacher=self.teacher, started=self.started)
             pruned, plan, entries = calibrated.run(analysis)
             t_plan = t_shrink = time.perf_counter()
         else:
@@ -119,10 +117,17 @@ def resolve_recover(asked: str | None, data: CalibData | None, reconstruct: bool
 class _Calibrated:
     """The rounds of a calibrated run (one per --steps), on the data the options name."""
 
-    def __init__(self, model: Model, opts: PruneOptions, log):
+    def __init__(self, model: Model, opts: PruneOptions, log, teacher: Model | None = None,
+                 started: float | None = None):
+        """teacher: distillation's (default the model); started: when the recovery budget began
+        (default now)."""
+        from .distill import DEFAULT_BUDGET_S
+
         self.model, self.opts, self.log = model, opts, log
-        self.teacher = model  # distillation's teacher
-        t0 = self.started = time.perf_counter()  # when recovery began (Prune sets its own start)
+        self.teacher = teacher or model
+        t0 = time.perf_counter()
+        self.started = t0 if started is None else started
+        self.recovery_budget = float(opts.recover_budget or DEFAULT_BUDGET_S)  # seconds, distillation included
         self.data: CalibData | None = None
         if opts.calib is not None:
             self.data = load_calib(opts.calib, model, opts.preprocess, opts.calib_samples)
@@ -156,19 +161,30 @@ class _Calibrated:
         self.allocations: list[dict] = []
         self.memos: dict = {}
 
-    def _total_budget(self) -> float:
-        from .distill import DEFAULT_BUDGET_S
-
-        return float(self.opts.recover_budget or DEFAULT_BUDGET_S)
-
     def _distill_budget(self) -> float | None:
         """Seconds left for distillation: the recovery budget less what the plan and refit took;
         None when less than a tenth of it (or MIN_DISTILL_S) is left, too little to run an epoch's checks.
         With --recover-epochs the epochs decide and the whole budget is given."""
         if self.opts.recover_epochs is not None:
-            return self._total_budget()
-        left = self._total_budget() - (time.perf_counter() - self.started)
-        return left if left >= max(MIN_DISTILL_S, 0.1 * self._total_budget()) else None
+            return self.recovery_budget
+        left = self.recovery_budget - (time.perf_counter() - self.started)
+        return left if left >= max(MIN_DISTILL_S, 0.1 * self.recovery_budget) else None
+
+    def _distill(self, current: Model) -> dict:
+        """The recovery entry of distilling `current` in what is left of the budget (with the
+        distilled model under "model"), or of skipping it when too little is left."""
+        left = self._distill_budget()
+        if left is None:
+            spent = time.perf_counter() - self.started
+            note = (f"distillation skipped: the plan and refit took {spent:.0f} s of the "
+                    f"{self.recovery_budget:.0f} s recovery budget (raise --recover-budget)")
+            self.log(f"distill: {note}")
+            return {"method": "refit", "budget_s": self.recovery_budget, "note": note}
+        from .distill import Distill
+
+        distilled, done = Distill(self.teacher, self.fit, self.check, budget_s=left,
+                                  epochs=self.opts.recover_epochs, log=self.log)(current)
+        return dict(done.report(), budget_s=self.recovery_budget, model=distilled)
 
     @property
     def budget(self) -> float | None:
@@ -195,19 +211,9 @@ class _Calibrated:
             plans.append(plan)
             current = pruned
         recovery = None
-        left = self._distill_budget()
-        if self.recover == "distill" and left is not None:
-            from .distill import Distill
-
-            current, done = Distill(self.teacher, self.fit, self.check, budget_s=left,
-                                    epochs=opts.recover_epochs, log=self.log)(current)
-            recovery = dict(done.report(), budget_s=self._total_budget())
-        elif self.recover == "distill":
-            spent = time.perf_counter() - self.started
-            recovery = {"method": "refit", "budget_s": self._total_budget(),
-                        "note": f"distillation skipped: the plan and refit took {spent:.0f} s of the "
-                                f"{self._total_budget():.0f} s recovery budget (raise --recover-budget)"}
-            self.log(f"distill: {recovery['note']}")
+        if self.recover == "distill":
+            recovery = self._distill(current)
+            current = recovery.pop("model", current)  # absent when distillation was skipped
         elif self.data is not None:
             recovery = {"method": "refit" if self.do_recon else "none"}
             if opts.recover == "auto" and self.recover == "refit":

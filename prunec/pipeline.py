@@ -58,9 +58,9 @@ class _FactorizeWithCalib:
     def __call__(self, model: Model):
         from prunec.passes.factorize import Factorize
 
-        self.prune.teacher = model  # distillation then reproduces the model as given, not its factorized form
         from .recovery.data import fit_and_check
 
+        self.prune.teacher = model  # distillation then reproduces the model as given, not its factorized form
         _, fit, check = fit_and_check(_calib_for(model, self.opts))
         with progress.phase("low-rank factorization of large linear layers"):
             return Factorize(fit, check, self.opts.factorize, log=self.log)(model)

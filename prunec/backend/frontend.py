@@ -38,10 +38,10 @@ def import_onnx(path: Path, input_shapes: dict[str, list[int]]):
 
     model = onnx.load(str(path))
     sig = onnx_signature(model, input_shapes)
-    model = _static_fold(model, {i["name"]: i["shape"] for i in sig["inputs"]})
-    model = fold_conv_bn(model, {i["name"]: i["shape"] for i in sig["inputs"]})
-    model = lower_recurrent(model, {i["name"]: i["shape"] for i in sig["inputs"]})
     shape_dict = {i["name"]: i["shape"] for i in sig["inputs"]}
+    model = _static_fold(model, shape_dict)
+    model = fold_conv_bn(model, shape_dict)
+    model = lower_recurrent(model, shape_dict)
     dtype_dict = {i["name"]: i["dtype"] for i in sig["inputs"]}
     import warnings
 

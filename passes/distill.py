@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from onnx import numpy_helper
 
 from prunec.errors import PrunecError
 from prunec.graph import Model
@@ -54,6 +55,7 @@ class DistillResult(PassResult):
     fit_samples: int = 0
     check_samples: int = 0
     trained_tensors: int = 0
+    frozen_tensors: int = 0  # weights of the unpruned prefix, which still computes the teacher's tensors exactly
     inner_targets: int = 0  # inner tensors matched to the teacher's besides the outputs
     output_error_before: float | None = None  # prunec's relative output error on the held-out split
     output_error_after: float | None = None
@@ -148,9 +150,11 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             budget_s: float | None = None, epochs: int | None = None, lr: float = 1e-3,
             batch: int = BATCH, seed: int = 0, log=lambda s: None, progress=None,
             relative_lr: bool = True, features: list[Feature] | None = None,
-            feature_weight: float = FEATURE_WEIGHT) -> tuple[Model, DistillResult]:
+            feature_weight: float = FEATURE_WEIGHT, freeze_exact: bool = True) -> tuple[Model, DistillResult]:
     """Returns the distilled student (a new Model) and what was done. `features`: inner tensors the
-    student also learns to reproduce (the teacher's kept channels), besides the outputs."""
+    student also learns to reproduce (the teacher's kept channels), besides the outputs.
+    `freeze_exact`: leave untrained the layers that still compute exactly the teacher's tensors
+    (unpruned_prefix), so no gradient flows through them."""
     from prunec.onnx_jax import JaxGraph, require_jax
 
     jax = require_jax()
@@ -197,7 +201,8 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     grad_fn = jax.jit(jax.value_and_grad(train_loss))
     eval_fn = jax.jit(batch_loss)
 
-    params = {k: jnp.asarray(v) for k, v in net.params().items()}
+    frozen = unpruned_prefix(teacher, net) if freeze_exact else set()
+    params = {k: jnp.asarray(v) for k, v in net.params().items() if k not in frozen}
     n = len(fit)
     batch = max(1, min(batch, n))
     steps_per_epoch = len(_batches(fit.sizes, batch))
@@ -231,7 +236,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     scale = {k: (max(float(jnp.sqrt(jnp.mean(jnp.square(v)))), 1e-3) if relative_lr else 1.0)
              for k, v in params.items()}
     warmup = max(1, min(steps_per_epoch, 50)) if relative_lr else 1
-    log(f"distill: {len(net.trainable)} tensors, {len(features)} inner targets, {n} fit / {len(check)} held-out samples, held-out loss "
+    log(f"distill: {len(params)} tensors ({len(frozen)} of the unpruned prefix frozen), {len(features)} inner targets, {n} fit / {len(check)} held-out samples, held-out loss "
         f"{before:.4g}, budget {budget_s:.0f} s")
     while step < planned:
         t_chunk = time.perf_counter()
@@ -278,9 +283,42 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
                            best_epoch=round(best_step / steps_per_epoch, 2), steps=step, batch=batch, lr=lr,
                            time_s=time.perf_counter() - t_start, compile_s=compile_s, stopped=stopped,
                            held_out_loss_before=before, held_out_loss_after=best_loss,
-                           fit_samples=n, check_samples=len(check), trained_tensors=len(params),
+                           fit_samples=n, check_samples=len(check), trained_tensors=len(params), frozen_tensors=len(frozen),
                            inner_targets=len(features) if feature_loss is not None else 0)
     return out, result
+
+
+def unpruned_prefix(teacher: Model, net) -> set[str]:
+    """The trainable tensors of the student's nodes that compute exactly what the teacher's do: the
+    same node (name, op, attributes, inputs, outputs) whose inputs are the model's inputs, constants
+    equal to the teacher's, or outputs of such nodes. Typically the stem that the floors keep whole:
+    it is the most expensive part of a training step (full resolution) and already the teacher's,
+    so it is left as it is and the backward pass stops where pruning begins."""
+    tproto = teacher.to_proto()
+    tconsts = {i.name: i for i in tproto.graph.initializer}
+    tnodes = {n.name: n for n in tproto.graph.node if n.name}
+    exact = set(net.inputs)
+    same_const: dict[str, bool] = {}
+
+    def const_is_teachers(name: str) -> bool:
+        if name not in same_const:
+            t = tconsts.get(name)
+            same_const[name] = t is not None and np.array_equal(numpy_helper.to_array(t), net.consts[name])
+        return same_const[name]
+
+    frozen, used_elsewhere = set(), set()
+    for node in net.nodes:
+        twin = tnodes.get(node.name)
+        same = twin is not None and twin.op_type == node.op_type and list(twin.input) == list(node.input) \
+            and list(twin.output) == list(node.output) \
+            and [a.SerializeToString() for a in twin.attribute] == [a.SerializeToString() for a in node.attribute] \
+            and all(not i or i in exact or (i in net.consts and const_is_teachers(i)) for i in node.input)
+        if same:
+            exact.update(o for o in node.output if o)
+            frozen.update(i for i in node.input if i in net.consts)
+        else:
+            used_elsewhere.update(i for i in node.input if i in net.consts)
+    return (frozen - used_elsewhere) & set(net.trainable)
 
 
 @dataclass

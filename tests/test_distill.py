@@ -234,3 +234,32 @@ def test_recover_budget_spent_by_the_refit_skips_distillation(monkeypatch):
     rec, given = _tiny_run(monkeypatch, budget=100.0, refit_s=95.0)
     assert given is None  # never called
     assert rec["method"] == "refit" and "distillation skipped" in rec["note"] and "100 s" in rec["note"]
+
+
+def test_the_unpruned_prefix_is_frozen_and_stays_the_teachers():
+    """Layers that still compute the teacher's tensors exactly (here the stem, excluded from pruning)
+    are not trained: their weights come back unchanged, the pruned layers' do not."""
+    from prunec.passes.distill import distill, unpruned_prefix
+
+    model = prunec.from_proto(build("resnet18"))
+    teacher_net = JaxGraph(model.to_proto())
+    assert unpruned_prefix(model, teacher_net) == set(teacher_net.trainable)  # the teacher is all prefix
+    stem = next(n for n in model.graph.nodes if n.op == "Conv")
+    pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5, exclude=[stem.name]))
+    net = JaxGraph(pruned.to_proto())
+    frozen = unpruned_prefix(model, net)
+    stem_weight = stem.inputs[1].name
+    assert stem_weight in frozen and len(frozen) < len(net.trainable)
+    for name in frozen:  # only tensors equal to the teacher's
+        assert np.array_equal(net.consts[name], teacher_net.consts[name])
+    rng = np.random.default_rng(0)
+    name = next(iter(model.input_shapes))
+    x = rng.normal(size=(24, *model.input_shapes[name][1:])).astype(np.float32)
+    fit, check = CalibData({name: x[:16]}), CalibData({name: x[16:]})
+    out, res = distill(model, pruned, fit, check, epochs=3, batch=8)
+    assert res.frozen_tensors == len(frozen) and res.trained_tensors == len(net.trainable) - len(frozen)
+    trained = JaxGraph(out.to_proto()).consts
+    assert all(np.array_equal(trained[k], net.consts[k]) for k in frozen)
+    assert any(not np.array_equal(trained[k], net.consts[k]) for k in set(net.trainable) - frozen)
+    _, every = distill(model, pruned, fit, check, epochs=1, batch=8, freeze_exact=False)
+    assert every.frozen_tensors == 0 and every.trained_tensors == len(net.trainable)

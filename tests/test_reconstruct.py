@@ -169,6 +169,25 @@ def test_target_macs_budget_and_floors(setup):
             assert g.id not in plan.groups
 
 
+
+def test_no_group_is_cut_past_its_deepest_probe(setup):
+    """A group whose probes all cost almost nothing is still cut no further than its deepest probe:
+    beyond it the curve would be an extrapolation, not a measurement."""
+    _, _, analysis = setup
+    groups = [g for g in analysis.prunable_groups if g.size >= 16]
+    scores = {g.id: np.arange(g.size, dtype=float) for g in groups}
+    cheap = groups[0]
+    sens = {g.id: [(g.size // 4, 1.0), (g.size // 2, 2.0), (3 * g.size // 4, 3.0)] for g in groups}
+    sens[cheap.id] = [(cheap.size // 4, 1e-6), (cheap.size // 2, 2e-6), (3 * cheap.size // 4, 3e-6)]
+    plan = budget_plan(analysis, scores, 0.3, sens, round_to=1, floors=Floors(protect=False, max_ratio=0.95))
+    assert len(plan.groups.get(cheap.id, [])) == 3 * cheap.size // 4
+    for g in groups:
+        assert len(plan.groups.get(g.id, [])) <= max(n for n, _ in sens[g.id])
+    # without measured curves (data-free shares) only the floors' max_ratio limits the cut
+    free = budget_plan(analysis, {**scores, cheap.id: np.r_[np.zeros(cheap.size - 1), 1e6]}, 0.3, round_to=1,
+                       floors=Floors(protect=False, max_ratio=0.95))
+    assert len(free.groups.get(cheap.id, [])) > 3 * cheap.size // 4
+
 def test_prune_model_with_steps_and_target(setup):
     model, data, _ = setup
     _, r1, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, protect=False))

@@ -164,6 +164,12 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     if len(fit) == 0:
         raise PrunecError("distillation needs calibration samples (--calib)")
     net = JaxGraph(student.to_proto())
+    frozen = unpruned_prefix(teacher, net) if freeze_exact else set()
+    if not set(net.trainable) - frozen:
+        log("distill: every layer still computes the teacher's tensors; nothing to train")
+        return student, DistillResult(name="distill", stopped="nothing to train: the model computes the teacher's tensors",
+                                      time_s=time.perf_counter() - t_start, fit_samples=len(fit),
+                                      check_samples=len(check), frozen_tensors=len(frozen))
     outs = net.outputs
     float_outs = [o for o in outs if o in {v.name for v in teacher.graph.outputs}]
     # one entry per shape group of the calibration data (batches never mix shapes)
@@ -201,7 +207,6 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     grad_fn = jax.jit(jax.value_and_grad(train_loss))
     eval_fn = jax.jit(batch_loss)
 
-    frozen = unpruned_prefix(teacher, net) if freeze_exact else set()
     params = {k: jnp.asarray(v) for k, v in net.params().items() if k not in frozen}
     n = len(fit)
     batch = max(1, min(batch, n))

@@ -263,3 +263,14 @@ def test_the_unpruned_prefix_is_frozen_and_stays_the_teachers():
     assert any(not np.array_equal(trained[k], net.consts[k]) for k in set(net.trainable) - frozen)
     _, every = distill(model, pruned, fit, check, epochs=1, batch=8, freeze_exact=False)
     assert every.frozen_tensors == 0 and every.trained_tensors == len(net.trainable)
+
+
+def test_an_unpruned_student_has_nothing_to_train():
+    from prunec.passes.distill import distill
+
+    model = prunec.from_proto(build("resnet18"))
+    name = next(iter(model.input_shapes))
+    x = np.random.default_rng(0).normal(size=(8, *model.input_shapes[name][1:])).astype(np.float32)
+    out, res = distill(model, model, CalibData({name: x[:6]}), CalibData({name: x[6:]}), epochs=2, batch=4)
+    assert out is model and res.steps == 0 and res.trained_tensors == 0
+    assert res.frozen_tensors == len(JaxGraph(model.to_proto()).trainable) and "nothing to train" in res.stopped

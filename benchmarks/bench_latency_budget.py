@@ -3,8 +3,10 @@
 Each model is pruned with calibration data and least-squares refit (`--recover refit`) once per budget
 (one calibrated flow for all, as `prunec sweep`: statistics, scores and probes are measured once):
 `--target-macs F` for each F in --macs, `--target-latency F` for each F in --latency. Then the original
-and every pruned model are compiled for x86 (zero trials) and timed in interleaved rounds (best round's
-median; the host is shared, so the load average is printed before and after). Accuracy proxies: the
+and every pruned model are compiled for x86 (zero trials) and timed as the latency budget times them
+(prunec/backend/latency_table.py ModelTimer: one runtime thread, the calling thread's CPU time,
+interleaved rounds of >= 0.1 s each, fastest round; the median round is printed beside it; the host
+is shared, so the load average is printed before and after). Accuracy proxies: the
 held-out output error against the original (report.json calibration.output_error) and the task score
 (YOLOv8n: F1 of the detections against the original's; recognizer: exact match with the original's text).
 
@@ -107,33 +109,44 @@ def main(argv=None) -> int:
 
 
 def time_interleaved(paths: dict, shape: dict, tuning_db, rounds: int, tmp: Path):
-    """TVM x86 latency of each model, in interleaved rounds; the load average before and after."""
-    import prunec
-    from prunec.backend import measure
+    """TVM x86 latency of each model as the latency budget times it (one thread, thread CPU time,
+    interleaved rounds): {name: {"fastest", "median", "rounds"}}; the load average before and after."""
+    import statistics
 
-    load0 = os.getloadavg()
-    samplers = {}
+    import onnx
+
+    from prunec.backend.latency_table import ModelTimer
+    from prunec.backend.options import BackendOptions
+
+    timer = ModelTimer(BackendOptions(target="x86", tuning_db=tuning_db).check())
     for name, path in paths.items():
-        c = prunec.compile(path, "x86", tuning_db=tuning_db, input_shapes=shape)
-        lib = c.export(tmp / (name.replace(" ", "_") + ".so"))
-        inputs = measure.make_inputs(c.signature)
-        samplers[name] = measure.tvm_sampler(lib, c.signature, inputs, min_repeat_ms=100)[0]
-    timed = measure.timed_rounds(samplers, 3, rounds)
-    return (load0, os.getloadavg()), timed
+        timer.add(name, onnx.load(str(path)), shape)
+    load0 = os.getloadavg()
+    timer.time(rounds=rounds)
+    load1 = os.getloadavg()
+    timed = {name: {"fastest": min(ms), "median": statistics.median(ms), "rounds": [round(x, 3) for x in ms]}
+             for name, ms in timer.rounds.items()}
+    if timer.calling_thread_share < 0.9:
+        print(f"  warning: {1 - timer.calling_thread_share:.0%} of the CPU time ran outside the calling thread")
+    return (load0, load1), timed
 
 
 def table(title: str, rows: list, timed: dict, load0, load1, rounds: int) -> dict:
     """Print (and return) each run's TVM ms and share of the original's beside its accuracy proxies."""
-    base = timed["original"]["median"]
-    print(f"  TVM x86 latency, best of {rounds} interleaved rounds; load average {load0[0]:.1f} -> {load1[0]:.1f}")
-    print(f"  {'run':<14} {'ms':>8} {'share':>6} {'MACs sh':>7} {'out err':>8} {'score':>6}")
-    print(f"  {'original':<14} {base:8.3f} {1:6.3f} {1:7.3f} {0:8.4f} {1:6.3f}")
+    base, base_med = timed["original"]["fastest"], timed["original"]["median"]
+    print(f"  TVM x86, 1 thread, thread CPU time: fastest (median) of {rounds} interleaved rounds; "
+          f"load average {load0[0]:.1f} -> {load1[0]:.1f}")
+    print(f"  {'run':<14} {'ms':>8} {'share':>6} {'med sh':>6} {'pred sh':>7} {'MACs sh':>7} {'out err':>8} {'score':>6}")
+    print(f"  {'original':<14} {base:8.3f} {1:6.3f} {1:6.3f} {'':>7} {1:7.3f} {0:8.4f} {1:6.3f}")
     for row in rows:
-        ms = timed[row["run"]]["median"]
-        row.update(tvm_ms=ms, tvm_share=ms / base, round_medians=timed[row["run"]]["round_medians"])
-        print(f"  {row['run']:<14} {ms:8.3f} {ms / base:6.3f} {row['macs_share']:7.3f} "
+        t = timed[row["run"]]
+        pred = (row.get("latency_budget") or {}).get("predicted_share")
+        row.update(tvm_ms=t["fastest"], tvm_share=t["fastest"] / base, tvm_median_share=t["median"] / base_med,
+                   round_ms=t["rounds"])
+        print(f"  {row['run']:<14} {t['fastest']:8.3f} {row['tvm_share']:6.3f} {row['tvm_median_share']:6.3f} "
+              f"{'' if pred is None else f'{pred:.3f}':>7} {row['macs_share']:7.3f} "
               f"{row['output_error']:8.4f} {row['score']:6.3f}")
-    return {"model": title, "original_ms": base, "original_round_medians": timed["original"]["round_medians"],
+    return {"model": title, "original_ms": base, "original_rounds": timed["original"]["rounds"],
             "load": [load0[0], load1[0]], "rows": rows}
 
 

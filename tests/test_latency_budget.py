@@ -175,3 +175,88 @@ def test_a_model_tvm_cannot_compile_is_one_line_exit_2(tmp_path):
     assert res.returncode == 2, res.stderr
     assert lines[-1].startswith("prunec: error:") and "Celu" in lines[-1] and "--target-macs" in lines[-1], res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_table_keys_name_the_timing_method(monkeypatch):
+    """Entries timed another way (2-thread wall time before) are never read as this clock's."""
+    import prunec.backend.latency_table as lt
+
+    wl = lt.Workload("MatMul", (4, 8), (8, 16), (), False, 1, 0)
+    key = wl.key("t")
+    monkeypatch.setattr(lt, "METHOD", "wall-2t")
+    assert wl.key("t") != key
+
+
+def _recurrent_table(analysis, step_us):
+    """A fake table with every workload of the graph: weighted layers flat at 10 µs, recurrent
+    projections at 1 µs per kept output, steps at step_us(hidden)."""
+    from prunec.backend.latency_table import recurrent_of
+
+    table = fake_table(analysis, lambda n, c: 10.0, lambda n, c: 10.0)
+    for n in analysis.graph.nodes:
+        rec = recurrent_of(n, analysis.model.shapes)
+        if rec is None:
+            continue
+        for c in counts(rec.projection.out_full):
+            table.record(rec.projection, c, rec.projection.in_full, float(c))
+        for c in counts(rec.projection.in_full):
+            if c != rec.projection.in_full:
+                table.record(rec.projection, rec.projection.out_full, c, float(rec.projection.out_full))
+        for c in counts(rec.step.out_full):
+            table.record(rec.step, c, None, step_us(c))
+    return table
+
+
+def test_a_recurrent_node_is_its_projection_plus_steps_times_one_step():
+    """The lowered LSTM/GRU/RNN's time: the input projection once, one time step at the kept
+    hidden count per step and direction (ddddocr's LSTM was MAC-scaled before and predicted at
+    8.8 ms where it measured 13.6)."""
+    from models.zoo import build
+    from prunec.backend.latency_table import recurrent_of, workloads_of
+
+    model = prunec.from_proto(build("rnn_audio"))
+    analysis = prunec.analyze(model)
+    lstm = next(n for n in analysis.graph.nodes if n.op == "LSTM")
+    rec = recurrent_of(lstm, model.shapes)
+    assert (rec.steps, rec.directions) == (50, 2)
+    assert rec.projection.x_shape == (50, 1, 64) and rec.projection.w_shape == (64, 2 * 4 * 48)
+    assert rec.step.op == "LSTM" and rec.step.out_full == 48 and rec.step.in_axis is None
+    ops = [w.op for w in workloads_of(analysis.graph, model.shapes)]
+    assert ops.count("LSTM") == ops.count("GRU") == ops.count("RNN") == 1
+    table = _recurrent_table(analysis, lambda c: 2.0 * c)
+    groups = list(analysis.prunable_groups)
+    m = LatencyModel(analysis, groups, table, original_us=1e5)
+    assert all(p.wl is not None for p in m.nodes)  # nothing MAC-scaled
+    steps = {p.wl.op: p for p in m.nodes if p.wl.op in ("LSTM", "GRU", "RNN")}
+    assert steps["LSTM"].mult == 100 and steps["GRU"].mult == 50 and steps["RNN"].mult == 50
+    # LSTM: projection 384 + 100 steps x 96; GRU: 96 + 50 x 64; RNN: 24 + 50 x 48; conv, matmul 10
+    assert m.weighted_us == pytest.approx(384 + 9600 + 96 + 3200 + 24 + 2400 + 10 + 10)
+    i = [g.id for g in groups].index("lstm.R_0[1].1")
+    cut = np.zeros(len(groups))
+    cut[i] = 24  # half the LSTM's hidden units: its projection and steps halve, the GRU's projection inputs too
+    lstm_step = next(k for k, p in enumerate(m.nodes) if p.wl.op == "LSTM")
+    assert m.node_us(lstm_step, cut) == pytest.approx(100 * 48.0)
+    gru_proj = next(k for k, p in enumerate(m.nodes) if p.wl.op == "MatMul" and p.wl.w_shape == (96, 96))
+    assert m.node_us(gru_proj, cut) == pytest.approx(96.0)  # the fake table's inputs are flat
+    assert m.weighted(cut) == pytest.approx(m.weighted_us - 192 - 4800)
+
+
+@pytest.mark.slow
+def test_recurrent_steps_and_whole_models_are_timed_on_the_calling_thread(tmp_path):
+    """Each recurrent step probe compiles, runs and takes time that grows with the hidden count;
+    whole models run in the calling thread (its CPU time is the clock)."""
+    from models.zoo import build
+    from prunec.backend.latency_table import ModelTimer, probe_model, recurrent_of, time_probes
+    from prunec.backend.options import BackendOptions
+
+    model = prunec.from_proto(build("rnn_audio"))
+    options = BackendOptions(target="x86", tuning_db=str(tmp_path / "db")).check()
+    steps = [recurrent_of(n, model.shapes).step for n in model.graph.nodes if n.op in ("LSTM", "GRU", "RNN")]
+    probes = [(wl, c, None) for wl in steps for c in (8, 256)]
+    us = time_probes(probe_model(probes), options, len(probes))
+    for k in range(0, len(us), 2):
+        assert 0 < us[k] < us[k + 1], (probes[k][0].op, us[k], us[k + 1])
+    timer = ModelTimer(options)
+    timer.add("m", model.to_proto())
+    ms = timer.time(rounds=2)["m"]
+    assert ms > 0 and len(timer.rounds["m"]) == 2 and timer.calling_thread_share > 0.8

@@ -9,8 +9,14 @@ count of 40 can cost as much as 48).
 
 Many probes are compiled as one model of independent branches (one graph input each) and every
 kernel call is attributed to the branch whose input it reads. The table is a JSON file beside the
-tuning database, keyed by a digest of the workload, the target, TVM's version and prunec's schedule
-code: a workload is timed once, whatever model it comes from.
+tuning database, keyed by a digest of the workload, the target, TVM's version, prunec's schedule
+code and the timing method (CLOCK): a workload is timed once, whatever model it comes from.
+
+The clock: probes and whole models run on THREADS = 1 runtime thread, in the calling thread, timed
+by that thread's CPU time (time.thread_time), the fastest of several rounds, as bench_speedup's
+one-thread mode. A thread that is descheduled accumulates no CPU time, so a shared host's load
+(which made 2-thread wall-time probes stall 5-40x and whole models vary 3x between rounds) leaves
+the figures nearly unchanged; the budget is therefore a share of single-thread latency.
 """
 from __future__ import annotations
 
@@ -32,6 +38,9 @@ CHUNK = 48  # probes compiled per probe model (one progress step each)
 ROUNDS = 3  # every probe timed in this many rounds over the whole chunk, fastest kept
 RETRIES = 6  # suspicious points (see `suspicious`) are timed again up to this many times
 JUMP = 1.25  # a point this much slower than its neighbours' trend is suspicious
+THREADS = 1  # runtime threads while timing: the work runs in the calling thread ...
+CLOCK = time.thread_time  # ... so its CPU time is the kernel's, whatever else the host runs
+METHOD = "thread-cpu-1t"  # in every table key: entries timed another way are never mixed in
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ class Workload:
         from .tune import schedule_version
 
         text = json.dumps([self.op, self.x_shape, self.w_shape, self.attrs, self.has_bias, target_key,
-                           tvm_version, schedule_version()], sort_keys=True, default=list)
+                           tvm_version, schedule_version(), METHOD], sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -116,6 +125,58 @@ def workload_of(node, shapes: dict) -> Workload | None:
     return Workload("MatMul", tuple(xs), wshape, (), False, 1, 0)
 
 
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """A recurrent node as prunec's backend lowers it (backend/lower_recurrent.py): one MatMul of
+    the whole sequence by the input weights of every direction (`projection`), then `steps` x
+    `directions` repetitions of one time step (`step`: the h x R^T product and the gate
+    arithmetic, one workload timed at kept hidden counts). The step is where a recognizer's LSTM
+    spends its time: a matrix-vector product per step reads all of R, so it is memory-bound and
+    costs far more per MAC than the convolutions."""
+    projection: Workload
+    step: Workload
+    steps: int
+    directions: int
+
+
+def recurrent_of(node, shapes: dict) -> Recurrent | None:
+    """The node's lowered workloads, or None (not a recurrent op, or shapes/weights unknown)."""
+    import onnx_graphsurgeon as gs
+
+    if node.op not in GATES or len(node.inputs) < 3:
+        return None
+    x, w, r = node.inputs[:3]
+    xs = shapes.get(x.name)
+    if not isinstance(w, gs.Constant) or not isinstance(r, gs.Constant) or xs is None or len(xs) != 3 \
+            or any(not isinstance(d, int) or d <= 0 for d in xs):
+        return None
+    steps, batch, width = (int(d) for d in xs)
+    nd, gh, hidden = (int(d) for d in r.values.shape)
+    acts = node.attrs.get("activations")
+    attrs = (("activations", tuple(acts[:len(acts) // nd]) if acts else ()),
+             ("linear_before_reset", int(node.attrs.get("linear_before_reset", 0))),
+             ("peepholes", int(node.op == "LSTM" and len(node.inputs) > 7 and node.inputs[7].name != "")))
+    projection = Workload("MatMul", (steps, batch, width), (width, nd * gh), (), False, 1, 0)
+    step = Workload(node.op, (batch, hidden), (gh, hidden), attrs, False, 1, None)
+    return Recurrent(projection, step, steps, nd)
+
+
+def workloads_of(graph, shapes: dict) -> list[Workload]:
+    """Every workload of a graph's nodes (weighted layers and the lowered recurrent nodes' parts)."""
+    out = []
+    for n in graph.nodes:
+        wl = workload_of(n, shapes)
+        if wl is not None:
+            out.append(wl)
+        rec = recurrent_of(n, shapes)
+        if rec is not None:
+            out += [rec.projection, rec.step]
+    return out
+
+
 def _variant(wl: Workload, out_n: int, in_n: int | None):
     """(input shape, weight shape, bias shape, attrs) of the workload at these kept counts."""
     x, w = list(wl.x_shape), list(wl.w_shape)
@@ -138,6 +199,9 @@ def probe_model(probes: list[tuple[Workload, int, int | None]], seed: int = 0):
     rng = np.random.default_rng(seed)
     nodes, inits, ins, outs = [], [], [], []
     for k, (wl, out_n, in_n) in enumerate(probes):
+        if wl.op in GATES:
+            _step_branch(k, wl, out_n, rng, nodes, inits, ins, outs)
+            continue
         xs, ws, bs, attrs = _variant(wl, out_n, in_n)
         ins.append(helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, xs))
         inits.append(numpy_helper.from_array((0.1 * rng.standard_normal(ws)).astype(np.float32), f"w{k}"))
@@ -154,9 +218,39 @@ def probe_model(probes: list[tuple[Workload, int, int | None]], seed: int = 0):
     return model
 
 
+def _step_branch(k: int, wl: Workload, hidden: int, rng, nodes, inits, ins, outs) -> None:
+    """Branch k of a probe model: one time step of a recurrent node at `hidden` units, built by the
+    lowering's own step function from inputs x{k}_x (the step's input projection), x{k}_h and
+    x{k}_c (the state)."""
+    from onnx import TensorProto, helper
+
+    from .lower_recurrent import _ACTS, _DEFAULT_ACTS, _Builder, _Cell, _gru_step, _lstm_step, _rnn_step
+
+    a = dict(wl.attrs)
+    gates, batch = GATES[wl.op], wl.x_shape[0]
+    acts = [_ACTS[x.lower()] for x in a["activations"]] or _DEFAULT_ACTS[wl.op]
+    b = _Builder(helper.make_node(wl.op, [], [f"y{k}"], name=f"step{k}"), 17, k)
+    rt = (0.1 * rng.standard_normal((hidden, gates * hidden))).astype(np.float32)
+    rb = np.zeros(gates * hidden, np.float32)  # R's biases; the lowering folds most into x
+    peep = (0.1 * rng.standard_normal(3 * hidden)).astype(np.float32) if a["peepholes"] else None
+    cell = _Cell(b, rt, hidden, acts, bool(a["linear_before_reset"]), rb, peep)
+    x, h, c = f"x{k}_x", f"x{k}_h", f"x{k}_c"
+    ins.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, batch, gates * hidden]))
+    ins.append(helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, batch, hidden]))
+    lstm = wl.op == "LSTM"
+    if lstm:
+        ins.append(helper.make_tensor_value_info(c, TensorProto.FLOAT, [1, batch, hidden]))
+    step = {"LSTM": _lstm_step, "GRU": _gru_step, "RNN": _rnn_step}[wl.op]
+    h_new, c_new = step(cell, x, h, c if lstm else None)
+    nodes += b.nodes
+    inits += b.inits
+    for name in (h_new, c_new) if lstm else (h_new,):
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+
+
 def time_probes(model, options, n: int) -> list[float]:
     """Microseconds of each of the n branches of a probe model: its kernel calls, each timed alone
-    (fastest of ROUNDS rounds of 5 samples; a shared host only ever adds time)."""
+    on one thread by that thread's CPU time (fastest of ROUNDS rounds of 10 samples of ~0.5 ms)."""
     import tvm
 
     from . import measure
@@ -165,7 +259,7 @@ def time_probes(model, options, n: int) -> list[float]:
     sig = compiled.signature
     inputs = measure.make_inputs(sig)
     args = [tvm.runtime.tensor(inputs[i["name"]]) for i in sig["inputs"]]
-    branch_of_input = {i: int(s["name"].lstrip("x")) for i, s in enumerate(sig["inputs"])}
+    branch_of_input = {i: branch_of(s["name"]) for i, s in enumerate(sig["inputs"])}
     calls: list[tuple[int, object, list]] = []
     state = {"branch": -1}
 
@@ -188,22 +282,25 @@ def time_probes(model, options, n: int) -> list[float]:
     reps = []
     for j, (_, func, fargs) in enumerate(calls):  # calls per sample: ~0.5 ms of work
         func(*fargs)
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         func(*fargs)
-        reps.append(int(np.clip(5e-4 / max(time.perf_counter() - t0, 1e-7), 1, 100)))
-    # many short samples: on a loaded 2-core host a parallel kernel whose second thread is
-    # descheduled runs 5-40x slower for a while; the fastest short sample misses those spells
+        reps.append(int(np.clip(5e-4 / max(CLOCK() - t0, 1e-7), 1, 100)))
     for _ in range(ROUNDS):
         for j, (_, func, fargs) in enumerate(calls):
             for _ in range(10):
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 for _ in range(reps[j]):
                     func(*fargs)
-                best[j] = min(best[j], (time.perf_counter() - t0) / reps[j])
+                best[j] = min(best[j], (CLOCK() - t0) / reps[j])
     us = [0.0] * n
     for (b, _, _), t in zip(calls, best):
         us[b] += t * 1e6
     return us
+
+
+def branch_of(input_name: str) -> int:
+    """The branch a probe model's input belongs to: x{k}, or x{k}_{part} for a branch with more."""
+    return int(input_name[1:].split("_")[0])
 
 
 class LatencyTable:
@@ -346,14 +443,14 @@ def open_table(options) -> tuple[LatencyTable, object]:
 
 
 def _loaded(model, options, input_shapes, what: str):
-    """(compiled, vm, device): the model compiled, exported, loaded and the runtime's threads set as
-    the deployment would."""
+    """(compiled, vm, device): the model compiled as prunec compiles it, exported, loaded, and the
+    runtime on THREADS threads (see the module's doc on the clock)."""
     from . import measure
 
     compiled = _compile(model, options, input_shapes, what)
     with tempfile.TemporaryDirectory(prefix="prunec-latency-") as d:
         vm, dev = measure.load_vm(compiled.export(Path(d, "model.so")))
-    measure.set_tvm_threads(compiled.deploy.threads(compiled.deploy.config(options), options))
+    measure.set_tvm_threads(THREADS)
     return compiled, vm, dev
 
 
@@ -371,22 +468,65 @@ def _compile(model, options, input_shapes, what: str):
                           f"{options.target}: {_one_line(e)}; use --target-macs") from e
 
 
-def model_latency_ms(model, options, input_shapes: dict | None = None, rounds: int = 5) -> float:
-    """The whole model's latency on the target: the fastest of `rounds` rounds of 10 samples of at
-    least 20 ms each, as the layers are timed (noise only adds time: the fastest sample is the
-    model's, the others the host's), so the untimed rest is measured on the same footing."""
-    import tvm
+class ModelTimer:
+    """Whole models' latency on the target, timed like the probes (one thread, its CPU time) in
+    interleaved rounds: each round runs every model back to back for ROUND_S of thread CPU time
+    and keeps its mean per call; a model's figure is its fastest round (noise only adds time)."""
 
-    from . import measure
+    ROUND_S = 0.1
 
-    compiled, vm, dev = _loaded(model, options, input_shapes, "the model")
-    inputs = measure.make_inputs(compiled.signature)
-    args = [tvm.runtime.tensor(inputs[i["name"]]) for i in compiled.signature["inputs"]]
-    vm["main"](*args)
-    fte = vm.time_evaluator("main", dev, number=1, repeat=10, min_repeat_ms=20)
-    fte(*args)  # warm-up: the thread pool's first jobs after a compile ran 3x slower here
-    best = np.inf
-    for _ in range(rounds):
-        time.sleep(0.2)
-        best = min(best, float(np.min(fte(*args).results)) * 1e3)
-    return best
+    def __init__(self, options):
+        self.options = options
+        self.runs: dict[str, object] = {}
+        self.calling_thread_share = 1.0
+        self.rounds: dict[str, list[float]] = {}  # the last time()'s ms per round, per model
+
+    def add(self, name: str, model, input_shapes: dict | None = None) -> None:
+        """Compile and load `model` (an ONNX proto) as `name`; TVM failures as one line."""
+        import tvm
+
+        from . import measure
+
+        compiled, vm, dev = _loaded(model, self.options, input_shapes, "the model")
+        inputs = measure.make_inputs(compiled.signature)
+        args = [tvm.runtime.tensor(inputs[i["name"]], dev) for i in compiled.signature["inputs"]]
+        f = vm["main"]
+        f(*args)
+        self.runs[name] = lambda: f(*args)
+        c0, p0 = time.thread_time(), time.process_time()
+        for _ in range(2):
+            f(*args)
+        # ~1 when the runtime ran the model in this thread, as THREADS = 1 should make it
+        self.calling_thread_share = min(self.calling_thread_share,
+                                        (time.thread_time() - c0) / max(time.process_time() - p0, 1e-9))
+
+    def drop(self, name: str) -> None:
+        self.runs.pop(name, None)
+
+    def time(self, names: list[str] | None = None, rounds: int = 7) -> dict[str, float]:
+        """{name: ms} of the models `names` (all by default), the fastest of `rounds` interleaved rounds."""
+        from . import measure
+
+        measure.set_tvm_threads(THREADS)
+        names = list(self.runs) if names is None else names
+        self.rounds = {name: [] for name in names}
+        for _ in range(max(1, rounds)):
+            for name in names:
+                run = self.runs[name]
+                run()
+                k, t0 = 0, CLOCK()
+                while True:
+                    run()
+                    k += 1
+                    dt = CLOCK() - t0
+                    if dt >= self.ROUND_S:
+                        break
+                self.rounds[name].append(dt / k * 1e3)
+        return {name: min(ms) for name, ms in self.rounds.items()}
+
+
+def model_latency_ms(model, options, input_shapes: dict | None = None, rounds: int = 7) -> float:
+    """One model's latency (ms) on the target, timed as ModelTimer times it."""
+    timer = ModelTimer(options)
+    timer.add("model", model, input_shapes)
+    return timer.time(rounds=rounds)["model"]

@@ -3,8 +3,10 @@ measured latency on the target.
 
 `LatencyModel` has MacsModel's interface (allocation.py: `total`, `macs(removed)`), in microseconds:
 each weighted node's time comes from the measured table (backend/latency_table.py) at its kept output
-and input counts, t(out, in) = t(out, all in) * t(all out, in) / t(all, all); nodes the table does not
-time (LSTMs, grouped convs) scale with their MACs at the µs per MAC of the timed ones; the rest of the
+and input counts, t(out, in) = t(out, all in) * t(all out, in) / t(all, all); a recurrent node
+(LSTM/GRU/RNN) is its input projection plus steps x directions times one time step at its kept
+hidden count, as the backend lowers it; nodes the table does not time (grouped convs) scale with
+their MACs at the µs per MAC of the timed ones; the rest of the
 model (the measured whole-model latency minus the weighted nodes' time: copies, pools, activations
 left unfused, and the in-model slowdown of the timed kernels) shrinks partly with the timed layers:
 a share `fixed` of it stays, the rest scales with the timed layers' time; `fixed` is fitted on one
@@ -13,10 +15,12 @@ through: those the table says run faster than every larger count (a count at whi
 run no faster than at a larger one buys nothing)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from prunec.backend.latency_table import LatencyTable, counts, workload_of
+from prunec.backend.latency_table import LatencyTable, counts, recurrent_of, workload_of
 from prunec.dependency import Analysis, Group
 from prunec.macs import node_macs
 from prunec.plan import rounding_multiple
@@ -39,6 +43,19 @@ class _Curve:
         return float(np.interp(n, self.x, self.y))
 
 
+@dataclass
+class _Node:
+    """One timed part of the model: a workload read from the table at the kept share of its axes
+    (out/in: (weight axis size, group members on it)), `mult` times; or (wl None) an untimed layer
+    scaled by the kept share of all its weight axes."""
+    axes: dict
+    wl: object
+    out_c: _Curve | None
+    in_c: _Curve | None
+    t_full: float
+    mult: int = 1
+
+
 class LatencyModel:
     quantity = "latency_us"
 
@@ -52,7 +69,7 @@ class LatencyModel:
             for m in g.members:
                 if m.role in ("out", "in"):
                     members.setdefault((m.tensor, m.axis), []).append((index[g.id], m.positions.shape[1], m.positions))
-        self.nodes = []  # (weight axes [(size, members)], timed: (wl, out curve, in curve, t_full) | None, macs)
+        self.nodes: list[_Node] = []
         timed_us = timed_macs = 0.0
         untimed = []
         for n in analysis.graph.nodes:
@@ -60,18 +77,10 @@ class LatencyModel:
             weights = [t for t in n.inputs if isinstance(t, gs.Constant) and t.values.ndim >= 2]
             if not macs or not weights:
                 continue
-            wl = workload_of(n, shapes)
-            entry = table.lookup(wl) if wl is not None else None
-            if entry is not None and entry.get("out"):
-                w = n.inputs[1]
-                out_c = _Curve(entry["out"])
-                t_full = out_c(wl.out_full)
-                in_c = _Curve(dict(entry["in"], **{str(wl.in_full): t_full})) if wl.in_axis is not None else None
-                axes = {"out": (wl.out_full, members.get((w.name, wl.out_axis), []))}
-                if wl.in_axis is not None:
-                    axes["in"] = (wl.in_full, members.get((w.name, wl.in_axis), []))
-                self.nodes.append((axes, (wl, out_c, in_c, t_full)))
-                timed_us += t_full
+            parts = self._timed_parts(n, shapes, table, members)
+            if parts:
+                self.nodes += parts
+                timed_us += sum(p.t_full * p.mult for p in parts)
                 timed_macs += macs
             else:
                 axes = {f"{t.name}:{a}": (t.values.shape[a], members[(t.name, a)])
@@ -79,13 +88,43 @@ class LatencyModel:
                 untimed.append((axes, macs))
         per_mac = timed_us / timed_macs if timed_macs else 0.0
         for axes, macs in untimed:
-            self.nodes.append((axes, (None, None, None, macs * per_mac)))
-        self.weighted_us = sum(t[3] for _, t in self.nodes)
+            self.nodes.append(_Node(axes, None, None, None, macs * per_mac))
+        self.weighted_us = sum(p.t_full * p.mult for p in self.nodes)
         self.original_us = original_us
         self.rest_us = max(0.0, original_us - self.weighted_us)
         self.fixed = fixed
         self.total = self.rest_us + self.weighted_us
         self.keep_counts = self._keep_counts(unit) if steps_from_table else None
+
+    @staticmethod
+    def _timed_parts(n, shapes, table: LatencyTable, members: dict) -> list[_Node]:
+        """The node's parts the table has times for ([] when it lacks any of them)."""
+        def part(wl, out_axis, in_axis, mult=1):
+            entry = table.lookup(wl)
+            if entry is None or not entry.get("out"):
+                return None
+            out_c = _Curve(entry["out"])
+            t_full = out_c(wl.out_full)
+            in_c = _Curve(dict(entry["in"], **{str(wl.in_full): t_full})) if wl.in_axis is not None else None
+            axes = {"out": (out_axis[0].values.shape[out_axis[1]], members.get((out_axis[0].name, out_axis[1]), []))}
+            if in_axis is not None:
+                axes["in"] = (in_axis[0].values.shape[in_axis[1]], members.get((in_axis[0].name, in_axis[1]), []))
+            return _Node(axes, wl, out_c, in_c, t_full, mult)
+
+        wl = workload_of(n, shapes)
+        if wl is not None:
+            w = n.inputs[1]
+            parts = [part(wl, (w, wl.out_axis), None if wl.in_axis is None else (w, wl.in_axis))]
+        else:
+            rec = recurrent_of(n, shapes)
+            if rec is None:
+                return []
+            w, r = n.inputs[1], n.inputs[2]
+            # W [directions, gates x hidden, input]: the projection's outputs and inputs; R's last
+            # axis: the hidden units, the step's one count
+            parts = [part(rec.projection, (w, 1), (w, 2)),
+                     part(rec.step, (r, 2), None, rec.steps * rec.directions)]
+        return [] if any(p is None for p in parts) else parts
 
     @staticmethod
     def _axis_keep(size: int, members: list, removed: np.ndarray) -> float:
@@ -100,18 +139,18 @@ class LatencyModel:
         return mask.sum() / size
 
     def node_us(self, k: int, removed: np.ndarray) -> float:
-        axes, (wl, out_c, in_c, t_full) = self.nodes[k]
-        if wl is None:
+        p = self.nodes[k]
+        if p.wl is None:
             keep = 1.0
-            for size, members in axes.values():
+            for size, members in p.axes.values():
                 keep *= self._axis_keep(size, members, removed)
-            return t_full * keep
-        size, members = axes["out"]
-        t = out_c(size * self._axis_keep(size, members, removed))
-        if in_c is not None and t_full > 0:
-            size, members = axes["in"]
-            t *= in_c(size * self._axis_keep(size, members, removed)) / t_full
-        return t
+            return p.t_full * keep
+        size, members = p.axes["out"]
+        t = p.out_c(p.wl.out_full * self._axis_keep(size, members, removed))
+        if p.in_c is not None and p.t_full > 0:
+            size, members = p.axes["in"]
+            t *= p.in_c(p.wl.in_full * self._axis_keep(size, members, removed)) / p.t_full
+        return t * p.mult
 
     def macs(self, removed: np.ndarray) -> float:
         """Estimated latency (µs) with removed[i] channels taken from groups[i] (the budget's unit)."""
@@ -128,10 +167,10 @@ class LatencyModel:
         every larger one; None (the rounding multiple) for groups the table says nothing about."""
         out: list[list[int] | None] = []
         touching: list[list[int]] = [[] for _ in self.groups]
-        for k, (axes, (wl, *_)) in enumerate(self.nodes):
-            for _, members in axes.values():
+        for k, p in enumerate(self.nodes):
+            for _, members in p.axes.values():
                 for i, reps, _ in members:
-                    touching[i].append(k if wl is not None and reps == 1 else -1)
+                    touching[i].append(k if p.wl is not None and reps == 1 else -1)
         for i, g in enumerate(self.groups):
             ks = touching[i]
             if not ks or -1 in ks or rounding_multiple(g, unit) != unit:
@@ -186,45 +225,53 @@ class LatencyBudget:
         import time
 
         from prunec import progress
-        from prunec.backend.latency_table import model_latency_ms
+        from prunec.backend.latency_table import METHOD, THREADS, ModelTimer, workloads_of
 
         if self.original_ms is not None and self.entry.get("model") is model:
             return  # another budget on the same model (prunec sweep, benchmarks): measured already
         t0 = time.perf_counter()
-        shapes = analysis.model.shapes
-        workloads = [w for w in (workload_of(n, shapes) for n in analysis.graph.nodes) if w is not None]
+        workloads = workloads_of(analysis.graph, analysis.model.shapes)
         distinct = {w.key(self.table.target_key): w for w in workloads}
         cached = sum(self.table.lookup(w) is not None for w in distinct.values())
-        with progress.phase(f"latency of the original model on {self.options.target}"):  # first: fails fast
-            self.original_ms = model_latency_ms(model.to_proto(), self.options, self._shapes(model))
+        self.timer = ModelTimer(self.options)
+        with progress.phase(f"compiling the original model for {self.options.target}"):  # first: fails fast
+            self.timer.add("original", model.to_proto(), self._shapes(model))
         self.table.build(workloads, self.options)
         half_ms, half_share = self._fit_rest(analysis, shrink)
         self.entry = {"target": self.options.target, "share": self.share, "original_ms": round(self.original_ms, 4),
+                      "clock": {"method": METHOD, "threads": THREADS,
+                                "calling_thread_share": round(self.timer.calling_thread_share, 3),
+                                "whole_models": "fastest of interleaved rounds of >= 0.1 s of thread CPU time"},
                       "table": {"path": str(self.table.path), "workloads": len(distinct),
                                 "cached_before": cached, "probes_timed_now": self.table.measured_now,
-                                "method": "each layer's kernel alone at kept output/input counts, fastest of 3 "
-                                          "rounds of 10 short samples, outliers timed again"},
+                                "method": "each layer's kernel (a recurrent node: its input projection and one "
+                                          "time step) alone at kept output/input counts, fastest of 3 rounds of "
+                                          "10 short samples of thread CPU time, outliers timed again"},
                       "uniform_half": {"measured_ms": round(half_ms, 4), "timed_layers_share": round(half_share, 4),
                                        "rest_fixed_share": round(self.fixed, 3)},
                       "prepare_s": round(time.perf_counter() - t0, 2), "model": model}
 
     def _fit_rest(self, analysis, shrink) -> tuple[float, float]:
-        """How much of the untimed rest shrinks with the layers: time the model with every group
-        pruned by half (l2), and solve rest_half = rest * (fixed + (1 - fixed) * share) for `fixed`."""
+        """The original's latency, and how much of the untimed rest shrinks with the layers: time
+        the model with every group pruned by half (l2) in the same rounds as the original, and solve
+        rest_half = rest * (fixed + (1 - fixed) * share) for `fixed`."""
         from prunec import criteria, progress
-        from prunec.backend.latency_table import model_latency_ms
         from prunec.plan import make_plan
 
         groups = analysis.prunable_groups
         scores = criteria.score_groups(analysis, "l2")
         plan = make_plan(analysis, scores, 0.5, round_to=16)
         half = shrink(analysis, plan)
+        with progress.phase(f"compiling the model pruned by half for {self.options.target}"):
+            self.timer.add("half", half.to_proto(), self._shapes(half))
+        with progress.phase(f"latency of the original and the model pruned by half on {self.options.target}"):
+            ms = self.timer.time(["original", "half"])
+        self.timer.drop("half")
+        self.original_ms, half_ms = ms["original"], ms["half"]
         m = LatencyModel(analysis, groups, self.table, self.original_ms * 1e3, steps_from_table=False)
         removed = np.array([len(plan.groups.get(g.id, [])) for g in groups], dtype=np.float64)
         w_half = m.weighted(removed)
         share = w_half / m.weighted_us if m.weighted_us else 1.0
-        with progress.phase(f"latency of the model pruned by half on {self.options.target}"):
-            half_ms = model_latency_ms(half.to_proto(), self.options, self._shapes(half))
         if m.rest_us > 0 and share < 0.99:
             rest_half = half_ms * 1e3 - w_half
             self.fixed = float(np.clip((rest_half / m.rest_us - share) / (1.0 - share), 0.0, 1.0))
@@ -239,24 +286,29 @@ class LatencyBudget:
         m = LatencyModel(analysis, groups, self.table, self.original_ms * 1e3, self.steps_from_table,
                          fixed=self.fixed)
         self.entry.update(weighted_layers_ms=round(m.weighted_us / 1e3, 4), rest_ms=round(m.rest_us / 1e3, 4),
-                          timed_layers=sum(1 for _, t in m.nodes if t[0] is not None),
-                          untimed_layers=sum(1 for _, t in m.nodes if t[0] is None),
+                          timed_parts=sum(1 for p in m.nodes if p.wl is not None),
+                          untimed_layers=sum(1 for p in m.nodes if p.wl is None),
                           steps="kept counts the table says run faster" if m.keep_counts is not None
                           else "multiples of --round-to")
         return m
 
     def finish(self, plan, pruned) -> dict:
-        """The prediction next to the pruned model's measured latency."""
+        """The prediction next to the pruned model's measured latency (timed in the same rounds as
+        the original again: measured_share is pruned / original from those rounds)."""
         from prunec import progress
-        from prunec.backend.latency_table import model_latency_ms
 
         self.entry["share"] = self.share
         est = plan.meta.get("estimated_latency_us")
         orig_us = plan.meta.get("original_latency_us")
         if est is not None and orig_us:
             self.entry["predicted_ms"] = round(self.original_ms * est / orig_us, 4)
-        with progress.phase(f"latency of the pruned model on {self.options.target}"):
-            ms = model_latency_ms(pruned.to_proto(), self.options, self._shapes(pruned))
-        self.entry["measured_ms"] = round(ms, 4)
-        self.entry["measured_share"] = round(ms / self.original_ms, 4)
+            self.entry["predicted_share"] = round(est / orig_us, 4)
+        with progress.phase(f"compiling the pruned model for {self.options.target}"):
+            self.timer.add("pruned", pruned.to_proto(), self._shapes(pruned))
+        with progress.phase(f"latency of the original and the pruned model on {self.options.target}"):
+            ms = self.timer.time(["original", "pruned"])
+        self.timer.drop("pruned")
+        self.entry["measured_ms"] = round(ms["pruned"], 4)
+        self.entry["original_ms_again"] = round(ms["original"], 4)
+        self.entry["measured_share"] = round(ms["pruned"] / ms["original"], 4)
         return {k: v for k, v in self.entry.items() if k != "model"}

@@ -257,6 +257,6 @@ def test_recurrent_steps_and_whole_models_are_timed_on_the_calling_thread(tmp_pa
     for k in range(0, len(us), 2):
         assert 0 < us[k] < us[k + 1], (probes[k][0].op, us[k], us[k + 1])
     timer = ModelTimer(options)
-    timer.add("m", model.to_proto())
+    timer.add("m", chain_model().to_proto())
     ms = timer.time(rounds=2)["m"]
     assert ms > 0 and len(timer.rounds["m"]) == 2 and timer.calling_thread_share > 0.8

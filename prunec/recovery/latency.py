@@ -294,7 +294,8 @@ class LatencyBudget:
 
     def finish(self, plan, pruned) -> dict:
         """The prediction next to the pruned model's measured latency (timed in the same rounds as
-        the original again: measured_share is pruned / original from those rounds)."""
+        the original again: measured_share is pruned / original from those rounds). The pruned
+        model stays loaded in self.timer as "pruned" until the next finish (benchmarks time it again)."""
         from prunec import progress
 
         self.entry["share"] = self.share
@@ -307,7 +308,6 @@ class LatencyBudget:
             self.timer.add("pruned", pruned.to_proto(), self._shapes(pruned))
         with progress.phase(f"latency of the original and the pruned model on {self.options.target}"):
             ms = self.timer.time(["original", "pruned"])
-        self.timer.drop("pruned")
         self.entry["measured_ms"] = round(ms["pruned"], 4)
         self.entry["original_ms_again"] = round(ms["original"], 4)
         self.entry["measured_share"] = round(ms["pruned"] / ms["original"], 4)

@@ -36,7 +36,9 @@ from prunec.errors import PrunecError
 TABLE_FILE = "latency_table.json"
 CHUNK = 48  # probes compiled per probe model (one progress step each)
 ROUNDS = 3  # every probe timed in this many rounds over the whole chunk, fastest kept
-RETRIES = 6  # suspicious points (see `suspicious`) are timed again up to this many times
+RETRIES = 1  # suspicious points (see `suspicious`) are timed again this many times at most: with
+# thread CPU time a point slower than its neighbours is nearly always real (24 outputs of a 3x3 conv
+# 2x slower than 32), and each retry compiles another probe model
 JUMP = 1.25  # a point this much slower than its neighbours' trend is suspicious
 THREADS = 1  # runtime threads while timing: the work runs in the calling thread ...
 CLOCK = time.thread_time  # ... so its CPU time is the kernel's, whatever else the host runs

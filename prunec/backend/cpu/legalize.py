@@ -7,6 +7,7 @@ from __future__ import annotations
 from . import zero_copy
 from .compute.conv import legalize_conv2d
 from .compute.matmul import legalize_matmul
+from .compute.erf import legalize_erf, legalize_gelu
 from .compute.fastmath import legalize_exp, legalize_sigmoid, legalize_softmax
 from .compute.pooling import legalize_max_pool2d
 from .facts import vector_lanes
@@ -21,6 +22,8 @@ def legalize_map(target, winograd: bool = True) -> dict:
         "relax.sigmoid": legalize_sigmoid,
         "relax.exp": legalize_exp,
         "relax.nn.softmax": legalize_softmax,
+        "relax.erf": legalize_erf,
+        "relax.nn.gelu": legalize_gelu,
         "relax.nn.max_pool2d": lambda bb, call: legalize_max_pool2d(bb, call, lanes),
         "relax.matmul": lambda bb, call: legalize_matmul(bb, call, lanes),
     }

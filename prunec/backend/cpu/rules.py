@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from .schedule.bmm import Bmm
 from .schedule.conv import DirectConv
 from .schedule.depthwise import Depthwise, DepthwiseBlocked
 from .schedule.matmul import Matmul
@@ -21,6 +22,7 @@ RULES = [
     Depthwise(),
     DepthwiseBlocked(),
     Matmul(),
+    Bmm(),
     Generic(),
 ]
 

@@ -44,8 +44,13 @@ def _is_constant(bb, expr) -> bool:
 
 def legalize_matmul(bb, call, lanes):
     """x[..., M, K] @ w[K, N] with w constant, f32, at least MIN_ROWS rows in all: our packed
-    product; anything else (batched weights, one row, other dtypes): TVM's default."""
+    product; a second operand computed at run time (attention): bmm.py's; anything else (one
+    row, other dtypes): TVM's default."""
+    from .bmm import legalize_bmm
+
     out = _packed(bb, call, lanes)
+    if out is None:
+        out = legalize_bmm(bb, call, lanes)
     if out is None:
         import tvm
 

@@ -46,6 +46,13 @@ def schedule_matmul(sch, lanes, threads):
     sch.reorder(no, mo, k, mi, ni)
     acc = register_tile(sch, mm, mo)
     sch.parallel(no)
+    finish_tile(sch, mm, acc, k, mi, ni, MATMUL_CROP, lanes, threads)
+
+
+def finish_tile(sch, mm, acc, k, mi, ni, crop, lanes, threads, scheduled=()):
+    """The register tile's inner loops (rows mi unrolled, panel columns ni vectorized), its
+    zero-init split out at k, the crop of a padded product inlined into its epilogue, and
+    every other block but those named in `scheduled` by the generic rules."""
     sch.unroll(mi)
     sch.vectorize(ni)
     init = sch.decompose_reduction(mm, k)
@@ -53,10 +60,10 @@ def schedule_matmul(sch, lanes, threads):
         loops = sch.get_loops(b)
         sch.unroll(loops[-2])
         sch.vectorize(loops[-1])
-    done = {sch.get(b).name_hint for b in (mm, init, acc)}
-    if has_block(sch, MATMUL_CROP):
+    done = {sch.get(b).name_hint for b in (mm, init, acc)} | set(scheduled)
+    if has_block(sch, crop):
         try:  # into the epilogue that reads it, when there is one
-            sch.compute_inline(sch.get_sblock(MATMUL_CROP))
+            sch.compute_inline(sch.get_sblock(crop))
         except Exception:  # noqa: BLE001 - the crop is the function's output: a copy
             pass
     schedule_rest(sch, lanes, threads, done)

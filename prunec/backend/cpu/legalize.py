@@ -8,8 +8,9 @@ from . import zero_copy
 from .compute.conv import legalize_conv2d
 from .compute.matmul import legalize_matmul
 from .compute.erf import legalize_erf, legalize_gelu
-from .compute.fastmath import legalize_exp, legalize_sigmoid, legalize_softmax
+from .compute.fastmath import legalize_exp, legalize_sigmoid
 from .compute.pooling import legalize_max_pool2d
+from .compute.softmax import legalize_row_softmax
 from .facts import vector_lanes
 
 
@@ -21,7 +22,7 @@ def legalize_map(target, winograd: bool = True) -> dict:
         "relax.nn.conv2d": lambda bb, call: legalize_conv2d(bb, call, lanes, winograd),
         "relax.sigmoid": legalize_sigmoid,
         "relax.exp": legalize_exp,
-        "relax.nn.softmax": legalize_softmax,
+        "relax.nn.softmax": lambda bb, call: legalize_row_softmax(bb, call, lanes),
         "relax.erf": legalize_erf,
         "relax.nn.gelu": legalize_gelu,
         "relax.nn.max_pool2d": lambda bb, call: legalize_max_pool2d(bb, call, lanes),

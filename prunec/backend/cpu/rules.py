@@ -12,6 +12,7 @@ from .schedule.conv import DirectConv
 from .schedule.depthwise import Depthwise, DepthwiseBlocked
 from .schedule.matmul import Matmul
 from .schedule.rest import Generic
+from .schedule.softmax import RowSoftmax
 from .schedule.winograd import Winograd
 
 _log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ RULES = [
     DepthwiseBlocked(),
     Matmul(),
     Bmm(),
+    RowSoftmax(),
     Generic(),
 ]
 

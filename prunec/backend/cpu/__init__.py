@@ -17,7 +17,12 @@ Untuned TVM lowers conv2d to naive loop nests, 30-80x slower than ONNX Runtime. 
 * every other fused function gets the generic rule (schedule/rest.py): matrix-vector heads
   streamed (gemv.py), reductions with a vector tile in registers, spatial blocks vectorized
   (elementwise.py), innermost concats cut per source (concat.py); exp/sigmoid/softmax are
-  vectorizable (compute/fastmath.py).
+  vectorizable (compute/fastmath.py), erf/GELU too (compute/erf.py).
+* products of several rows by a constant weight use a packed-panel register tile
+  (compute/matmul.py, schedule/matmul.py); products of two activations (attention's Q K^T,
+  P V) the same tile with the panels packed per call (compute/bmm.py, schedule/bmm.py).
+* last-axis softmax (attention scores) is a row kernel: every pass of a row while it is in L1
+  (compute/softmax.py, schedule/softmax.py).
 * channel splits and concats become views (zero_copy.py).
 
 Layering, bottom up: facts (target facts) -> compute/ (TE) -> intrinsics, rule ->

@@ -33,7 +33,7 @@ def legalize_map(target, winograd: bool = True) -> dict:
 def legalize_passes(target, winograd: bool = True):
     """Relax passes run before LegalizeOps: our conv2d legalization (3x3 stride-1 convs as
     Winograd where compute.winograd.choose_tile expects a gain, unless winograd is False), fast
-    exp/sigmoid/softmax, max pools as depthwise windows, and split/concat tagged for zero_copy."""
+    exp/sigmoid/softmax/erf/GELU, products as packed panels, max pools as depthwise windows, and split/concat tagged for zero_copy."""
     from tvm import relax
 
     return [relax.transform.LegalizeOps(customize_legalize_map=legalize_map(target, winograd))]

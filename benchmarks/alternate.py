@@ -20,34 +20,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from prunec.backend.measure import alternate, clock_for  # kept here: bench_speedup and tests import them from this module
 
-def clock_for(threads: int) -> Callable[[], float]:
-    """The clock alternate() should use at this thread count (see the module's doc)."""
-    return time.thread_time if threads == 1 else time.perf_counter
-
-
-def alternate(runs: dict[str, Callable[[], object]], rounds: int = 15, round_s: float = 0.1,
-              clock: Callable[[], float] = time.perf_counter,
-              settle_s: float = 0.0) -> dict[str, list[float]]:
-    """{name: [ms per call in each round]} of `runs` (name -> one call), timed in `rounds`
-    interleaved rounds; each round of a run is one untimed warm-up call, then calls until
-    round_s of `clock` have passed. settle_s: idle time before each round of each run (a
-    thread pool that still spins after the previous run would steal from the next)."""
-    out: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(max(1, rounds)):
-        for name, run in runs.items():
-            if settle_s:
-                time.sleep(settle_s)
-            run()
-            n, t0 = 0, clock()
-            while True:
-                run()
-                n += 1
-                dt = clock() - t0
-                if dt >= round_s:
-                    break
-            out[name].append(dt / n * 1e3)
-    return out
+__all__ = ["alternate", "clock_for", "summarize", "tvm_call", "runtime_call", "check_thread_clock",
+           "calling_thread_share", "kept_libraries"]
 
 
 def summarize(per_round: dict[str, list[float]]) -> dict[str, dict[str, float]]:

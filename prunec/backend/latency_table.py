@@ -511,19 +511,7 @@ class ModelTimer:
 
         measure.set_tvm_threads(THREADS)
         names = list(self.runs) if names is None else names
-        self.rounds = {name: [] for name in names}
-        for _ in range(max(1, rounds)):
-            for name in names:
-                run = self.runs[name]
-                run()
-                k, t0 = 0, CLOCK()
-                while True:
-                    run()
-                    k += 1
-                    dt = CLOCK() - t0
-                    if dt >= self.ROUND_S:
-                        break
-                self.rounds[name].append(dt / k * 1e3)
+        self.rounds = measure.alternate({name: self.runs[name] for name in names}, rounds, self.ROUND_S, CLOCK)
         return {name: min(ms) for name, ms in self.rounds.items()}
 
 

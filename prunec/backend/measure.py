@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -203,3 +204,34 @@ def compare(got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e-3,
         max_rel = max(max_rel, float(d.max(initial=0.0)) / scale)
         ok = ok and bool(np.allclose(g64, r64, rtol=rtol, atol=atol * scale))
     return {"max_abs": max_abs, "max_rel": max_rel, "ok": ok}
+
+
+# Interleaved rounds (benchmarks/alternate.py explains why): shared by bench_speedup and the latency table.
+def clock_for(threads: int) -> Callable[[], float]:
+    """The clock alternate() should use at this thread count: with one thread the calling thread's CPU
+    time, which a preempted thread does not accumulate; with more, wall time (work runs on other threads)."""
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def alternate(runs: dict[str, Callable[[], object]], rounds: int = 15, round_s: float = 0.1,
+              clock: Callable[[], float] = time.perf_counter,
+              settle_s: float = 0.0) -> dict[str, list[float]]:
+    """{name: [ms per call in each round]} of `runs` (name -> one call), timed in `rounds`
+    interleaved rounds; each round of a run is one untimed warm-up call, then calls until
+    round_s of `clock` have passed. settle_s: idle time before each round of each run (a
+    thread pool that still spins after the previous run would steal from the next)."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(max(1, rounds)):
+        for name, run in runs.items():
+            if settle_s:
+                time.sleep(settle_s)
+            run()
+            n, t0 = 0, clock()
+            while True:
+                run()
+                n += 1
+                dt = clock() - t0
+                if dt >= round_s:
+                    break
+            out[name].append(dt / n * 1e3)
+    return out

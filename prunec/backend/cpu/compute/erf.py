@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from .common import is_f32
-from .fastmath import fast_exp_expr
+from .fastmath import fast_exp_expr, legalize_unary
 
 SMALL = 1.0
 # erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)); at |x| < 1 the n = 11 term is < 2e-9
@@ -51,14 +51,9 @@ def fast_erf_expr(x):
 
 
 def legalize_erf(bb, call):
-    from tvm import te, topi
-    from tvm.relax.transform.legalize_ops.common import _call_topi_without_attr
+    from tvm import topi
 
-    if not is_f32(call):
-        return _call_topi_without_attr(topi.erf)(bb, call)
-    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: fast_erf_expr(x(*i)),
-                                           name="prunec_erf"), call.args[0],
-                      primfunc_name_hint="erf")
+    return legalize_unary(bb, call, fast_erf_expr, topi.erf, "erf")
 
 
 def legalize_gelu(bb, call):

@@ -29,28 +29,29 @@ def fast_exp_expr(x):
     return two_n * y
 
 
-def legalize_sigmoid(bb, call):
-    from tvm import te, tirx
+def legalize_unary(bb, call, expr, topi_op, name: str):
+    """A float32 call of one input as one elementwise compute of expr(x) (so it fuses into the
+    producer's epilogue); other dtypes keep TVM's default lowering (topi_op)."""
+    from tvm import te
     from tvm.relax.transform.legalize_ops.common import _call_topi_without_attr
-    from tvm import topi
 
     if not is_f32(call):
-        return _call_topi_without_attr(topi.sigmoid)(bb, call)
+        return _call_topi_without_attr(topi_op)(bb, call)
+    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: expr(x(*i)), name=f"prunec_{name}"),
+                      call.args[0], primfunc_name_hint=name)
+
+
+def legalize_sigmoid(bb, call):
+    from tvm import tirx, topi
+
     one = tirx.const(1.0, "float32")
-    return bb.call_te(lambda x: te.compute(
-        x.shape, lambda *i: one / (one + fast_exp_expr(-x(*i))), name="prunec_sigmoid"),
-        call.args[0], primfunc_name_hint="sigmoid")
+    return legalize_unary(bb, call, lambda v: one / (one + fast_exp_expr(-v)), topi.sigmoid, "sigmoid")
 
 
 def legalize_exp(bb, call):
-    from tvm import te, topi
-    from tvm.relax.transform.legalize_ops.common import _call_topi_without_attr
+    from tvm import topi
 
-    if not is_f32(call):
-        return _call_topi_without_attr(topi.exp)(bb, call)
-    return bb.call_te(lambda x: te.compute(x.shape, lambda *i: fast_exp_expr(x(*i)),
-                                           name="prunec_exp"), call.args[0],
-                      primfunc_name_hint="exp")
+    return legalize_unary(bb, call, fast_exp_expr, topi.exp, "exp")
 
 
 def legalize_softmax(bb, call):

@@ -222,6 +222,19 @@ def test_cuda_builds_and_exports_without_gpu(pair, tmp_path):
         assert r["measured"] is False and r["reason"] == "compiled, not measured: no GPU"
 
 
+def test_cuda_replays_static_regions_as_cuda_graphs_unless_told_not_to(pair):
+    """A batch-1 call is ~100 launches and VM allocations: by default the exported library
+    captures them once and replays a CUDA graph (measured on an H200: docs/performance.md)."""
+    assert _opts("cuda").cuda_graph and not _opts("cuda", "--no-cuda-graph").cuda_graph
+    texts = {}
+    for flag in (True, False):
+        c = backend.compile_model(pair[0], "cuda", cuda_arch="sm_90", input_shapes=SHAPES,
+                                  cuda_graph=flag)
+        texts[flag] = c.executable.as_text()
+    assert "vm.builtin.cuda_graph.run_or_capture" in texts[True]
+    assert "cuda_graph" not in texts[False]
+
+
 def test_user_errors_are_prunec_errors(pair, tmp_path):
     with pytest.raises(PrunecError):
         backend.run(_opts("x86", "--tracker", "h:1"), pair[0], pair[1], SHAPES, tmp_path, print)

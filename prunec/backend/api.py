@@ -153,7 +153,7 @@ def compile_model(model, target="x86", *, input_shapes: dict | None = None,
     lowered = B.lower(mod, tvm_tgt, tgt, db_dir, stats, winograd, blocked)
     kernel_dir = (B.kernel_dir_for(db_dir or base.default_db_dir(cfg), tvm_tgt)
                   if tgt.runs_here else None)
-    ex = B.compile_lowered(lowered, tvm_tgt, kernel_dir, stats)
+    ex = B.compile_lowered(lowered, tvm_tgt, kernel_dir, stats, tgt.pass_config(opts))
     result.mod, result.lowered, result.executable = mod, lowered, ex
     result.signature, result.stats, result.onnx_path = sig, stats, path
     return result

@@ -67,11 +67,13 @@ def lower(mod, target, kind, db_dir: str | None = None, stats: dict | None = Non
 
 
 def build(mod, target, kind, db_dir: str | None = None, stats: dict | None = None,
-          winograd: bool = True, blocked: bool = True, kernel_dir: str | None = None):
+          winograd: bool = True, blocked: bool = True, kernel_dir: str | None = None,
+          config: dict | None = None):
     """Returns a relax Executable of `lower`'s module (kind: a target name or DeployTarget);
-    kernel_dir: compiled kernels are taken from and kept there (kernel_cache.py)."""
+    kernel_dir: compiled kernels are taken from and kept there (kernel_cache.py); config: the
+    target's PassContext settings (DeployTarget.pass_config)."""
     return compile_lowered(lower(mod, target, kind, db_dir, stats, winograd, blocked), target,
-                           kernel_dir, stats)
+                           kernel_dir, stats, config)
 
 
 def kernel_dir_for(db_dir: str | None, target) -> str | None:
@@ -85,7 +87,8 @@ def kernel_dir_for(db_dir: str | None, target) -> str | None:
     return str(Path(db_dir) / "kernels")
 
 
-def compile_lowered(mod, target, kernel_dir: str | None = None, stats: dict | None = None):
+def compile_lowered(mod, target, kernel_dir: str | None = None, stats: dict | None = None,
+                    config: dict | None = None):
     """tvm.compile of a `lower`ed module, without TIR's common-subexpression elimination: on
     YOLOv8n it took 10 of the 18 s of TVM's TIR passes (prunec's unrolled register tiles are
     long), LLVM's own GVN removes the same redundancy, and the model timed the same with and
@@ -97,19 +100,18 @@ def compile_lowered(mod, target, kernel_dir: str | None = None, stats: dict | No
         if usable(kernel_dir):
             return compile_cached(mod, target, kernel_dir, stats)
     t0 = time.perf_counter()
-    ex = _compile_whole(mod, target)
+    ex = _compile_whole(mod, target, config or {})
     if stats is not None:
         stats.setdefault("compile_phases", {})["tvm_compile"] = round(time.perf_counter() - t0, 2)
     return ex
 
 
-def _compile_whole(mod, target):
+def _compile_whole(mod, target, config: dict):
     import tvm
     from tvm import relax
 
     ctx = tvm.transform.PassContext.current()
-    if target.kind.name != "llvm":  # measured on CPU code only
-        return tvm.compile(mod, target=target, relax_pipeline=relax.get_pipeline("default_build"))
-    with tvm.transform.PassContext(opt_level=ctx.opt_level,
-                                   config={**dict(ctx.config), "tirx.disable_cse_tir": True}):
+    if target.kind.name == "llvm":  # measured on CPU code only
+        config = {**config, "tirx.disable_cse_tir": True}
+    with tvm.transform.PassContext(opt_level=ctx.opt_level, config={**dict(ctx.config), **config}):
         return tvm.compile(mod, target=target, relax_pipeline=relax.get_pipeline("default_build"))

@@ -90,7 +90,7 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
             stats: dict = {}
             with phase(f"[{tgt.name}] TVM compile of the {name} model"):
                 ex = B.build(mods[name], target, tgt, db_dir, stats, winograd, blocked,
-                             kernel_dir)
+                             kernel_dir, tgt.pass_config(opts))
                 t1 = time.perf_counter()
                 lib = tgt.export(ex, art_dir / f"{name}.so")
                 stats.setdefault("compile_phases", {})["export"] = round(

@@ -27,6 +27,7 @@ class BackendOptions:
     target_cpu: str | None = None       # LLVM CPU name (x86: default the host's)
     target_features: str | None = None  # extra LLVM features, "+dotprod,-fma"
     cuda_arch: str | None = None        # sm_NN (default: the GPU present, else sm_80)
+    cuda_graph: bool = True             # cuda: run static-shape regions as captured CUDA graphs
     tune_trials: int = 0                # meta-schedule budget for both models together
     tuning_db: str | None = None        # default ~/.cache/prunec/tuning/<target-hash>
     threads: int | None = None          # default: all usable cores
@@ -61,6 +62,7 @@ class BackendOptions:
         """From a parser that add_arguments filled (and that has --target)."""
         return cls(target=args.target, target_cpu=args.target_cpu,
                    target_features=args.target_features, cuda_arch=args.cuda_arch,
+                   cuda_graph=not getattr(args, "no_cuda_graph", False),
                    tune_trials=args.tune_trials, tuning_db=args.tuning_db, threads=args.threads,
                    repeat=args.repeat, rounds=args.rounds, rpc=args.rpc, tracker=args.tracker,
                    key=args.key, winograd=not args.no_winograd,
@@ -102,6 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser, target_names=("x86", "arm", "
                    help="extra LLVM target features (mattr), comma separated, e.g. +dotprod")
     g.add_argument("--cuda-arch", metavar="SM",
                    help="CUDA architecture (default: that of the GPU present, else sm_80)")
+    g.add_argument("--no-cuda-graph", action="store_true",
+                   help="cuda: launch each kernel from the VM instead of replaying the model's "
+                        "static-shape regions as captured CUDA graphs")
     g.add_argument("--tune-trials", type=_nonneg, default=0, metavar="N",
                    help="meta-schedule measurement budget, split evenly between the original and "
                         "the pruned model (default: 0, fast default schedules only)")

@@ -104,6 +104,10 @@ class DeployTarget:
         """Relax-level rewrites after scheduling, before tvm.compile's own pipeline."""
         return mod
 
+    def pass_config(self, opts) -> dict:
+        """Settings of tvm.compile's own pipeline (its PassContext config) for this target."""
+        return {}
+
     def export(self, ex, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         ex.export_library(str(path))

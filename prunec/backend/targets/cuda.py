@@ -78,6 +78,11 @@ class Cuda(DeployTarget):
                 dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
                 dl.gpu.Fallback())(mod)
 
+    def pass_config(self, opts) -> dict:
+        # Replay each static-shape region as one CUDA graph: at batch 1 a call of YOLOv8n is
+        # ~100 kernel launches and as many VM allocations, which cost more than the kernels.
+        return {"relax.backend.use_cuda_graph": opts.cuda_graph}
+
     def can_tune(self, opts) -> tuple[bool, str]:
         if _gpu_here():
             return True, ""

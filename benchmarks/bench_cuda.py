@@ -10,8 +10,9 @@ Two steps, because the machine that compiles is often not the one with the GPU (
 
   python benchmarks/bench_cuda.py measure DIR [--json out.json] [--profile]
       on the GPU machine: needs TVM's runtime (a full TVM install, or its runtime libraries with
-      TVM_USE_RUNTIME_LIB=1), numpy, and nvcc or NVRTC (the libraries hold CUDA source, compiled
-      for the GPU present when they are loaded). PyTorch with onnx2torch, when importable, adds
+      TVM_USE_RUNTIME_LIB=1) and numpy; the kernels were compiled at build time when nvcc was
+      there (DIR/*.cuda/, prunec/backend/cuda_kernels.py), else nvcc compiles them here at load.
+      PyTorch with onnx2torch, when importable, adds
       the baseline column: the same ONNX graph run eagerly with cuDNN, f32 (TF32 off, as TVM's
       kernels compute in f32). --profile adds each model's slowest kernels.
 
@@ -132,31 +133,20 @@ def _shape(text: str) -> tuple[str, list[int]]:
 
 # ---------------------------------------------------------------- measure (the GPU host)
 
-def _load_tvm_cuda():
-    """TVM with its CUDA runtime, and a CUDA compiler registered for the libraries' source."""
+def _load_tvm_cuda(folder: Path):
+    """TVM with its CUDA runtime; the libraries' kernels from their precompiled fatbins (else
+    nvcc for the GPU here: prunec/backend/cuda_kernels.py)."""
     import tvm
-    import tvm_ffi
 
     if not any("cuda" in k for k in getattr(tvm.base, "_LOADED_LIBS", {})):
         from tvm_ffi.libinfo import load_lib_ctypes  # runtime-only install: load the sidecar
 
         load_lib_ctypes("tvm", "tvm_runtime_cuda", "RTLD_GLOBAL",
                         extra_lib_paths=[Path(tvm.__file__).parent / "lib"])
+    sys.path.insert(0, str(ROOT))
+    from prunec.backend.cuda_kernels import kernels_dir, use_precompiled
 
-    def nvcc_compile(code: str) -> bytearray:
-        # The libraries carry CUDA C; compile it for the GPU present (sm_XY) into a fatbin.
-        import subprocess
-        import tempfile
-
-        arch = "sm_" + tvm.cuda(0).compute_version.replace(".", "")
-        with tempfile.TemporaryDirectory() as d:
-            src, dst = Path(d, "k.cu"), Path(d, "k.fatbin")
-            src.write_text(code)
-            subprocess.run(["nvcc", "--fatbin", "-O3", f"-arch={arch}", "-o", str(dst), str(src)],
-                           check=True, capture_output=True)
-            return bytearray(dst.read_bytes())
-
-    tvm_ffi.register_global_func("tvm_callback_cuda_compile", nvcc_compile, override=True)
+    use_precompiled(*(kernels_dir(p) for p in folder.glob("*.so")), log=print)
     return tvm
 
 
@@ -297,12 +287,12 @@ def _ort_cpu_time(onnx_path: Path, io, repeat: int) -> float:
 
 
 def measure(a) -> int:
-    tvm = _load_tvm_cuda()
+    folder = a.folder
+    tvm = _load_tvm_cuda(folder)
     dev = tvm.cuda(0)
     if not dev.exist:
         print("bench_cuda: error: no CUDA GPU here", file=sys.stderr)
         return 2
-    folder = a.folder
     manifest = json.loads((folder / "manifest.json").read_text())
     print(f"GPU: {dev.device_name}, sm_{dev.compute_version.replace('.', '')}; libraries built "
           f"for {manifest['arch']}", flush=True)

@@ -235,6 +235,40 @@ def test_cuda_replays_static_regions_as_cuda_graphs_unless_told_not_to(pair):
     assert "cuda_graph" not in texts[False]
 
 
+def test_cuda_load_hook_serves_kernels_compiled_at_build_time(pair, tmp_path, monkeypatch):
+    """The library's CUDA C is answered from model.cuda/<hash>.<arch>.fatbin, so the machine
+    that loads it needs no CUDA compiler; a source with no binary and no nvcc is a clear error."""
+    import tvm_ffi
+
+    from prunec.backend import cuda_kernels as K
+
+    monkeypatch.setattr(K, "nvcc_path", lambda: None)  # the build host has no nvcc either
+    c = backend.compile_model(pair[0], "cuda", cuda_arch="sm_90", input_shapes=SHAPES)
+    lib = c.export(tmp_path / "m.so")
+    assert not K.kernels_dir(lib).exists()
+    code = K.cuda_source(c.executable)
+    assert code and "__global__" in code
+    folder = K.kernels_dir(lib)
+    folder.mkdir()
+    (folder / f"{K._key(code)}.sm_90.fatbin").write_bytes(b"binary for sm_90")
+    K.use_precompiled(folder, arch="sm_90")
+    hook = tvm_ffi.get_global_func("tvm_callback_cuda_compile")
+    assert bytes(hook(code)) == b"binary for sm_90"
+    with pytest.raises(Exception, match="no nvcc here"):
+        hook(code + "// edited")
+
+
+@pytest.mark.skipif(not __import__("shutil").which("nvcc"), reason="needs nvcc")
+def test_cuda_export_compiles_kernels_with_nvcc(pair, tmp_path):
+    from prunec.backend import cuda_kernels as K
+
+    c = backend.compile_model(pair[0], "cuda", cuda_arch="sm_90", input_shapes=SHAPES)
+    lib = c.export(tmp_path / "m.so")
+    files = list(K.kernels_dir(lib).glob("*.sm_90.fatbin"))
+    assert len(files) == 1 and files[0].name.startswith(K._key(K.cuda_source(c.executable)))
+    assert files[0].read_bytes()[:4] == b"\x50\xed\x55\xba"  # a fatbin's magic number
+
+
 def test_user_errors_are_prunec_errors(pair, tmp_path):
     with pytest.raises(PrunecError):
         backend.run(_opts("x86", "--tracker", "h:1"), pair[0], pair[1], SHAPES, tmp_path, print)

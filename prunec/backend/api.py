@@ -74,7 +74,7 @@ class Compiled:
         """Write the deployable library (path, e.g. model.so) and beside it path.json naming
         the inputs, shapes and dtypes; returns the library's path."""
         path = Path(path)
-        self.deploy.export(self.executable, path)
+        self.deploy.export(self.executable, path, self.target)
         io = {"inputs": self.signature["inputs"], "outputs": self.signature["outputs"],
               "entry": "main", "target": str(self.target)}
         path.with_suffix(".json").write_text(json.dumps(io, indent=2))

@@ -92,7 +92,7 @@ def run(opts: BackendOptions, original: Path, pruned: Path, input_shapes: dict[s
                 ex = B.build(mods[name], target, tgt, db_dir, stats, winograd, blocked,
                              kernel_dir, tgt.pass_config(opts))
                 t1 = time.perf_counter()
-                lib = tgt.export(ex, art_dir / f"{name}.so")
+                lib = tgt.export(ex, art_dir / f"{name}.so", target)
                 stats.setdefault("compile_phases", {})["export"] = round(
                     time.perf_counter() - t1, 2)
             choice = check_tuned(tgt, name, mods[name], target, lib, sigs[name], threads, log,

@@ -43,7 +43,7 @@ class Arm(CpuTarget):
             cfg["mcpu"] = opts.target_cpu
         return cfg
 
-    def export(self, ex, path: Path) -> Path:
+    def export(self, ex, path: Path, target=None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         export_library(ex, str(path))
         return path

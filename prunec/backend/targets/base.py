@@ -108,7 +108,8 @@ class DeployTarget:
         """Settings of tvm.compile's own pipeline (its PassContext config) for this target."""
         return {}
 
-    def export(self, ex, path: Path) -> Path:
+    def export(self, ex, path: Path, target=None) -> Path:
+        """Write the deployable library (target: the tvm Target it was compiled for)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         ex.export_library(str(path))
         return path

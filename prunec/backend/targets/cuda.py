@@ -78,6 +78,20 @@ class Cuda(DeployTarget):
                 dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
                 dl.gpu.Fallback())(mod)
 
+    def export(self, ex, path: Path, target=None) -> Path:
+        # With nvcc here, the kernels are compiled now, beside the library, for the arch built
+        # for: the machine that loads it then needs no CUDA compiler (cuda_kernels.py).
+        from ..cuda_kernels import precompile
+
+        super().export(ex, path, target)
+        arch = str(target.attrs.get("arch", "")) if target is not None else ""
+        if arch:
+            try:
+                precompile(ex, path, arch)
+            except RuntimeError:  # nvcc rejected it: the library still compiles at load time
+                pass
+        return path
+
     def pass_config(self, opts) -> dict:
         # Replay each static-shape region as one CUDA graph: at batch 1 a call of YOLOv8n is
         # ~100 kernel launches and as many VM allocations, which cost more than the kernels.
@@ -95,6 +109,9 @@ class Cuda(DeployTarget):
 
         if not _gpu_here():
             return False, "compiled, not measured: no GPU"
+        from ..cuda_kernels import kernels_dir, use_precompiled
+
+        use_precompiled(*(kernels_dir(p["artifact"]) for p in m.per.values()), log=m.log)
         for name, path in m.models.items():
             ref = M.ort_run_and_time(path, m.inputs[name], m.threads, 1, 0)[1]
             lat, out = M.tvm_run_and_time(Path(m.per[name]["artifact"]), m.sigs[name],

@@ -80,6 +80,13 @@ def transform_weight(w: np.ndarray, m: int, ob: int) -> np.ndarray:
     return np.ascontiguousarray(u, dtype=np.float32)
 
 
+# Fewer tiles did not make the transforms cost more than they save: 1 thread (Zen 4), with SiLU,
+# direct / F(2) / F(4) us: 64->64 at 8x8 46 / 29 / 20, at 4x4 14 / 9.6 / -, 128->128 at 10x10
+# 266 / 141 / -, 32->32 at 20x20 - / 50 / 35 (2 threads, wall: 52 / 21-37), 16->16 at 8x8 5.7 / 5.0
+# / 4.2. (It had been 36, which sent YOLOv8n's 20x20 convs to F(2) and its 10x10 convs direct.)
+MIN_TILES = 4
+
+
 def choose_tile(c: int, oc: int, oh: int, ow: int, lanes: int) -> int:
     """Output tile m for a 3x3 stride-1 conv, or 0 to keep it direct.
 
@@ -95,14 +102,14 @@ def choose_tile(c: int, oc: int, oh: int, ow: int, lanes: int) -> int:
         tiles = (oh // m) * (ow // m)
         wbytes = (m + 2) ** 2 * c * oc * 4
         # m = 4 while its weight fits one core's L2 (2 MB); m = 2 up to 4.5 MB, measured with
-        # 256 channels at 14x14 (4.2 MB: 454 us vs 656 direct); a few dozen tiles at least.
+        # 256 channels at 14x14 (4.2 MB: 454 us vs 656 direct); MIN_TILES tiles at least.
         # A tile row that no register tile of 2 or more divides (13 tiles at 52x52 on AVX2) is
         # computed padded (facts.wino_row_tiles): the output transform's loops do not reorder
         # around a 1-tile run
         ob = 2 * lanes if lanes >= 16 and oc % (2 * lanes) == 0 else lanes
         if ow // m > 1 and wino_row_tiles(ow // m, ob, lanes)[0] == 1:
             continue
-        if tiles >= 36 and wbytes <= limit:
+        if tiles >= MIN_TILES and wbytes <= limit:
             return m
     return 0
 

@@ -9,10 +9,13 @@ model's latency; the gap is the VM's own overhead plus the cache effects a kerne
 the model.
 
   python benchmarks/profile_layers.py model.onnx [--shape NAME=D0,D1,..] [--threads 2]
-      [--top 25] [--no-winograd] [--onnxruntime]
+      [--top 25] [--no-winograd] [--onnxruntime] [--beside ORIGINAL]
 
 --onnxruntime adds ONNX Runtime's own per-node profile of the same model (its op names and
 microseconds, summed per node over the profiled runs), for a layer-by-layer comparison.
+--beside ORIGINAL (MODEL being a pruned copy of ORIGINAL) profiles ORIGINAL too and pairs the
+calls: which of the pruned model's calls keep its speedup below its MAC reduction
+(profile_beside.py).
 """
 
 from __future__ import annotations
@@ -161,6 +164,22 @@ def ort_profile(path: Path, shapes: dict, threads: int, runs: int = 50):
     return [(n, op, sum(us) / (runs + 5), min(us)) for (n, op), us in per.items()]
 
 
+def _print_beside(orig: Path, pruned: Path, shapes: dict, rows, model_ms, a) -> None:
+    import prunec
+    from prunec.macs import graph_macs
+
+    try:
+        from profile_beside import beside, report
+    except ImportError:  # run as `python -m benchmarks.profile_layers`
+        from benchmarks.profile_beside import beside, report
+
+    o_rows, o_ms = tvm_profile(orig, shapes, a.threads, not a.no_winograd, a.number)
+    macs = [graph_macs(m.graph, m.shapes) for m in (prunec.load(str(f), shapes) for f in (orig, pruned))]
+    ratio = macs[0] / macs[1]
+    for line in report(beside(o_rows, rows, ratio), ratio, (o_ms, model_ms), a.top):
+        print(line)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path)
@@ -170,9 +189,13 @@ def main(argv=None) -> int:
     p.add_argument("--number", type=int, default=20, help="back-to-back calls per sample")
     p.add_argument("--no-winograd", action="store_true")
     p.add_argument("--onnxruntime", action="store_true")
+    p.add_argument("--beside", type=Path, metavar="ORIGINAL",
+                   help="MODEL is a pruned copy of ORIGINAL: also profile ORIGINAL and pair the "
+                        "calls (profile_beside.py)")
     a = p.parse_args(argv)
-    if not a.model.is_file():
-        raise SystemExit(f"profile_layers: no such file: {a.model}")
+    for f in (a.model, a.beside):
+        if f is not None and not f.is_file():
+            raise SystemExit(f"profile_layers: no such file: {f}")
     overrides = {}
     for item in a.shape:
         name, _, dims = item.partition("=")
@@ -187,6 +210,8 @@ def main(argv=None) -> int:
     for name, shp, us, us1 in sorted(rows, key=lambda r: -r[2])[: a.top]:
         print(f"  {us:9.1f} us {100 * us / total:5.1f}%  {us1:9.1f} us  {name:<48} "
               f"{' '.join(map(str, shp))}")
+    if a.beside is not None:
+        _print_beside(a.beside, a.model, shapes, rows, model_ms, a)
     if a.onnxruntime:
         ort_rows = ort_profile(a.model, shapes, a.threads)
         tot, fast = sum(r[2] for r in ort_rows), sum(r[3] for r in ort_rows)

@@ -58,3 +58,14 @@ def test_one_thread_is_timed_by_thread_cpu_time():
     ticks = iter(range(0, 100, 10))  # a fake clock: 10 s per reading
     assert profile_layers._timed(lambda: calls.append(1), lambda: next(ticks), 5) == 2.0
     assert len(calls) == 5
+
+
+def test_beside_pairs_a_model_with_itself(tmp_path, capsys):
+    path = tmp_path / "net.onnx"
+    onnx.save(tiny_convnet(seed=0), path)
+    assert profile_layers.main([str(path), "--beside", str(path), "--shape", "input=1,3,32,32",
+                                "--threads", "1", "--number", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "beside the original: MACs 1.00x fewer" in out
+    with pytest.raises(SystemExit, match="no such file"):
+        profile_layers.main([str(path), "--beside", str(tmp_path / "none.onnx")])

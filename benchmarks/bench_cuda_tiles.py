@@ -16,7 +16,7 @@ from (I, J, K) instead.
       fastest tile beside dlight's
 
 Status: built and compiled here (YOLOv8n original + pruned: 78 workloads x 7 tiles, 69 MB of
-library, 11 MB of fatbin, 10 min of nvcc on 2 cores); not yet run on a GPU.
+library, 11 MB of fatbin, 17 min of nvcc on the shared 2-core host); not yet run on a GPU.
 """
 
 from __future__ import annotations

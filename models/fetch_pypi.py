@@ -6,9 +6,10 @@ pinned sha256 before it appears there.
 
     python -m models.fetch_pypi                       # fetch every pinned model, print the paths
 
-    from models.fetch_pypi import ddddocr_path, nudenet_yolov8n_path, pypi_file
+    from models.fetch_pypi import ddddocr_path, nudenet_yolov8n_path, ppocr_path, pypi_file
     ddddocr_path("common.onnx")                       # a member of ddddocr 1.6.1 by file name
     nudenet_yolov8n_path()                            # nudenet 3.4.2's YOLOv8n export
+    ppocr_path("rec")                                 # RapidOCR 1.4.4's PP-OCRv4 recognizer
     pypi_file("ddddocr", "1.6.1", "ddddocr/common.onnx")   # any pinned member
 """
 from __future__ import annotations
@@ -34,6 +35,18 @@ PINNED: dict[tuple[str, str], dict[str, str]] = {
         # the recognizers' class index -> character tables (read as data, never imported)
         "ddddocr/charsets.py": "ae99cf71e1dd738d50d2c2d2bf8544c16a7d23452e9b64346d3ac4dbff83510f",
     },
+    ("rapidocr_onnxruntime", "1.4.4"): {
+        # PaddleOCR's PP-OCRv4 as RapidOCR ships it (Paddle2ONNX exports, opset 12, dynamic
+        # batch/height/width): the recognizer (conv stem + SVTR attention/LayerNorm blocks + CTC
+        # head; its 6623-character table is in the model's metadata "character"), the DB text
+        # detector, and the text-line orientation classifier
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx":
+            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx":
+            "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx":
+            "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+    },
     ("nudenet", "3.4.2"): {
         # an Ultralytics YOLOv8n export, 320x320, dynamic batch/height/width
         "nudenet/320n.onnx": "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
@@ -41,6 +54,7 @@ PINNED: dict[tuple[str, str], dict[str, str]] = {
 }
 DDDDOCR = ("ddddocr", "1.6.1")
 NUDENET = ("nudenet", "3.4.2")
+RAPIDOCR = ("rapidocr_onnxruntime", "1.4.4")
 
 
 class FetchError(RuntimeError):
@@ -88,6 +102,26 @@ def ddddocr_path(name: str = "common.onnx", cache_dir: str | Path | None = None)
 def nudenet_yolov8n_path(cache_dir: str | Path | None = None) -> Path:
     """nudenet 3.4.2's `320n.onnx`, a real exported YOLOv8n."""
     return pypi_file(*NUDENET, "nudenet/320n.onnx", cache_dir)
+
+
+def ppocr_path(name: str = "rec", cache_dir: str | Path | None = None) -> Path:
+    """RapidOCR 1.4.4's PP-OCRv4 models: "rec" (recognizer), "det" (text detector), "cls"
+    (text-line orientation classifier)."""
+    files = {"rec": "ch_PP-OCRv4_rec_infer.onnx", "det": "ch_PP-OCRv4_det_infer.onnx",
+             "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx"}
+    if name not in files:
+        raise ValueError(f"unknown PP-OCR model {name!r}; known: {', '.join(files)}")
+    return pypi_file(*RAPIDOCR, f"rapidocr_onnxruntime/models/{files[name]}", cache_dir)
+
+
+def ppocr_charset(path: str | Path | None = None) -> list[str]:
+    """The recognizer's class index -> character table: CTC blank, the table stored in the
+    model's metadata ("character"), then a space (PaddleOCR's use_space_char)."""
+    import onnx
+
+    model = onnx.load(str(path or ppocr_path("rec")), load_external_data=False)
+    table = {p.key: p.value for p in model.metadata_props}["character"].splitlines()
+    return ["<blank>"] + table + [" "]
 
 
 def _download_wheel(package: str, version: str, folder: Path) -> Path:

@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.fetch_pypi import FetchError, ddddocr_path, nudenet_yolov8n_path  # noqa: E402
+from models.fetch_pypi import FetchError, ddddocr_path, nudenet_yolov8n_path, ppocr_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +38,9 @@ def ddddocr_model():
 def yolov8n_path() -> Path:
     """nudenet 3.4.2's real YOLOv8n export (320n.onnx)."""
     return _fetched("nudenet", nudenet_yolov8n_path)
+
+
+@pytest.fixture(scope="session")
+def ppocr_model():
+    """RapidOCR 1.4.4's PP-OCRv4 models: ppocr_model("rec" | "det" | "cls")."""
+    return lambda name: _fetched("rapidocr_onnxruntime", ppocr_path, name)

@@ -144,3 +144,50 @@ def test_runtime_reshape_targets_with_constant_head_sizes():
     assert head_groups, "heads stay prunable: their sizes are constant pieces of the runtime shape"
     n_groups, _ = check_exact(proto)
     assert n_groups >= 2
+
+
+def spelled_out_layernorm():
+    """LayerNorm as Paddle2ONNX, TensorFlow and torch before opset 17 export it, on a residual
+    stream between two linear layers: ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add."""
+    b = Builder("ln", seed=7)
+    t, d = 6, 32
+    x = b.input([1, t, 8])
+    h = b.linear(x, 8, d, prefix="inp")
+    c = b.node("Sub", [h, b.reduce_mean(h, [-1])])
+    var = b.reduce_mean(b.node("Pow", [c, b.f32(2.0, "two")]), [-1])
+    y = b.node("Div", [c, b.node("Sqrt", [b.add(var, b.f32(1e-5, "eps"))])])
+    gamma = b.const(b.rng.uniform(0.5, 1.5, d).astype(np.float32), "ln.weight")
+    y = b.add(b.mul(y, gamma), b.const(b.small([d]), "ln.bias"))
+    return _finish(b, b.linear(y, d, 4, prefix="out"))
+
+
+def test_a_spelled_out_layernorm_prunes_like_layernormalization():
+    """The hidden axis the means are taken over is prunable, marked approximate, and the pruned
+    graph normalizes over the kept channels: LayerNorm of the kept channels, as a
+    LayerNormalization node would compute it."""
+    import onnx.numpy_helper as nh
+
+    proto = spelled_out_layernorm()
+    model = prunec.from_proto(proto)
+    hidden = [g for g in prunec.analyze(model).prunable_groups if g.size == 32]
+    assert len(hidden) == 1 and any("takes a mean" in r for r in hidden[0].inexact)
+    pruned, report, plan = prune_model(model, PruneOptions(ratio=0.5, round_to=1))
+    assert_verified(report, model)
+    removed = set(plan.groups[hidden[0].id])
+    keep = np.array([i for i in range(32) if i not in removed])
+    assert 0 < len(keep) < 32
+    w = {i.name: nh.to_array(i) for i in proto.graph.initializer}
+    name = {k: next(n for n in w if n.startswith(k)) for k in
+            ("inp.weight", "inp.bias", "ln.weight", "ln.bias", "out.weight", "out.bias")}
+    x = np.random.default_rng(0).standard_normal([1, 6, 8]).astype(np.float32)
+    from prunec.runtime import run_model
+
+    got = run_model(pruned.to_proto(), {"input": x})[0]
+    w_in, b_in = w[name["inp.weight"]], w[name["inp.bias"]]
+    h = (x @ w_in if w_in.shape[0] == 8 else x @ w_in.T) + b_in
+    h = h[..., keep]
+    z = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
+    z = z * w[name["ln.weight"]][keep] + w[name["ln.bias"]][keep]
+    w_out = w[name["out.weight"]]
+    want = (z @ (w_out[keep] if w_out.shape[0] == 32 else w_out[:, keep].T)) + w[name["out.bias"]]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

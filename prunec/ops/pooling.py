@@ -20,6 +20,12 @@ REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "Re
 # A removed channel that is zero adds nothing to these (Swin-V2 normalizes q and k by ReduceL2 over
 # the head dims): pruning through them is exact. A mean, max, min or product would change.
 ZERO_BLIND = ("ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare")
+# A mean over channels is a statistic, as LayerNorm's are: exports that spell LayerNorm out
+# (Paddle2ONNX, TensorFlow, torch before opset 17: ReduceMean, Sub, Pow, ReduceMean, Sqrt, Div)
+# take it over the hidden axis. Pruning makes it the mean over the kept channels, which is what
+# pruning a LayerNormalization node does: approximate (recorded, repaired by calibration), not
+# blocked.
+STATISTIC = ("ReduceMean",)
 
 
 @rule(*REDUCE)
@@ -40,6 +46,9 @@ def reduce(node, ctx):
     for i in range(r):
         if i in axes:
             if node.op in ZERO_BLIND:
+                ctx.accept(ctx.axis(x, i))
+            elif node.op in STATISTIC and ctx.shape(x)[i] > 1:
+                ctx.spaces.mark_inexact(ctx.axis(x, i), f"{ctx.where()} takes a mean over this axis")
                 ctx.accept(ctx.axis(x, i))
             elif ctx.shape(x)[i] > 1:
                 ctx.block(ctx.axis(x, i), f"reduced over by {ctx.where()}")

@@ -39,6 +39,12 @@ CHECKS_PER_EPOCH = 4  # held-out checks per epoch
 # Samples per step. 8 was measured against 16 in session 9 (docs/accuracy.md): better scores at 2x
 # on three models, worse at 1.5x on YOLOv8n, held-out losses either way; 16 stays.
 BATCH = 16
+# The decision term (decision_weight > 0): the mean weighted error over the entries that decide each
+# row's winner, added to the mean over all entries. With thousands of classes (a CTC head) almost all
+# of the per-entry error is in logits that never come near the top.
+DECISION_K = 5  # the teacher's top k of each row, and any entry the student lifts to their level
+KTH = "#kth"
+DECISION_MIN_CLASSES = 64  # outputs with a class axis at least this long get the decision term
 
 
 @dataclass
@@ -150,7 +156,8 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             budget_s: float | None = None, epochs: int | None = None, lr: float = 1e-3,
             batch: int = BATCH, seed: int = 0, log=lambda s: None, progress=None,
             relative_lr: bool = True, features: list[Feature] | None = None,
-            feature_weight: float = FEATURE_WEIGHT, freeze_exact: bool = True) -> tuple[Model, DistillResult]:
+            feature_weight: float = FEATURE_WEIGHT, freeze_exact: bool = True,
+            decision_weight: float = 0.0, decision_k: int = DECISION_K) -> tuple[Model, DistillResult]:
     """Returns the distilled student (a new Model) and what was done. `features`: inner tensors the
     student also learns to reproduce (the teacher's kept channels), besides the outputs.
     `freeze_exact`: leave untrained the layers that still compute exactly the teacher's tensors
@@ -184,11 +191,27 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     x_fit = [{k: g[k][:, None] for k in in_names} for g in fit.groups]  # [N, 1, ...]: one sample, its batch of one
     x_check = [{k: g[k][:, None] for k in in_names} for g in check.groups]
 
+    # Outputs with a class axis long enough for the decision term: each row's k-th largest teacher
+    # value is stored beside the targets (key + KTH), so a step compares instead of sorting.
+    decided = {o: int(np.argmax(w.shape)) for o, w in weights.items()
+               if w.ndim and max(w.shape) >= DECISION_MIN_CLASSES} if decision_weight > 0 else {}
+    for targets in t_fit + t_check:
+        for o, axis in decided.items():
+            targets[o + KTH] = kth_largest(targets[o], axis + 1, decision_k)
+
+    def output_loss(o, y, ts):
+        err = jnp.square(y - ts[o]) * weights[o]
+        if o not in decided:
+            return jnp.mean(err)
+        # the entries that decide each row's winner: the teacher's top k and any the student lifts to their level
+        top = (ts[o] >= ts[o + KTH]) | (jax.lax.stop_gradient(y) >= ts[o + KTH])
+        return jnp.mean(err) + decision_weight * jnp.sum(jnp.where(top, err, 0.0)) / jnp.maximum(jnp.sum(top), 1)
+
     def sample_loss(params, xs, ts):
         ys = net.run(params, xs, float_outs)
         total = 0.0
         for o, y in zip(float_outs, ys):
-            total = total + jnp.mean(jnp.square(y - ts[o]) * weights[o])
+            total = total + output_loss(o, y, ts)
         return total / len(float_outs)
 
     def batch_loss(params, xs, ts):
@@ -200,7 +223,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
 
         def one(x, t):
             ys = net.run(params, x, float_outs + [f.name for f in features])
-            out = sum(jnp.mean(jnp.square(y - t[o]) * weights[o]) for o, y in zip(float_outs, ys)) / len(float_outs)
+            out = sum(output_loss(o, y, t) for o, y in zip(float_outs, ys)) / len(float_outs)
             return out + feature_weight * feature_loss(x, ys[len(float_outs):])
         return jnp.mean(jax.vmap(one, in_axes=(0, 0))(xs, ts))
 
@@ -298,6 +321,12 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
                            fit_samples=n, check_samples=len(check), trained_tensors=len(params), frozen_tensors=len(frozen),
                            inner_targets=len(features) if feature_loss is not None else 0)
     return out, result
+
+
+def kth_largest(t: np.ndarray, axis: int, k: int) -> np.ndarray:
+    """The k-th largest value along `axis` (kept, length 1)."""
+    k = min(k, t.shape[axis])
+    return np.take(np.partition(t, t.shape[axis] - k, axis=axis), [t.shape[axis] - k], axis=axis)
 
 
 def unpruned_prefix(teacher: Model, net) -> set[str]:

@@ -274,3 +274,34 @@ def test_an_unpruned_student_has_nothing_to_train():
     out, res = distill(model, model, CalibData({name: x[:6]}), CalibData({name: x[6:]}), epochs=2, batch=4)
     assert out is model and res.steps == 0 and res.trained_tensors == 0
     assert res.frozen_tensors == len(JaxGraph(model.to_proto()).trainable) and "nothing to train" in res.stopped
+
+
+def test_kth_largest_along_an_axis():
+    from prunec.passes.distill import kth_largest
+
+    t = np.random.default_rng(0).normal(size=(3, 5, 1, 40)).astype(np.float32)
+    got = kth_largest(t, 3, 5)
+    assert got.shape == (3, 5, 1, 1)
+    assert np.array_equal(got[..., 0], np.sort(t, axis=3)[..., -5])
+    assert np.array_equal(kth_largest(t[..., :3], 3, 5)[..., 0], t[..., :3].min(3))  # k past the axis: its smallest
+
+
+def test_decision_term_weighs_the_rows_top_entries(monkeypatch):
+    """A CTC-like head: with decision_weight the loss adds the mean error over each row's deciding
+    entries (so the held-out loss starts higher), and training lowers it."""
+    import prunec.passes.distill as D
+
+    model = prunec.from_proto(build("crnn_unrolled"))  # [8 steps, 1, 20 classes]
+    monkeypatch.setattr(D, "DECISION_MIN_CLASSES", 16)
+    rng = np.random.default_rng(0)
+    name = next(iter(model.input_shapes))
+    x = rng.normal(size=(48, *model.input_shapes[name][1:])).astype(np.float32)
+    fit, check = CalibData({name: x[:40]}), CalibData({name: x[40:]})
+    pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5))
+    _, plain = D.distill(model, pruned, fit, check, epochs=1, batch=8)
+    out, res = D.distill(model, pruned, fit, check, epochs=6, batch=8, decision_weight=1.0, decision_k=3)
+    assert res.held_out_loss_before > 1.05 * plain.held_out_loss_before
+    assert res.held_out_loss_after < 0.9 * res.held_out_loss_before
+    monkeypatch.setattr(D, "DECISION_MIN_CLASSES", 64)  # 20 classes: no term
+    _, short = D.distill(model, pruned, fit, check, epochs=1, batch=8, decision_weight=1.0)
+    assert short.held_out_loss_before == pytest.approx(plain.held_out_loss_before)

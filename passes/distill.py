@@ -36,6 +36,12 @@ FEATURE_WEIGHT = 1.0  # weight of the inner-tensor term against the output term
 MAX_EPOCHS = 200
 PATIENCE = 6  # epochs without a better held-out loss before stopping
 CHECKS_PER_EPOCH = 4  # held-out checks per epoch
+# A check whose held-out loss is this many times the best so far means the steps are too large for
+# this model (PP-OCRv4's attention recognizer at lr 1e-3: 0.031 -> 0.060 within a quarter epoch,
+# never back; at 3e-4 it fell to 0.028): go back to the best weights, cut the rate by BACKOFF.
+DIVERGED = 1.5
+BACKOFF = 0.3
+MAX_BACKOFFS = 3
 # Samples per step. 8 was measured against 16 in session 9 (docs/accuracy.md): better scores at 2x
 # on three models, worse at 1.5x on YOLOv8n, held-out losses either way; 16 stays.
 BATCH = 16
@@ -53,7 +59,8 @@ class DistillResult(PassResult):
     best_epoch: float = 0.0  # where the held-out loss was best; 0: nothing beat the model as given, which is returned unchanged
     steps: int = 0
     batch: int = 0
-    lr: float = 0.0
+    lr: float = 0.0  # the step size at the end (lower than asked after a backoff)
+    backoffs: int = 0  # times the held-out loss diverged and the rate was cut
     compile_s: float = 0.0
     stopped: str = ""
     held_out_loss_before: float = 0.0
@@ -255,7 +262,8 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     check_every = max(1, math.ceil(steps_per_epoch / CHECKS_PER_EPOCH))
     planned = (epochs if epochs is not None else MAX_EPOCHS) * steps_per_epoch
     patience = PATIENCE * steps_per_epoch
-    step, stopped, order, checks = 0, "epochs", [], 0
+    step, stopped, order, checks, backoffs = 0, "epochs", [], 0, 0
+    since = 0  # the step Adam's moments (and the warmup) last started from
     b1, b2, eps = 0.9, 0.999, 1e-8
     # Steps relative to each tensor's size (relative_lr): a pruned and refitted model starts near a
     # good solution, and one absolute rate moves a small-valued tensor (a classifier over thousands
@@ -276,17 +284,25 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             ts = {k: v[idx] for k, v in t_fit[grp].items()}
             # cosine decay over the planned steps (planned from the time budget after the first checks)
             rate = lr * 0.5 * (1 + math.cos(math.pi * min(step / max(planned, 1), 1.0)))
-            rate *= min(1.0, (step + 1) / warmup)
+            rate *= min(1.0, (step - since + 1) / warmup)
             loss, g = grad_fn(params, xs, ts)
             step += 1
             m = {k: b1 * m[k] + (1 - b1) * g[k] for k in params}
             v2 = {k: b2 * v2[k] + (1 - b2) * g[k] * g[k] for k in params}
-            c1, c2 = 1 - b1 ** step, 1 - b2 ** step
+            c1, c2 = 1 - b1 ** (step - since), 1 - b2 ** (step - since)
             params = {k: params[k] - rate * scale[k] * (m[k] / c1) / (jnp.sqrt(v2[k] / c2) + eps) for k in params}
         held = evaluate(params)
         checks += 1
         if held < best_loss:
             best, best_loss, best_step = params, held, step
+        elif held > DIVERGED * best_loss and backoffs < MAX_BACKOFFS:
+            backoffs += 1
+            lr *= BACKOFF
+            params, since = best, step
+            m = {k: jnp.zeros_like(v) for k, v in params.items()}
+            v2 = {k: jnp.zeros_like(v) for k, v in params.items()}
+            log(f"distill: held-out loss {held:.4g} against {best_loss:.4g} at best: steps too large; "
+                f"back to the best weights at lr {lr:.3g}")
         elapsed = time.perf_counter() - t_start
         chunk_time = time.perf_counter() - t_chunk
         if epochs is None and (checks <= 2 or step <= planned // 2):
@@ -315,7 +331,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
         tensors[k].values = np.asarray(v, dtype=np.float32)
     out = student.with_graph(graph) if best_step else student
     result = DistillResult(name="distill", epochs=round(step / steps_per_epoch, 2),
-                           best_epoch=round(best_step / steps_per_epoch, 2), steps=step, batch=batch, lr=lr,
+                           best_epoch=round(best_step / steps_per_epoch, 2), steps=step, batch=batch, lr=lr, backoffs=backoffs,
                            time_s=time.perf_counter() - t_start, compile_s=compile_s, stopped=stopped,
                            held_out_loss_before=before, held_out_loss_after=best_loss,
                            fit_samples=n, check_samples=len(check), trained_tensors=len(params), frozen_tensors=len(frozen),

@@ -127,6 +127,23 @@ def test_distill_lowers_held_out_error_and_keeps_the_graph():
     prunec.verify(model, out)
 
 
+def test_steps_too_large_go_back_to_the_best_weights_at_a_lower_rate():
+    """A rate far too high for the model makes the held-out loss jump: distillation returns to the
+    best weights and cuts the rate instead of spending its budget on a diverged model."""
+    from prunec.passes.distill import BACKOFF, distill
+
+    model = prunec.from_proto(build("resnet18"))
+    name = next(iter(model.input_shapes))
+    x = np.random.default_rng(0).normal(size=(24, *model.input_shapes[name][1:])).astype(np.float32)
+    fit, check = CalibData({name: x[:16]}), CalibData({name: x[16:]})
+    pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5))
+    logs = []
+    _, res = distill(model, pruned, fit, check, epochs=3, lr=3.0, batch=4, log=logs.append)
+    assert res.backoffs >= 1 and any("steps too large" in m for m in logs)
+    assert res.lr == pytest.approx(3.0 * BACKOFF ** res.backoffs)
+    assert res.held_out_loss_after <= res.held_out_loss_before
+
+
 def test_inner_targets_match_the_teachers_kept_channels():
     """The student's refitted-layer outputs are pulled towards the teacher's kept channels: with the
     feature term the inner error falls further than with outputs alone, and the held-out error too."""

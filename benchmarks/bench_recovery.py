@@ -7,6 +7,9 @@ Models (PyPI wheels, fetched with --no-deps into models/cache by models/fetch_py
 - ddddocr 1.6.1 `common_det.onnx`: YOLOX-style detector; nudenet 3.4.2 `320n.onnx`: YOLOv8n. Score:
   F1 of the boxes matched to the unpruned model's (same class, IoU >= 0.5).
 - The Fashion-MNIST CNN: test accuracy (labels used only to score).
+- RapidOCR 1.4.4's PP-OCRv4 (Paddle2ONNX exports): the SVTR recognizer (`ppocr`, exact match as for
+  ddddocr, on rendered printed lines) and the DB text detector (`ppdet`, F1 of its text regions,
+  the connected parts of its probability map above 0.3, matched to the unpruned model's at IoU 0.5).
 
     python -m benchmarks.bench_recovery --models ocr --macs 0.67,0.5
     python -m benchmarks.bench_recovery --models yolo --eval 512 --noise-floor   # the score's own noise
@@ -171,7 +174,60 @@ class FashionMNIST:
         return got - ref  # points lost (labels used only here)
 
 
-MODELS = {"ocr": OCR, "det": YOLOX, "yolo": YOLOv8n, "fmnist": FashionMNIST}
+class PPOCRRec(OCR):
+    name = "PP-OCRv4 recognizer (RapidOCR 1.4.4; SVTR attention/LayerNorm + CTC, 48x320)"
+
+    def __init__(self, n_calib: int, n_eval: int):
+        from benchmarks.real_data import render_print_lines
+        from models.fetch_pypi import ppocr_charset, ppocr_path
+
+        self.path = ppocr_path("rec")
+        self.chars = ppocr_charset(self.path)
+        self.shape = {"x": [1, 3, 48, 320]}
+        self.calib = {"x": render_print_lines(n_calib, seed=0)[0]}
+        self.x, self.truth_text = render_print_lines(n_eval, seed=1)
+
+    def predict(self, model) -> list:
+        sess = session(model.to_proto())
+        return [_ctc(sess.run(None, {"x": self.x[i:i + 1]})[0]) for i in range(len(self.x))]
+
+    def truth(self, got: list) -> str:
+        """Exact match with the rendered text (PaddleOCR's space class at either end dropped)."""
+        text = ["".join(self.chars[i] for i in g).strip() for g in got]
+        return f"{np.mean([a == t for a, t in zip(text, self.truth_text)]):.3f}"
+
+
+def text_regions(prob: np.ndarray, thresh: float = 0.3, min_area: int = 10) -> list:
+    """A DB text detector's regions, simplified: the connected parts of its probability map above
+    thresh, as (class 0, score 1, box x0 y0 x1 y1): what bench_yolo's agreement() matches."""
+    from scipy import ndimage
+
+    found = ndimage.find_objects(ndimage.label(prob > thresh)[0])
+    return [(0, 1.0, np.array([s[1].start, s[0].start, s[1].stop, s[0].stop], np.float64))
+            for s in found if s is not None
+            and (s[0].stop - s[0].start) * (s[1].stop - s[1].start) >= min_area]
+
+
+class PPOCRDet(Detector):
+    name = "PP-OCRv4 text detector (RapidOCR 1.4.4; DB, 480x480)"
+    input_name = "x"
+
+    def __init__(self, n_calib: int, n_eval: int):
+        from benchmarks.real_data import render_text_pages
+        from models.fetch_pypi import ppocr_path
+
+        self.path = ppocr_path("det")
+        self.shape = {"x": [1, 3, 480, 480]}
+        self.calib = {"x": render_text_pages(n_calib, seed=0)}
+        self.x = render_text_pages(n_eval, seed=1)
+
+    @staticmethod
+    def detect(out: np.ndarray) -> list:
+        return text_regions(out[0, 0])
+
+
+MODELS = {"ocr": OCR, "det": YOLOX, "yolo": YOLOv8n, "fmnist": FashionMNIST, "ppocr": PPOCRRec,
+          "ppdet": PPOCRDet}
 
 
 def perturbations(x: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:

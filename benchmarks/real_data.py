@@ -117,3 +117,74 @@ def render_click_captchas(n: int, seed: int, size: int = 416) -> np.ndarray:
         rgb = np.asarray(im.convert("RGB"), np.float32)
         out.append(rgb[..., ::-1].transpose(2, 0, 1))  # BGR, CHW
     return np.ascontiguousarray(np.stack(out))
+
+
+def render_print_lines(n, seed, height=48, width=320):
+    """Printed text lines as PaddleOCR's recognizers read them: one line cropped to its text,
+    resized to `height` keeping its aspect, left-aligned in `width` columns padded with
+    PaddleOCR's pad value (0 after its (x/255 - 0.5) / 0.5 normalization). Mixed Chinese phrases
+    and Latin letters/digits, dark ink on light paper, mild blur and noise.
+    Returns RGB [n, 3, height, width] normalized, and the texts."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    rng = np.random.default_rng(seed)
+    latin, cjk = fonts(), cjk_fonts()
+    out, texts = np.zeros((n, 3, height, width), np.float32), []
+    for k in range(n):
+        if rng.random() < 0.5:
+            text = "".join(rng.choice(list(HANZI), rng.integers(2, 11)))
+            if rng.random() < 0.3:
+                text += "".join(rng.choice(list("0123456789"), rng.integers(1, 4)))
+            path = cjk[rng.integers(len(cjk))]
+        else:
+            text = "".join(rng.choice(list(ALPHABET), rng.integers(3, 13)))
+            path = (latin + cjk)[rng.integers(len(latin) + len(cjk))]
+        font = ImageFont.truetype(path, int(rng.integers(28, 48)))
+        probe = ImageDraw.Draw(Image.new("L", (8, 8)))
+        l, t, r, b = probe.textbbox((0, 0), text, font=font)
+        mx, my = int(rng.integers(2, 10)), int(rng.integers(2, 8))
+        paper, ink = int(rng.integers(190, 256)), int(rng.integers(0, 90))
+        im = Image.new("RGB", (r - l + 2 * mx, b - t + 2 * my), (paper,) * 3)
+        tint = rng.integers(-15, 16, 3)
+        ImageDraw.Draw(im).text((mx - l, my - t), text, fill=tuple(int(np.clip(ink + c, 0, 255)) for c in tint), font=font)
+        if rng.random() < 0.3:
+            im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 0.9))))
+        w = min(width, max(8, int(np.ceil(height * im.width / im.height))))
+        im = im.resize((w, height), Image.BILINEAR)
+        a = np.asarray(im, np.float32) + rng.normal(0, rng.uniform(0, 5), (height, w, 3))
+        a = (np.clip(a, 0, 255) / 255.0 - 0.5) / 0.5
+        out[k, :, :, :w] = a.transpose(2, 0, 1)
+        texts.append(text)
+    return out, texts
+
+
+def render_text_pages(n, seed, size=480):
+    """Pages for a text detector (PP-OCR's DB): 4-12 horizontal lines of Chinese or Latin text at
+    random places, sizes and colors, over a photo crop or plain paper. RGB normalized as PP-OCR's
+    detector (x/255 - 0.5) / 0.5, [n, 3, size, size]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    backgrounds = photo_backgrounds()
+    latin, cjk = fonts(), cjk_fonts()
+    out = np.zeros((n, 3, size, size), np.float32)
+    for k in range(n):
+        if rng.random() < 0.5:
+            bg = backgrounds[rng.integers(len(backgrounds))]
+            h, w = bg.shape[:2]
+            ch, cw = int(h * rng.uniform(0.3, 1.0)), int(w * rng.uniform(0.3, 1.0))
+            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            im = Image.fromarray(bg[y:y + ch, x:x + cw]).resize((size, size), Image.BILINEAR)
+        else:
+            im = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(200, 256, 3)))
+        draw = ImageDraw.Draw(im)
+        for _ in range(int(rng.integers(4, 13))):
+            hanzi = rng.random() < 0.5
+            text = "".join(rng.choice(list(HANZI if hanzi else ALPHABET), rng.integers(2, 12)))
+            path = (cjk if hanzi else latin)[rng.integers(len(cjk if hanzi else latin))]
+            font = ImageFont.truetype(path, int(rng.integers(14, 40)))
+            color = tuple(int(c) for c in rng.integers(0, 256, 3))
+            draw.text((int(rng.integers(0, size - 40)), int(rng.integers(0, size - 20))), text, font=font,
+                      fill=color, stroke_width=int(rng.integers(0, 2)), stroke_fill=(255, 255, 255))
+        out[k] = ((np.asarray(im, np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+    return out

@@ -179,7 +179,15 @@ def from_proto(proto: onnx.ModelProto, input_shapes: dict[str, list[int]] | None
     resolved = _resolve_input_shapes(proto, input_shapes or {}, source, notes, shape_sources)
     for name, shape in resolved.items():
         check_size(shape, f"input {name!r}", source)
-    shapes = _infer_shapes(proto, resolved, source)
+    try:
+        shapes = _infer_shapes(proto, resolved, source)
+    except PrunecError as exc:
+        defaulted = sorted(n for n, s in shape_sources.items() if s.startswith("default"))
+        if not defaulted:
+            raise
+        raise PrunecError(f"{exc} (the dynamic dims of {', '.join(map(repr, defaulted))} were tried at the "
+                          f"default size {PROBE_SIZE}; if the model reads other sizes, give one: --input-shape "
+                          f"{defaulted[0]}=D0,D1,... or calibration data at that size)") from None
     open_dims = open_input_dims(io_proto, proto)
     if not open_dims and fold_static_shapes(proto, shapes):
         notes.append("shapes computed at run time (Shape -> Gather -> Concat ...) folded into constants: every "

@@ -178,7 +178,15 @@ def prune_model(model: Model, opts: PruneOptions, log=lambda s: None) -> tuple[M
 def load_for(path: Path, opts: PruneOptions) -> tuple[Model, PruneOptions]:
     """Load a model file at the shapes the options (or, for dynamic dims, the calibration data) say."""
     with progress.phase(f"loading {path.name}"):
-        model = load(path, opts.input_shapes)
+        try:
+            model = load(path, opts.input_shapes)
+        except PrunecError:
+            # Dynamic dims are first analysed at a default size (224), which some models cannot run at
+            # (PP-OCR's recognizer reads lines 48 high only): load at the calibration data's size.
+            hints = _declared_calib_hints(path, opts)
+            if not hints:
+                raise
+            model = load(path, {**opts.input_shapes, **hints})
     if opts.calib is not None and not isinstance(opts.calib, (str, Path, dict)) and model.dynamic_dims:
         # an iterable of samples is read once here: its shapes choose the analysis shape, and every
         # pass after this reads the samples again
@@ -289,6 +297,29 @@ def shape_basis(model: Model, opts: PruneOptions) -> dict:
             source[name] = model.input_shapes_source.get(name, "given")
     return {"dynamic_dims": {n: {str(a): p or "?" for a, p in d.items()} for n, d in dynamic.items()},
             "input_shapes_source": source}
+
+
+def _declared_calib_hints(path: Path, opts: PruneOptions) -> dict[str, list[int]]:
+    """calib_shape_hints from the file's declared inputs, for a model not loaded yet (batch 1)."""
+    import onnx
+
+    from .recovery.data import analysis_shapes, declared_inputs
+
+    if opts.calib is None or not isinstance(opts.calib, (str, Path, dict)):
+        return {}
+    try:
+        inputs = declared_inputs(onnx.load(str(path), load_external_data=False))
+    except Exception:  # noqa: BLE001 - unreadable: the first load's error is the one to show
+        return {}
+    shapes, _ = analysis_shapes(opts.calib, None, opts.calib_samples, inputs=inputs)
+    hints = {}
+    for name, spec in inputs.items():
+        sample = shapes.get(name)
+        if name in opts.input_shapes or not spec.open or sample is None or len(sample) != len(spec.shape) - 1:
+            continue
+        hints[name] = [spec.shape[0]] + [int(s) if a in spec.open else d
+                                         for a, (s, d) in enumerate(zip(sample, spec.shape[1:]), 1)]
+    return hints
 
 
 def calib_shape_hints(model: Model, opts: PruneOptions) -> dict[str, list[int]]:

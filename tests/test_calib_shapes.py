@@ -196,3 +196,37 @@ def test_distill_on_two_widths(recognizer):
     out, result = distill(model, student, fit, check, epochs=1, batch=4)
     assert fit.sizes == [7, 5] and result.steps == 4  # 2 + 2 batches of at most 4, one width each
     assert result.check_samples == 4 and np.isfinite(result.held_out_loss_before)
+
+
+def fixed_height_reader():
+    """Dynamic H and W that the model can run at one height only (a Reshape with the height in a
+    constant, as Paddle2ONNX exports PP-OCR's recognizer): the default analysis size (224) fails."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([1, 3, 48, -1], np.int64), "rows"),
+             numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "c1.w"),
+             numpy_helper.from_array((rng.standard_normal((4, 8, 1, 1)) * 0.3).astype(np.float32), "c2.w")]
+    nodes = [helper.make_node("Reshape", ["x", "rows"], ["r"]),
+             helper.make_node("Conv", ["r", "c1.w"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["a"]),
+             helper.make_node("Conv", ["a", "c2.w"], ["y"])]
+    g = helper.make_graph(nodes, "fixed_h", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "h", "w"])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_a_model_that_reads_one_height_loads_at_the_calibration_size(tmp_path, capsys):
+    path = tmp_path / "fixed_h.onnx"
+    onnx.save(fixed_height_reader(), path)
+    # without a size: the error names the default size and how to give another
+    assert main([str(path), "--ratio", "0.5", "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "default size 224" in err[0] and "--input-shape x=" in err[0]
+    # with calibration data 48 high: analysed at its size, pruned, refitted, verified
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((16, 3, 48, 40)).astype(np.float32))
+    assert main([str(path), "--calib", str(calib), "--ratio", "0.5", "--recover", "refit",
+                 "-o", str(tmp_path / "b"), "-q"]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["input_shapes"]["x"] == [1, 3, 48, 40] and report["verify"]["ok"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 import numpy as np
+import onnx
 
 from prunec.errors import PrunecError
 from prunec.graph import Model
@@ -131,6 +132,19 @@ def _model_inputs(model: Model) -> dict[str, InputSpec]:
     return {vi.name: InputSpec(tuple(model.input_shapes[vi.name]), input_dtype(vi),
                                {a: p for a, p in dynamic.get(vi.name, {}).items() if a > 0})
             for vi in graph_inputs(proto)}
+
+
+def declared_inputs(proto: onnx.ModelProto) -> dict[str, InputSpec]:
+    """The graph inputs as the file declares them, before any shape is resolved: dynamic dims are
+    1 and open (for reading the calibration data's shapes when the model cannot be loaded at the
+    default analysis size)."""
+    out = {}
+    for vi in graph_inputs(proto):
+        dims = vi.type.tensor_type.shape.dim
+        fixed = [d.HasField("dim_value") and d.dim_value > 0 for d in dims]
+        out[vi.name] = InputSpec(tuple(d.dim_value if f else 1 for d, f in zip(dims, fixed)), input_dtype(vi),
+                                 {a: d.dim_param for a, (d, f) in enumerate(zip(dims, fixed)) if a > 0 and not f})
+    return out
 
 
 def _expected(spec: InputSpec) -> str:
@@ -280,12 +294,14 @@ def from_iterable(samples: Iterable[dict], model: Model, max_samples: int | None
     return CalibData(source="<iterable>", groups=_validate(_first(chunks, max_samples), model, "<iterable>", labels))
 
 
-def analysis_shapes(calib, model: Model, max_samples: int | None = None) -> tuple[dict[str, tuple], int]:
+def analysis_shapes(calib, model: Model | None, max_samples: int | None = None,
+                    inputs: dict[str, InputSpec] | None = None) -> tuple[dict[str, tuple], int]:
     """The sample shapes (one per input, without the samples axis) the most of the calibration
     samples have (the first such when several are as frequent), and how many different ones there
     are; ({}, 0) when that cannot be known without reading the data (an image folder, an iterable)
-    or the source is unreadable (the loader reports it). An .npz is read from its headers only."""
-    inputs = _model_inputs(model)
+    or the source is unreadable (the loader reports it). An .npz is read from its headers only.
+    `inputs` (declared_inputs) instead of a model: before the model could be loaded."""
+    inputs = inputs if inputs is not None else _model_inputs(model)
     try:
         if isinstance(calib, CalibData):
             counted = list(zip(calib.shapes, calib.sizes))

@@ -134,15 +134,18 @@ def teacher_outputs(teacher: Model, data: CalibData, names: list[str]) -> dict[s
     return {n: np.stack([r[n] for r in runs]).astype(np.float32) for n in names}
 
 
-def channel_weights(target: np.ndarray, segments: list[int] | None = None) -> np.ndarray:
+def channel_weights(target: np.ndarray, segments: list[int] | None = None, axis: int | None = None) -> np.ndarray:
     """1 / variance per channel of one output (target is [N, *shape], or a list of such arrays of
     several shapes: the channel axis is then one whose length they share), broadcastable to a sample.
     `segments`: runs of the channel axis that come from one tensor (prunec.recovery.stream.
-    output_segments); each run is floored as the held-out output error floors it."""
+    output_segments); each run is floored as the held-out output error floors it. `axis`: the
+    model's channel axis (output_axes: an axis the model leaves open, such as a recognizer's time
+    steps, is never it); without it, the shortest axis of the data."""
     targets = target if isinstance(target, list) else [target]
     shape = targets[0].shape[1:]
     varying = {a for a in range(len(shape)) if len({t.shape[a + 1] for t in targets}) > 1}
-    axis = output_axis(tuple(1 if a in varying else d for a, d in enumerate(shape)))
+    if axis is None or not 0 < axis < len(shape) or axis in varying:
+        axis = output_axis(tuple(1 if a in varying else d for a, d in enumerate(shape)))
     if axis is None:
         var = np.full((), np.concatenate([t.ravel() for t in targets]).var() or 1.0)
         return (1.0 / var).astype(np.float32)
@@ -157,6 +160,16 @@ def channel_weights(target: np.ndarray, segments: list[int] | None = None) -> np
     bshape = [1] * len(shape)
     bshape[axis] = shape[axis]
     return (1.0 / floored).reshape(bshape).astype(np.float32)
+
+
+def output_weights(teacher: Model, t_fit: list[dict], names: list[str]) -> dict[str, np.ndarray]:
+    """channel_weights of each output, along the model's channel axis: PaddleOCR's recognizer
+    outputs [1, 40 time steps, 6625 classes], and the shortest axis of the data (the time steps)
+    would weigh steps instead of classes."""
+    axes = output_axes(teacher, names)
+    segments = output_segments(teacher, names, axes)
+    return {o: channel_weights([t[o] for t in t_fit] if len(t_fit) > 1 else t_fit[0][o], seg, axis)
+            for o, seg, axis in zip(names, segments, axes)}
 
 
 def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
@@ -189,9 +202,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     # one entry per shape group of the calibration data (batches never mix shapes)
     t_fit = [teacher_outputs(teacher, g, float_outs) for g in _shape_groups(fit)]
     t_check = [teacher_outputs(teacher, g, float_outs) for g in _shape_groups(check)]
-    segments = dict(zip(float_outs, output_segments(teacher, float_outs, output_axes(teacher, float_outs))))
-    weights = {o: jnp.asarray(channel_weights([t[o] for t in t_fit] if len(t_fit) > 1 else t_fit[0][o], segments[o]))
-               for o in float_outs}
+    weights = {o: jnp.asarray(w) for o, w in output_weights(teacher, t_fit, float_outs).items()}
     features = [f for f in (features or []) if f.name in net.tensors and f.name not in float_outs]
     feature_loss = _feature_loss(jax, teacher, features, fit) if features and feature_weight > 0 else None
     in_names = net.inputs

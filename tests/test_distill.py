@@ -322,3 +322,19 @@ def test_decision_term_weighs_the_rows_top_entries(monkeypatch):
     monkeypatch.setattr(D, "DECISION_MIN_CLASSES", 64)  # 20 classes: no term
     _, short = D.distill(model, pruned, fit, check, epochs=1, batch=8, decision_weight=1.0)
     assert short.held_out_loss_before == pytest.approx(plain.held_out_loss_before)
+
+
+def test_output_weights_are_per_class_when_classes_outnumber_time_steps():
+    """A CTC recognizer exporting [1, time steps, classes] with more classes than steps (PaddleOCR:
+    40 x 6625) is weighed per class, along the model's channel axis, not per time step."""
+    from models.recognizer import text_recognizer
+    from prunec.passes.distill import output_weights, teacher_outputs
+
+    model = prunec.from_proto(text_recognizer(classes=80), input_shapes={"input": [1, 1, 32, 96]})
+    x = np.random.default_rng(0).random((4, 1, 1, 32, 96), dtype=np.float32)
+    names = [o.name for o in model.graph.outputs]
+    targets = teacher_outputs(model, CalibData({"input": x.reshape(4, 1, 32, 96)}), names)
+    steps, classes = targets[names[0]].shape[2:]
+    assert steps < classes == 80
+    w = output_weights(model, [targets], names)[names[0]]
+    assert w.shape == (1, 1, 80)

@@ -103,12 +103,7 @@ def build(a) -> int:
     t0 = time.perf_counter()
     lib = tvm.compile(tvm.IRModule(funcs), target=target)
     lib.export_library(str(a.out / "tiles.so"))
-    code = next(m for m in lib.mod._collect_from_import_tree(lambda _m: True)
-                if getattr(m, "kind", None) == "cuda").inspect_source()
-    if K.nvcc_path():
-        folder = K.kernels_dir(a.out / "tiles.so")
-        folder.mkdir(exist_ok=True)
-        (folder / f"{K._key(code)}.{a.arch}.fatbin").write_bytes(K.compile_fatbin(code, a.arch))
+    K.precompile(lib, a.out / "tiles.so", a.arch)  # kernels beside the library, when nvcc is here
     (a.out / "tiles.json").write_text(json.dumps(meta))
     print(f"built in {time.perf_counter() - t0:.0f} s -> {a.out}")
     return 0

@@ -3,9 +3,13 @@
 Builds the pairs itself (cached under --workdir): ResNet-18 at 224 (widths 64..512),
 MobileNetV2 at 224 (the real width table, width 1.0), the real YOLOv8n at 320 (nudenet
 320n.onnx) and ddddocr 1.6.1's text recognizer (common.onnx: conv stem, bidirectional LSTM,
-8210-class head) on a 64x256 line, each pruned by prunec's own pipeline (PruneOptions(ratio, target="x86")). Then,
-for every pair, at 0 tuning trials and (with --budget N) after tuning with N trials per pair
-(N/2 per model, one shared persistent database), prints one table:
+8210-class head) on a 64x256 line; on request (--models) also ddddocr's character detector
+(common_det.onnx, 416x416), PP-OCRv4's recognizer (ppocr_rec: SVTR attention, 48x320) and DB
+text detector (ppocr_det, 480x480) from RapidOCR 1.4.4, and the synthetic ViT of models/vit.py
+(vit: 224x224, patch 16, dim 192, 3 heads, depth 4); each pruned by prunec's own pipeline
+(PruneOptions(ratio, target="x86")). Then, for every pair, at 0 tuning trials and (with
+--budget N) after tuning with N trials per pair (N/2 per model, one shared persistent
+database), prints one table:
 
   model, MACs ratio (orig/pruned), ORT orig/pruned ms, OpenVINO orig/pruned ms (f32), TVM
   orig/pruned ms, TVM speedup, efficiency (TVM speedup / MACs ratio), TVM-pruned vs ORT-orig
@@ -78,6 +82,11 @@ MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6,
                  (6, 160, 3, 2), (6, 320, 1, 1))
 
 
+# --models accepts these; the default list stays the first four (the CI/compare baseline)
+MODELS = ("resnet18", "mobilenetv2", "yolov8n", "ddddocr", "ddddocr_det", "ppocr_rec", "ppocr_det",
+          "vit")
+
+
 def _original(name: str):
     """(ONNX ModelProto, input shapes) of a benchmark model."""
     import onnx
@@ -100,7 +109,22 @@ def _original(name: str):
         from models.fetch_pypi import ddddocr_path
 
         return onnx.load(str(ddddocr_path("common.onnx"))), {"input1": [1, 1, 64, 256]}
-    raise SystemExit(f"unknown model {name!r}")
+    if name == "ddddocr_det":  # YOLOX-style character detector
+        from models.fetch_pypi import ddddocr_path
+
+        return onnx.load(str(ddddocr_path("common_det.onnx"))), {"images": [1, 3, 416, 416]}
+    if name in ("ppocr_rec", "ppocr_det"):
+        # PP-OCRv4: the SVTR recognizer (conv stem, attention blocks with LayerNorm spelled out
+        # as ReduceMean/Pow/Sqrt, 6625-class CTC head; height 48 only) and the DB text detector
+        from models.fetch_pypi import ppocr_path
+
+        shape = [1, 3, 48, 320] if name == "ppocr_rec" else [1, 3, 480, 480]
+        return onnx.load(str(ppocr_path(name[len("ppocr_"):]))), {"x": shape}
+    if name == "vit":  # session 10's synthetic ViT (unfused attention as torch exports it)
+        from models.vit import vit
+
+        return vit(image=224, patch=16, dim=192, heads=3, depth=4), {"input": [1, 3, 224, 224]}
+    raise SystemExit(f"unknown model {name!r} (known: {', '.join(MODELS)})")
 
 
 def _input_shapes(proto, wanted: dict) -> dict[str, list[int]]:
@@ -213,7 +237,8 @@ def make_pair(name: str, ratio: float, workdir: Path, log=print) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="resnet18,mobilenetv2,yolov8n,ddddocr")
+    p.add_argument("--models", default="resnet18,mobilenetv2,yolov8n,ddddocr",
+                   help=f"comma-separated, of: {', '.join(MODELS)}")
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--budget", type=int, default=0,
                    help="also measure after tuning with this many trials per pair")

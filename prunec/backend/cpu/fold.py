@@ -12,6 +12,8 @@ FoldConstant still runs afterwards for whatever else is constant (it finds nothi
 
 from __future__ import annotations
 
+import numpy as np
+
 _BUILT: dict = {}  # structural hash -> [(PrimFunc, compiled function)], shared by a run's models
 _MAX_CACHED = 1024
 _MAX_ROUNDS = 8    # folding chains are reshape -> transpose -> pack at most
@@ -106,5 +108,56 @@ def fold_weight_transforms():
                 break
             _compile_all(missing)
         return mod
+
+    return run
+
+
+# relax ops on constants that fold_relax_constants evaluates with numpy: (op, args) -> array
+_NUMPY_OPS = {
+    "relax.reshape": lambda call, a: a[0].reshape([int(d) for d in call.ty.shape]),
+    "relax.isnan": lambda call, a: np.isnan(a[0]),
+    "relax.where": lambda call, a: np.where(*a),
+    "relax.permute_dims": lambda call, a: a[0].transpose(
+        None if call.attrs.axes is None else [int(x) for x in call.attrs.axes]),
+}
+
+
+def fold_relax_constants():
+    """A module pass: reshapes, transposes and the importer's NaN guards of Clip bounds
+    (where(isnan(c), inf, c)) of constants become constants, evaluated with numpy. Relax's
+    FoldConstant does this by compiling each call as a library of its own: 4.7 of the 8.5 s of
+    fusing PP-OCRv4's recognizer (56 Clip guards, one library each)."""
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Folder(relax.PyExprMutator):
+        def _value(self, arg):
+            if isinstance(arg, relax.Var):
+                bound = self.lookup_binding(arg)
+                arg = arg if bound is None else bound
+            if isinstance(arg, tvm.ir.expr.Constant):
+                return (arg.value if hasattr(arg, "value") else arg.data).numpy()
+            return None
+
+        def visit_call_(self, op):
+            call = super().visit_call_(op)
+            fn = _NUMPY_OPS.get(getattr(call.op, "name", None))
+            out = call.ty
+            if fn is None or not isinstance(out, relax.TensorType) or out.shape is None:
+                return call
+            args = [self._value(a) for a in call.args]
+            if not args or any(a is None for a in args):
+                return call
+            dtype = str(out.dtype)
+            return relax.const(np.asarray(fn(call, args)).astype(dtype), dtype)
+
+    @tvm.transform.module_pass(opt_level=0, name="PrunecFoldRelaxConstants")
+    def run(mod, ctx):
+        folder = Folder(mod)
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                folder.builder_.update_func(gv, folder.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(folder.builder_.get())
 
     return run

@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .fold import fold_relax_constants
+
 _log = logging.getLogger(__name__)
 
 # conv2d layouts as (data, kernel, out) for relax.transform.ConvertLayout
@@ -147,11 +149,71 @@ def _layout_cb(b: int, nchw_out=()):
     return cb
 
 
+def _resolve(expr, lookup):
+    """expr, or the value a Var is bound to."""
+    from tvm import relax
+
+    if isinstance(expr, relax.Var):
+        value = lookup(expr)
+        return expr if value is None else value
+    return expr
+
+
+def scalar_operands():
+    """A pass: a one-element constant operand (shape (1,), (1, 1) ...) of an elementwise binary
+    op becomes a rank-0 scalar when the other operand has at least its rank, which leaves the
+    result unchanged. ConvertLayout carries a blocked layout through an op with a scalar, not
+    through one with a rank-1 operand: PP-OCRv4's learnable affine blocks (y = w x + b around
+    every HardSwish, w and b of shape (1,)) put a layout change on both sides of each conv."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    binary = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+              "relax.minimum", "relax.power"}
+
+    def rank(e):
+        shape = getattr(e.ty, "shape", None)
+        return None if shape is None else len(shape)
+
+    @mutator
+    class _Scalars(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) not in binary or len(call.args) != 2:
+                return call
+            args = list(call.args)
+            changed = False
+            for i in (0, 1):
+                c = _resolve(args[i], self.lookup_binding)
+                other = rank(args[1 - i])
+                if not isinstance(c, tvm.ir.expr.Constant) or other is None:
+                    continue
+                value = (c.value if hasattr(c, "value") else c.data).numpy()
+                if value.ndim == 0 or value.size != 1 or value.ndim > other:
+                    continue
+                args[i] = relax.const(value.reshape(()), str(value.dtype))
+                changed = True
+            if not changed:
+                return call
+            return self.builder_.normalize(relax.Call(call.op, args, call.attrs, call.ty_args))
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="PrunecScalarOperands")
+    def run(mod, ctx):
+        m = _Scalars(mod)
+        for gv, f in mod.functions.items():
+            if isinstance(f, relax.Function):
+                m.builder_.update_func(gv, m.visit_expr(f))
+        return relax.transform.DeadCodeElimination()(m.builder_.get())
+
+    return run
+
+
 def clip_to_relax():
     """A pass that turns the importer's TIR calls for Clip (call_tir of topi maximum/minimum
     with a scalar constant bound) into relax.maximum / relax.minimum, which ConvertLayout can
-    carry through. Run after FoldConstant (the importer guards the bounds against NaN with
-    expressions that fold to constants)."""
+    carry through. Run after fold.fold_relax_constants (the importer guards the bounds against
+    NaN with expressions that fold to constants)."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -168,9 +230,7 @@ def clip_to_relax():
                     or len(args.fields) != 2:
                 return call
             x, bound = args.fields
-            if isinstance(bound, relax.Var):
-                bound_value = self.lookup_binding(bound)
-                bound = bound if bound_value is None else bound_value
+            bound = _resolve(bound, self.lookup_binding)
             if not isinstance(bound, tvm.ir.expr.Constant) or len(bound.ty.shape) != 0 \
                     or bound.ty.dtype != call.ty.dtype:
                 return call
@@ -201,10 +261,14 @@ def blocked_layout_pass(b: int):
             return mod
         orig = mod
         try:
-            mod = tvm.transform.Sequential([relax.transform.FoldConstant(), clip_to_relax()])(mod)
+            mod = tvm.transform.Sequential([fold_relax_constants(), clip_to_relax(),
+                                            scalar_operands()])(mod)
+            # the weights' layout changes stay calls here: after LegalizeOps,
+            # fold.fold_weight_transforms runs them all from one library (Relax's FoldConstant
+            # here compiled one library per weight: 6.5 s of PP-OCRv4's recognizer)
             return tvm.transform.Sequential([
                 relax.transform.ConvertLayout({}, _layout_cb(b, unblocked_outputs(mod, b))),
-                relax.transform.Normalize(), relax.transform.FoldConstant()])(mod)
+                relax.transform.Normalize()])(mod)
         except Exception as e:  # an op ConvertLayout cannot carry: compile the graph NCHW
             _log.warning("channel-blocked layout not applied (%s); activations stay NCHW",
                          str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)

@@ -159,3 +159,57 @@ def test_blocked_pointwise_tiles_span_the_packed_weight_block(tmp_path):
         assert int(inner.extent) == ob, (gv.name_hint, int(inner.extent), ob)
         checked += ob == 32
     assert checked >= 3  # several blocked 1x1 convs with 32-channel weight blocks
+
+
+def _affine_net(scale_shape):
+    """depthwise 3x3 (32 ch) -> y = w x + b with one-element w, b of `scale_shape` (PP-OCRv4's
+    learnable affine blocks) -> pointwise 32 -> 32."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in
+             (("dw", (32, 1, 3, 3)), ("pw", (32, 32, 1, 1)), ("w", scale_shape),
+              ("b", scale_shape))]
+    nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], group=32, pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["w", "d"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Conv", ["a", "pw"], ["y"])]
+    g = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 32, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 32, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_one_element_constants_keep_the_blocked_layout(tmp_path):
+    """A (1,)-shaped scale between two blocked convs is a scalar to ConvertLayout: the
+    activations change layout only at the graph's input and output (it used to add a change on
+    both sides of the scale)."""
+    from tvm import relax
+
+    mod = _relax(_affine_net((1,)), tmp_path)
+    out = layout.blocked_layout_pass(16)(mod)
+    assert _activation_layout_changes(out) == 2
+    # a one-element constant of higher rank than the other operand sets the result's rank: kept
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([4], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.multiply(x, relax.const(np.full((1, 1), 2, "float32"))))
+            z = bb.emit_output(relax.op.add(y, relax.const(np.full((1,), 3, "float32"))))
+        bb.emit_func_output(z)
+    txt = layout.scalar_operands()(bb.get())["main"].script()
+    assert "R.Tensor((1, 4)" in txt.split("R.multiply(")[0].splitlines()[-1]
+    assert 'R.add(lv, R.const(3.0, "float32"))' in txt  # rank 1 against rank 2: a scalar
+
+
+@pytest.mark.slow
+def test_affine_blocks_compiled_blocked_match_onnxruntime(tmp_path):
+    m = _affine_net((1,))
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "affine.onnx")
+    funcs = scheduled_functions(scheduled, "")
+    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    assert any("dwconv_nchwc" in n and "multiply" in n for n in funcs), sorted(funcs)
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -72,3 +72,36 @@ def test_fold_matches_relax_fold_constant(name):
     assert _calls_on_constants(ours) == 0
     # constants compared by value: the folded weights are bit for bit Relax's
     assert structural_equal(ours["main"], theirs["main"], map_free_vars=True)
+
+
+def test_relax_constants_fold_with_numpy():
+    """Reshapes, transposes and Clip's NaN guard (where(isnan(c), inf, c)) of constants become
+    constants, with Relax's FoldConstant's values; ops on activations stay."""
+    import numpy as np
+    from tvm import relax
+
+    from prunec.backend.cpu.fold import fold_relax_constants
+
+    w = np.arange(24, dtype="float32").reshape(2, 3, 4)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([4, 6], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            c = relax.const(w)
+            r = bb.emit(relax.op.reshape(relax.op.permute_dims(c, [2, 0, 1]), [4, 6]))
+            hi = relax.const(np.float32(np.nan))
+            g = bb.emit(relax.op.where(relax.op.isnan(hi), relax.const(np.float32(np.inf)), hi))
+            y = bb.emit(relax.op.minimum(relax.op.add(x, r), g))
+            out = bb.emit_output(relax.op.reshape(y, [24]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    folded = fold_relax_constants()(mod)
+    txt = folded["main"].script()
+    assert "R.permute_dims" not in txt and "R.isnan" not in txt and "R.where" not in txt
+    assert txt.count("R.reshape(") == 1  # the activation's
+    want = relax.transform.FoldConstant()(mod)
+    xs = np.random.default_rng(0).standard_normal((4, 6)).astype("float32")
+    got = [relax.VirtualMachine(tvm.compile(m, "llvm"), tvm.cpu())["main"](tvm.runtime.tensor(xs))
+           .numpy() for m in (folded, want)]
+    np.testing.assert_array_equal(got[0], got[1])
+    np.testing.assert_array_equal(got[0], (xs + w.transpose(2, 0, 1).reshape(4, 6)).ravel())

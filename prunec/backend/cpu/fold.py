@@ -112,13 +112,15 @@ def fold_weight_transforms():
     return run
 
 
-# relax ops on constants that fold_relax_constants evaluates with numpy: (op, args) -> array
+# relax ops that fold_relax_constants evaluates with numpy: op -> (how many leading arguments
+# are tensors that must be constant, (call, their arrays) -> array); a reshape's shape argument
+# is a ShapeExpr, read from the call's type instead
 _NUMPY_OPS = {
-    "relax.reshape": lambda call, a: a[0].reshape([int(d) for d in call.ty.shape]),
-    "relax.isnan": lambda call, a: np.isnan(a[0]),
-    "relax.where": lambda call, a: np.where(*a),
-    "relax.permute_dims": lambda call, a: a[0].transpose(
-        None if call.attrs.axes is None else [int(x) for x in call.attrs.axes]),
+    "relax.reshape": (1, lambda call, a: a[0].reshape([int(d) for d in call.ty.shape])),
+    "relax.permute_dims": (1, lambda call, a: a[0].transpose(
+        None if call.attrs.axes is None else [int(x) for x in call.attrs.axes])),
+    "relax.isnan": (1, lambda call, a: np.isnan(a[0])),
+    "relax.where": (3, lambda call, a: np.where(*a)),
 }
 
 
@@ -142,12 +144,13 @@ def fold_relax_constants():
 
         def visit_call_(self, op):
             call = super().visit_call_(op)
-            fn = _NUMPY_OPS.get(getattr(call.op, "name", None))
+            rule = _NUMPY_OPS.get(getattr(call.op, "name", None))
             out = call.ty
-            if fn is None or not isinstance(out, relax.TensorType) or out.shape is None:
+            if rule is None or not isinstance(out, relax.TensorType) or out.shape is None:
                 return call
-            args = [self._value(a) for a in call.args]
-            if not args or any(a is None for a in args):
+            n, fn = rule
+            args = [self._value(a) for a in call.args[:n]]
+            if len(args) != n or any(a is None for a in args):
                 return call
             dtype = str(out.dtype)
             return relax.const(np.asarray(fn(call, args)).astype(dtype), dtype)

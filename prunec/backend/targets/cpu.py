@@ -13,11 +13,13 @@ def fuse(mod, target, winograd: bool = True, blocked: bool = True):
     from tvm import relax
 
     from ..cpu import layout
+    from ..cpu.conv_transpose import conv_transpose_as_conv
     from ..cpu.facts import vector_lanes
     from ..cpu.fold import fold_weight_transforms
     from ..cpu.legalize import legalize_passes
 
-    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings()]
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+              conv_transpose_as_conv()]
     if blocked:
         passes.append(layout.blocked_layout_pass(vector_lanes(target)))
     passes += legalize_passes(target, winograd)

@@ -226,10 +226,27 @@ def legalize(bb, data, weight, pads, lanes):
     oc = w.shape[0]
     pt, pl, pb, pr = pads
     oh, ow = h + pt + pb - 2, wd + pl + pr - 2
-    m = choose_tile(c, oc, oh, ow, lanes) if n == 1 else 0
+    ocp = padded_out_channels(oc, lanes)
+    m = choose_tile(c, ocp, oh, ow, lanes) if n == 1 and ocp else 0
     if not m:
         return None
-    ob = 2 * lanes if lanes >= 16 and oc % (2 * lanes) == 0 else lanes
+    if ocp != oc:
+        w = np.concatenate([w, np.zeros((ocp - oc,) + w.shape[1:], w.dtype)])
+    ob = 2 * lanes if lanes >= 16 and ocp % (2 * lanes) == 0 else lanes
     u = relax.const(transform_weight(w, m, ob))
-    return bb.call_te(winograd_te, data, u, tuple(pads), m, lanes,
-                      primfunc_name_hint="prunec_winograd")
+    out = bb.call_te(winograd_te, data, u, tuple(pads), m, lanes,
+                     primfunc_name_hint="prunec_winograd")
+    if ocp == oc:
+        return out
+    from tvm import topi
+
+    return bb.call_te(topi.strided_slice, bb.emit(out), [0, 0, 0, 0], [n, oc, oh, ow],
+                      primfunc_name_hint="prunec_wino_channels")
+
+
+def padded_out_channels(oc: int, lanes: int) -> int:
+    """Output channels the Winograd GEMM computes: oc rounded up to whole vectors, zero weights
+    in the padding (cropped after), when that adds at most half of oc; else 0. A 96 -> 24 conv
+    at 120x120 (PP-OCRv4's detector head) ran 6.9 ms direct, ONNX Runtime's 7.0."""
+    ocp = -(-oc // lanes) * lanes
+    return ocp if 2 * ocp <= 3 * oc else 0

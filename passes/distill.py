@@ -162,14 +162,51 @@ def channel_weights(target: np.ndarray, segments: list[int] | None = None, axis:
     return (1.0 / floored).reshape(bshape).astype(np.float32)
 
 
-def output_weights(teacher: Model, t_fit: list[dict], names: list[str]) -> dict[str, np.ndarray]:
-    """channel_weights of each output, along the model's channel axis: PaddleOCR's recognizer
-    outputs [1, 40 time steps, 6625 classes], and the shortest axis of the data (the time steps)
-    would weigh steps instead of classes."""
+def output_weights(teacher: Model, t_fit: list[dict], names: list[str],
+                   targets: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """channel_weights of each output's target (`targets`: output -> the tensor matched in its place,
+    e.g. softmax_logits; default the output itself), along the model's channel axis: PaddleOCR's
+    recognizer outputs [1, 40 time steps, 6625 classes], and the shortest axis of the data (the time
+    steps) would weigh steps instead of classes."""
+    targets = targets or {}
     axes = output_axes(teacher, names)
     segments = output_segments(teacher, names, axes)
-    return {o: channel_weights([t[o] for t in t_fit] if len(t_fit) > 1 else t_fit[0][o], seg, axis)
-            for o, seg, axis in zip(names, segments, axes)}
+    out = {}
+    for o, seg, axis in zip(names, segments, axes):
+        z = targets.get(o, o)
+        out[z] = channel_weights([t[z] for t in t_fit] if len(t_fit) > 1 else t_fit[0][z], seg, axis)
+    return out
+
+
+def softmax_logits(teacher: Model, student: Model, names: list[str]) -> dict[str, tuple[str, int]]:
+    """{output: (its logits, class axis)} for outputs a Softmax computes along their class axis (the
+    same tensor name in both graphs). The student matches the teacher's logits there, centred along
+    that axis (a softmax ignores a shift): matching probabilities leaves almost no gradient in the
+    thousands of classes near 0 and in the saturated winner, and the logits carry what the teacher
+    knows about the runners-up (PP-OCRv4's recognizer ends in Softmax over 6625 characters)."""
+    producer = {o.name: n for n in student.graph.nodes for o in n.outputs}
+    teacher_tensors = {o.name for n in teacher.graph.nodes for o in n.outputs}
+    out = {}
+    for name, axis in zip(names, output_axes(teacher, names)):
+        node = producer.get(name)
+        rank = len(student.shapes.get(name, ()))
+        if node is None or node.op != "Softmax" or axis is None or not rank:
+            continue
+        default = -1 if student.opset >= 13 else 1
+        ax = node.attrs.get("axis", default) % rank
+        # before opset 13 Softmax flattens the axes from `axis` on: the same only for the last one
+        if ax != axis or (student.opset < 13 and ax != rank - 1):
+            continue
+        logits = node.inputs[0].name
+        if logits in teacher_tensors and student.shapes.get(logits) == student.shapes.get(name):
+            out[name] = (logits, axis)
+    return out
+
+
+def _centre(targets: dict, logits: dict[str, tuple[str, int]]) -> None:
+    """Subtract each row's mean along the class axis from the stored logits ([N, *shape])."""
+    for z, axis in logits.values():
+        targets[z] = targets[z] - targets[z].mean(axis=axis + 1, keepdims=True)
 
 
 def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
@@ -177,11 +214,13 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             batch: int = BATCH, seed: int = 0, log=lambda s: None, progress=None,
             relative_lr: bool = True, features: list[Feature] | None = None,
             feature_weight: float = FEATURE_WEIGHT, freeze_exact: bool = True,
-            decision_weight: float = 0.0, decision_k: int = DECISION_K) -> tuple[Model, DistillResult]:
+            decision_weight: float = 0.0, decision_k: int = DECISION_K,
+            match_logits: bool = True) -> tuple[Model, DistillResult]:
     """Returns the distilled student (a new Model) and what was done. `features`: inner tensors the
     student also learns to reproduce (the teacher's kept channels), besides the outputs.
     `freeze_exact`: leave untrained the layers that still compute exactly the teacher's tensors
-    (unpruned_prefix), so no gradient flows through them."""
+    (unpruned_prefix), so no gradient flows through them. `match_logits`: outputs a Softmax computes
+    are matched by their logits (softmax_logits)."""
     from prunec.onnx_jax import JaxGraph, require_jax
 
     jax = require_jax()
@@ -198,11 +237,20 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
                                       time_s=time.perf_counter() - t_start, fit_samples=len(fit),
                                       check_samples=len(check), frozen_tensors=len(frozen))
     outs = net.outputs
-    float_outs = [o for o in outs if o in {v.name for v in teacher.graph.outputs}]
+    model_outs = [o for o in outs if o in {v.name for v in teacher.graph.outputs}]
+    logits = softmax_logits(teacher, student, model_outs) if match_logits else {}
+    if logits:
+        log(f"distill: matching the logits of {len(logits)} softmax output(s), centred per row")
+    # the tensors matched to the teacher's: the outputs, or the logits before their softmax
+    float_outs = [logits[o][0] if o in logits else o for o in model_outs]
     # one entry per shape group of the calibration data (batches never mix shapes)
     t_fit = [teacher_outputs(teacher, g, float_outs) for g in _shape_groups(fit)]
     t_check = [teacher_outputs(teacher, g, float_outs) for g in _shape_groups(check)]
-    weights = {o: jnp.asarray(w) for o, w in output_weights(teacher, t_fit, float_outs).items()}
+    for targets in t_fit + t_check:
+        _centre(targets, logits)
+    centred = {z: axis for z, axis in logits.values()}
+    weights = {o: jnp.asarray(w) for o, w in
+               output_weights(teacher, t_fit, model_outs, {o: z for o, (z, _) in logits.items()}).items()}
     features = [f for f in (features or []) if f.name in net.tensors and f.name not in float_outs]
     feature_loss = _feature_loss(jax, teacher, features, fit) if features and feature_weight > 0 else None
     in_names = net.inputs
@@ -218,6 +266,8 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
             targets[o + KTH] = kth_largest(targets[o], axis + 1, decision_k)
 
     def output_loss(o, y, ts):
+        if o in centred:  # a sample keeps its batch axis of one: the class axis is the output's own
+            y = y - jnp.mean(y, axis=centred[o], keepdims=True)
         err = jnp.square(y - ts[o]) * weights[o]
         if o not in decided:
             return jnp.mean(err)

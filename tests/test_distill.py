@@ -338,3 +338,60 @@ def test_output_weights_are_per_class_when_classes_outnumber_time_steps():
     assert steps < classes == 80
     w = output_weights(model, [targets], names)[names[0]]
     assert w.shape == (1, 1, 80)
+
+
+def _softmax_head(bias_shift=0.0, axis=2, opset=13):
+    """x [1, 4, 8] -> MatMul -> Add -> Softmax(axis) -> y [1, T, 70]: a CTC-like head over 70 classes
+    whose time axis the export leaves open."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.normal(size=(8, 70)).astype(np.float32), "w")
+    b = numpy_helper.from_array((rng.normal(size=70) + bias_shift).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"),
+             helper.make_node("Add", ["xw", "b"], ["logits"], name="add"),
+             helper.make_node("Softmax", ["logits"], ["y"], name="sm", axis=axis)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 70])], [w, b])
+    return prunec.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8))
+
+
+def test_softmax_outputs_are_matched_by_their_centred_logits():
+    """A Softmax output is distilled through its logits, centred per row: a student whose logits are
+    the teacher's plus a constant (the same probabilities) has nothing left to learn; the rule applies
+    only to a Softmax along the output's class axis."""
+    from prunec.passes.distill import distill, softmax_logits
+
+    teacher, shifted = _softmax_head(), _softmax_head(bias_shift=3.0)
+    assert softmax_logits(teacher, shifted, ["y"]) == {"y": ("logits", 2)}
+    assert softmax_logits(_softmax_head(axis=1), _softmax_head(axis=1), ["y"]) == {}  # over time steps
+    assert softmax_logits(_softmax_head(axis=1, opset=11), _softmax_head(axis=1, opset=11), ["y"]) == {}
+    x = np.random.default_rng(0).normal(size=(24, 1, 4, 8)).astype(np.float32)
+    fit, check = CalibData({"x": x[:16, 0]}), CalibData({"x": x[16:, 0]})
+    logs = []
+    _, res = distill(teacher, shifted, fit, check, epochs=1, batch=8, log=logs.append)
+    assert res.held_out_loss_before < 1e-9 and any("logits" in m for m in logs)
+    # probabilities of a really different head: matched by logits, the loss falls
+    other = _softmax_head(bias_shift=0.0)
+    other_graph = other.graph.copy()
+    other_graph.tensors()["b"].values = np.random.default_rng(5).normal(size=70).astype(np.float32)
+    other = other.with_graph(other_graph)
+    out, res = distill(teacher, other, fit, check, epochs=20, batch=8, lr=0.1)
+    assert res.held_out_loss_after < 0.5 * res.held_out_loss_before
+
+
+def test_biases_and_spelled_out_layernorm_weights_are_trained():
+    """MatMul -> Add's bias and a spelled-out LayerNorm's gamma/beta are weights to train; an epsilon,
+    a constant Add after a Conv (an anchor grid) and scalars are not."""
+    from prunec.onnx_jax.graph import affine_constants
+
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w"], ["xw"]), n("Add", ["xw", "bias"], ["h"]),
+             n("ReduceMean", ["h"], ["mu"], axes=[-1]), n("Sub", ["h", "mu"], ["d"]),
+             n("Pow", ["d", "two"], ["d2"]), n("ReduceMean", ["d2"], ["var"], axes=[-1]),
+             n("Add", ["var", "eps"], ["ve"]), n("Sqrt", ["ve"], ["sd"]), n("Div", ["d", "sd"], ["z"]),
+             n("Mul", ["gamma", "z"], ["zg"]), n("Add", ["zg", "beta"], ["y"]),
+             n("Conv", ["img", "k"], ["c"]), n("Add", ["c", "grid"], ["cg"]), n("Add", ["xw", "three"], ["x3"])]
+    f = np.float32
+    consts = {"w": np.ones((4, 6), f), "bias": np.ones(6, f), "two": np.array(2, f), "eps": np.array(1e-5, f),
+              "gamma": np.ones(6, f), "beta": np.zeros(6, f), "k": np.ones((2, 1, 1, 1), f),
+              "grid": np.ones((1, 2, 1, 1), f), "three": np.array([3.0], f)}
+    assert affine_constants(nodes, consts) == {"bias", "gamma", "beta"}

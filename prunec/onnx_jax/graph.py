@@ -39,6 +39,37 @@ def require_jax():
     return jax
 
 
+def affine_constants(nodes, consts: dict[str, np.ndarray]) -> set[str]:
+    """The weights that exports spell as plain Add/Mul: a linear layer's bias (MatMul -> Add; torch
+    before opset 13, Paddle2ONNX, TensorFlow) and a LayerNorm spelled out as ops' scale and shift
+    (... Div by Sqrt -> Mul gamma -> Add beta). Only such vectors: a constant Add or Mul elsewhere (an
+    epsilon, HardSwish's 3, a detector's anchor grid) is part of the computation, not a weight."""
+    producer = {o: n for n in nodes for o in n.output}
+
+    def op_of(name):
+        n = producer.get(name)
+        return n.op_type if n is not None else None
+
+    def normalized(name):  # x / sqrt(var + eps)
+        n = producer.get(name)
+        return n is not None and n.op_type == "Div" and op_of(n.input[1]) == "Sqrt"
+
+    out = set()
+    for node in nodes:
+        if node.op_type not in ("Add", "Mul") or len(node.input) != 2:
+            continue
+        for c, x in ((node.input[1], node.input[0]), (node.input[0], node.input[1])):
+            v = consts.get(c)
+            if v is None or x in consts or v.dtype != np.float32 or v.size < 2:
+                continue
+            if node.op_type == "Add" and (op_of(x) == "MatMul" or
+                                          (op_of(x) == "Mul" and any(normalized(i) for i in producer[x].input))):
+                out.add(c)
+            elif node.op_type == "Mul" and normalized(x):
+                out.add(c)
+    return out
+
+
 class JaxGraph:
     """`params()` gives the trainable initializers; `run(params, inputs, names)` evaluates tensors."""
 
@@ -58,7 +89,7 @@ class JaxGraph:
                 if slot < len(node.input) and node.input[slot] in self.consts:
                     if self.consts[node.input[slot]].dtype == np.float32:
                         trainable.add(node.input[slot])
-        self.trainable = sorted(trainable)
+        self.trainable = sorted(trainable | affine_constants(self.nodes, self.consts))
         self.inputs = [i.name for i in proto.graph.input if i.name not in self.consts]
         self.outputs = [o.name for o in proto.graph.output]
         self.tensors = {o for node in self.nodes for o in node.output if o}

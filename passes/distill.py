@@ -27,6 +27,7 @@ from onnx import numpy_helper
 from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.recovery.data import CalibData
+from prunec.recovery.logits import softmax_outputs
 from prunec.recovery.stream import Tapper, channel_floor, floored as floor_runs, output_axes, output_axis, output_error, output_segments
 
 from .base import PassResult
@@ -179,28 +180,15 @@ def output_weights(teacher: Model, t_fit: list[dict], names: list[str],
 
 
 def softmax_logits(teacher: Model, student: Model, names: list[str]) -> dict[str, tuple[str, int]]:
-    """{output: (its logits, class axis)} for outputs a Softmax computes along their class axis (the
-    same tensor name in both graphs). The student matches the teacher's logits there, centred along
-    that axis (a softmax ignores a shift): matching probabilities leaves almost no gradient in the
-    thousands of classes near 0 and in the saturated winner, and the logits carry what the teacher
-    knows about the runners-up (PP-OCRv4's recognizer ends in Softmax over 6625 characters)."""
-    producer = {o.name: n for n in student.graph.nodes for o in n.outputs}
+    """{output: (its logits, class axis)} for outputs a Softmax computes along their class axis
+    (prunec.recovery.logits) whose logits the teacher has under the same name. The student matches
+    the teacher's logits there, centred along that axis (a softmax ignores a shift): matching
+    probabilities leaves almost no gradient in the thousands of classes near 0 and in the saturated
+    winner, and the logits carry what the teacher knows about the runners-up (PP-OCRv4's recognizer
+    ends in Softmax over 6625 characters)."""
     teacher_tensors = {o.name for n in teacher.graph.nodes for o in n.outputs}
-    out = {}
-    for name, axis in zip(names, output_axes(teacher, names)):
-        node = producer.get(name)
-        rank = len(student.shapes.get(name, ()))
-        if node is None or node.op != "Softmax" or axis is None or not rank:
-            continue
-        default = -1 if student.opset >= 13 else 1
-        ax = node.attrs.get("axis", default) % rank
-        # before opset 13 Softmax flattens the axes from `axis` on: the same only for the last one
-        if ax != axis or (student.opset < 13 and ax != rank - 1):
-            continue
-        logits = node.inputs[0].name
-        if logits in teacher_tensors and student.shapes.get(logits) == student.shapes.get(name):
-            out[name] = (logits, axis)
-    return out
+    return {o: (z, axis) for o, (z, axis) in softmax_outputs(student, names).items()
+            if z in teacher_tensors and student.shapes.get(z) == student.shapes.get(o)}
 
 
 def _centre(targets: dict, logits: dict[str, tuple[str, int]]) -> None:

@@ -22,6 +22,7 @@ from prunec.layers import refit_kind
 from prunec.plan import Plan, keep_count
 
 from .data import CalibData
+from .logits import scoring_view
 from .refit import reconstruct
 from .statistics import collect_grams
 from .downstream import Part, part_after, part_session
@@ -137,6 +138,7 @@ def group_sensitivity(model, analysis: Analysis, data, scores: dict[str, np.ndar
     original's tensors where that part reads the rest, computed once for groups whose such tensors
     fit in `cache_bytes` together; a group whose own do not fit (or whose part ONNX Runtime cannot
     load) runs the whole model, its weights fed as graph inputs. cache_bytes=0: the whole model always."""
+    model = scoring_view(model)  # softmax outputs measured by their logits
     tensors = analysis.graph.tensors()
     groups = [g for g in analysis.prunable_groups if g.id in scores]
     in_members = {g.id: [m for m in g.members if m.role == "in" and isinstance(tensors.get(m.tensor), gs.Constant)]
@@ -280,13 +282,14 @@ class RefitMeasure:
                  shrink: Callable[[Analysis, Plan], Model], mode: str = "auto", reference: Model | None = None):
         self.model, self.analysis, self.fit, self.check, self.mode = model, analysis, fit, check, mode
         self.shrink = shrink
-        ref = Tapper(reference or model, [])
+        reference = scoring_view(reference or model)  # softmax outputs measured by their logits
+        ref = Tapper(reference, [])
         self.n_out, self.batch = ref.n_graph_outputs, ref.batch
         self.ref: list[list[np.ndarray]] = []
         ref.stream(check, lambda v: self.ref.append([np.asarray(v[o], np.float64)
                                                     for o in ref.outputs[:self.n_out]]))
-        self.axes = output_axes(reference or model, ref.outputs[:self.n_out])
-        self.segments = output_segments(reference or model, ref.outputs[:self.n_out], self.axes)
+        self.axes = output_axes(reference, ref.outputs[:self.n_out])
+        self.segments = output_segments(reference, ref.outputs[:self.n_out], self.axes)
         self.energy = [channel_energy([r[j] for r in self.ref], self.axes[j]) for j in range(self.n_out)]
         self.evaluations, self.seconds = 0, 0.0
         tensors = [t.name for n in analysis.graph.nodes if refit_kind(n) is not None
@@ -305,7 +308,7 @@ class RefitMeasure:
         return err
 
     def _error(self, model: Model) -> float:
-        tap = Tapper(model, [])
+        tap = Tapper(scoring_view(model), [])
         num = [np.zeros_like(e) for e in self.energy]
         it = iter(self.ref)
 

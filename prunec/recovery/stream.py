@@ -251,8 +251,10 @@ def relative_error(num: list[np.ndarray], den: list[np.ndarray], segments: list 
 
 def output_error(reference: Model, model: Model, data: CalibData) -> float:
     """Relative squared output error on the calibration samples, averaged over outputs and their
-    axis entries (see relative_error)."""
-    ta, tb = Tapper(reference, []), Tapper(model, [])
+    axis entries (see relative_error); a softmax output by its centred logits (logits.scoring_view)."""
+    from .logits import scoring_view
+
+    ta, tb = Tapper(scoring_view(reference), []), Tapper(scoring_view(model), [])
     outs = ta.outputs[:ta.n_graph_outputs]
     axes = output_axes(reference, outs)
     num = [0.0 for _ in outs]

@@ -93,7 +93,7 @@ def models(args) -> None:
     from prunec.backend.cpu.facts import vector_lanes
     from prunec.backend.frontend import import_onnx
     from prunec.recovery.data import from_arrays
-    from prunec.recovery.stream import output_error
+    from prunec.recovery.scoring import output_error
 
     target = _target(args.threads)
     lanes = vector_lanes(target)

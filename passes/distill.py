@@ -27,8 +27,8 @@ from onnx import numpy_helper
 from prunec.errors import PrunecError
 from prunec.graph import Model
 from prunec.recovery.data import CalibData
-from prunec.recovery.logits import softmax_outputs
-from prunec.recovery.stream import Tapper, channel_floor, floored as floor_runs, output_axes, output_axis, output_error, output_segments
+from prunec.recovery.scoring import output_error, softmax_outputs
+from prunec.recovery.stream import Tapper, channel_floor, floored as floor_runs, output_axes, output_axis, output_segments
 
 from .base import PassResult
 
@@ -181,7 +181,7 @@ def output_weights(teacher: Model, t_fit: list[dict], names: list[str],
 
 def softmax_logits(teacher: Model, student: Model, names: list[str]) -> dict[str, tuple[str, int]]:
     """{output: (its logits, class axis)} for outputs a Softmax computes along their class axis
-    (prunec.recovery.logits) whose logits the teacher has under the same name. The student matches
+    (prunec.recovery.scoring) whose logits the teacher has under the same name. The student matches
     the teacher's logits there, centred along that axis (a softmax ignores a shift): matching
     probabilities leaves almost no gradient in the thousands of classes near 0 and in the saturated
     winner, and the logits carry what the teacher knows about the runners-up (PP-OCRv4's recognizer

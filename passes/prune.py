@@ -22,7 +22,7 @@ from prunec.recovery.allocation import (Floors, allocation_method, apply_floors,
 from prunec.recovery.data import CalibData, fit_and_check, load_calib
 from prunec.recovery.scores import evidence, resolve_criterion
 from prunec.recovery.sensitivity import RefitMeasure, group_sensitivity
-from prunec.recovery.stream import output_error
+from prunec.recovery.scoring import output_error
 
 from .base import PassResult
 from .factorize import BASE_MACS

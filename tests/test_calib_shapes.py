@@ -13,7 +13,8 @@ from prunec.cli import main
 from prunec.errors import PrunecError
 from prunec.recovery.data import CalibData, fit_and_check, load_calib
 from prunec.recovery.statistics import collect_grams, collect_stats
-from prunec.recovery.stream import Tapper, output_axes, output_error
+from prunec.recovery.scoring import output_error
+from prunec.recovery.stream import Tapper, output_axes
 from prunec.runtime import session
 
 CLASSES = 10  # fewer than the time steps at width 48 (12): the class axis must still be the scored one

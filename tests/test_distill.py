@@ -108,7 +108,7 @@ def test_unsupported_op_is_a_clear_error():
 
 def test_distill_lowers_held_out_error_and_keeps_the_graph():
     from prunec.passes.distill import distill
-    from prunec.recovery.stream import output_error
+    from prunec.recovery.scoring import output_error
 
     model = prunec.from_proto(build("resnet18"))
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ from prunec.recovery.data import CalibData, load_calib
 from prunec.recovery.refit import find_layers, reconstruct
 from prunec.recovery.sensitivity import group_sensitivity
 from prunec.recovery.statistics import collect_stats
-from prunec.recovery.stream import output_error
+from prunec.recovery.scoring import output_error
 from tests.calib_helpers import calib_arrays, small_cnn
 from tests.exactness import assert_verified
 

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 import prunec
 from prunec.recovery.data import from_arrays
 from prunec.errors import PrunecError
-from prunec.recovery.stream import output_error
+from prunec.recovery.scoring import output_error
 from prunec.passes.sparse_obs import obs_prune
 from prunec.passes.sparsify import SparsityOptions, sparsify
 from prunec.sparsity import ANNOTATION_KEY, Pattern, make_mask, matrix_view

@@ -22,7 +22,7 @@ from prunec.layers import refit_kind
 from prunec.plan import Plan, keep_count
 
 from .data import CalibData
-from .logits import scoring_view
+from .scoring import scoring_view
 from .refit import reconstruct
 from .statistics import collect_grams
 from .downstream import Part, part_after, part_session

@@ -249,25 +249,6 @@ def relative_error(num: list[np.ndarray], den: list[np.ndarray], segments: list 
     return float(np.mean(parts)) if parts else 0.0
 
 
-def output_error(reference: Model, model: Model, data: CalibData) -> float:
-    """Relative squared output error on the calibration samples, averaged over outputs and their
-    axis entries (see relative_error); a softmax output by its centred logits (logits.scoring_view)."""
-    from .logits import scoring_view
-
-    ta, tb = Tapper(scoring_view(reference), []), Tapper(scoring_view(model), [])
-    outs = ta.outputs[:ta.n_graph_outputs]
-    axes = output_axes(reference, outs)
-    num = [0.0 for _ in outs]
-    energy = [ChannelEnergy(ax) for ax in axes]
-    size = min(ta.batch, tb.batch) if ta.batched and tb.batched else 1
-    for batch in data.batches(size):
-        ra, rb = ta.run(batch), tb.run(batch)
-        for j, o in enumerate(outs):
-            num[j] = num[j] + channel_sq(np.asarray(ra[o], np.float64) - np.asarray(rb[o], np.float64), axes[j])
-            energy[j].add(ra[o])
-    return relative_error(num, [e.centered for e in energy], output_segments(reference, outs, axes))
-
-
 UNKNOWN_BYTES = 2 ** 62  # OriginalValues.nbytes of tensors whose shape is not known
 
 

@@ -1,4 +1,5 @@
-"""Softmax outputs scored by their logits.
+"""How a pruned model's outputs are scored against the original's: the held-out output error, with
+softmax outputs scored by their logits.
 
 A model that ends in Softmax over thousands of classes (a CTC recognizer, a classifier exported with
 its probabilities) shows almost nothing of a pruning error in its probabilities: nearly all are ~0,
@@ -15,7 +16,8 @@ import onnx_graphsurgeon as gs
 
 from prunec.graph import Model
 
-from .stream import output_axes
+from .data import CalibData
+from .stream import ChannelEnergy, Tapper, channel_sq, output_axes, output_segments, relative_error
 
 
 def softmax_outputs(model: Model, names: list[str] | None = None) -> dict[str, tuple[str, int]]:
@@ -58,3 +60,20 @@ def scoring_view(model: Model) -> Model:
         node.op, node.attrs, node.inputs = "Sub", {}, [logits, mean]
     graph.toposort()
     return model.with_graph(graph)
+
+
+def output_error(reference: Model, model: Model, data: CalibData) -> float:
+    """Relative squared output error on the calibration samples, averaged over outputs and their
+    axis entries (see relative_error); a softmax output by its centred logits (scoring_view)."""
+    ta, tb = Tapper(scoring_view(reference), []), Tapper(scoring_view(model), [])
+    outs = ta.outputs[:ta.n_graph_outputs]
+    axes = output_axes(reference, outs)
+    num = [0.0 for _ in outs]
+    energy = [ChannelEnergy(ax) for ax in axes]
+    size = min(ta.batch, tb.batch) if ta.batched and tb.batched else 1
+    for batch in data.batches(size):
+        ra, rb = ta.run(batch), tb.run(batch)
+        for j, o in enumerate(outs):
+            num[j] = num[j] + channel_sq(np.asarray(ra[o], np.float64) - np.asarray(rb[o], np.float64), axes[j])
+            energy[j].add(ra[o])
+    return relative_error(num, [e.centered for e in energy], output_segments(reference, outs, axes))

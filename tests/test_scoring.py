@@ -1,12 +1,12 @@
-"""Softmax outputs are scored by their centred logits (prunec/recovery/logits.py)."""
+"""Softmax outputs are scored by their centred logits (prunec/recovery/scoring.py)."""
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import prunec
 from prunec.recovery.data import CalibData
-from prunec.recovery.logits import scoring_view, softmax_outputs
-from prunec.recovery.stream import output_error
+from prunec.recovery.scoring import scoring_view, softmax_outputs
+from prunec.recovery.scoring import output_error
 from prunec.runtime import session
 
 

@@ -191,10 +191,18 @@ class PPOCRRec(OCR):
         sess = session(model.to_proto())
         return [_ctc(sess.run(None, {"x": self.x[i:i + 1]})[0]) for i in range(len(self.x))]
 
+    def text(self, got: list) -> list[str]:
+        """The decoded lines, PaddleOCR's space class at either end dropped (as RapidOCR reads them)."""
+        return ["".join(self.chars[i] for i in g).strip() for g in got]
+
+    def score(self, ref: list, got: list) -> float:
+        """Exact match of the decoded text with the unpruned model's: a space read at either end of a
+        line (the padding) is not a different reading."""
+        return float(np.mean([a == b for a, b in zip(self.text(ref), self.text(got))]))
+
     def truth(self, got: list) -> str:
-        """Exact match with the rendered text (PaddleOCR's space class at either end dropped)."""
-        text = ["".join(self.chars[i] for i in g).strip() for g in got]
-        return f"{np.mean([a == t for a, t in zip(text, self.truth_text)]):.3f}"
+        """Exact match with the rendered text."""
+        return f"{np.mean([a == t for a, t in zip(self.text(got), self.truth_text)]):.3f}"
 
 
 def text_regions(prob: np.ndarray, thresh: float = 0.3, min_area: int = 10) -> list:

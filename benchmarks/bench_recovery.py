@@ -275,6 +275,8 @@ def main() -> int:
     ap.add_argument("--decision-weight", type=float, default=0.0, metavar="W",
                     help="distill(decision_weight=W): also weigh the error on each row's deciding entries "
                          "(outputs with many classes, e.g. a CTC head)")
+    ap.add_argument("--criterion", default="auto", help="importance criterion (prunec --criterion); auto: prunec's default")
+    ap.add_argument("--refit-only", action="store_true", help="skip distillation (the refit rows only)")
     ap.add_argument("--factorize", type=float, metavar="TOL",
                     help="factorize large linear layers first (prunec --factorize TOL)")
     ap.add_argument("--save", metavar="DIR", help="also write the refitted and distilled models here")
@@ -295,7 +297,7 @@ def main() -> int:
         for share in [float(s) for s in args.macs.split(",")]:
             t0 = time.perf_counter()
             pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit",
-                                                                       factorize=args.factorize))
+                                                                       factorize=args.factorize, criterion=args.criterion))
             t_refit = time.perf_counter() - t0
             macs = report["macs"]["before"] / report["macs"]["after"]
             got = bench.predict(pruned)
@@ -303,7 +305,9 @@ def main() -> int:
             if args.save:
                 prunec.save(pruned, f"{args.save}/{key}-{share}-refit.onnx")
             how = f"factorize {args.factorize:g} + " if args.factorize else ""
-            print(f"| {share} | {how}refit | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
+            print(f"| {share} | {how}refit ({report['criterion']}) | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
+            if args.refit_only:
+                continue
             _, fit, check = fit_and_check(CalibData(bench.calib))
             t0 = time.perf_counter()
             d, res = distill(model, pruned, fit, check, budget_s=max(args.budget - t_refit, 1.0), lr=args.lr,

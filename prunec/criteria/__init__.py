@@ -92,7 +92,7 @@ def cli_help() -> str:
     data = [c for c in CRITERIA.values() if c.needs_data]
     return ("importance criterion: " + ", ".join(f"{c.name} ({c.help})" for c in data_free) + " (data-free); "
             + ", ".join(f"{c.name} ({c.help})" for c in data) + ": need --calib "
-            "(default with --calib: lsq, or output when model MACs x samples > 2e10; l2 without)")
+            "(default with --calib: lsq, or output when model MACs x samples > 6e11; l2 without)")
 
 
 # --------------------------------------------------------------------------- shared by criteria

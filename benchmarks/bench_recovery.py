@@ -272,8 +272,8 @@ def main() -> int:
                     help="recovery time budget (s), as prunec's --recover-budget: the plan and refit, then "
                          "distillation in what they left")
     ap.add_argument("--lr", type=float, default=1e-3, help="step size relative to each tensor's RMS")
-    ap.add_argument("--decision-weight", type=float, default=0.0, metavar="W",
-                    help="distill(decision_weight=W): also weigh the error on each row's deciding entries "
+    ap.add_argument("--decision-weight", type=float, default=None, metavar="W",
+                    help="distill(decision_weight=W; default distill.DECISION_WEIGHT): weight of the error on each row's deciding entries "
                          "(outputs with many classes, e.g. a CTC head)")
     ap.add_argument("--criterion", default="auto", help="importance criterion (prunec --criterion); auto: prunec's default")
     ap.add_argument("--refit-only", action="store_true", help="skip distillation (the refit rows only)")
@@ -311,7 +311,7 @@ def main() -> int:
             _, fit, check = fit_and_check(CalibData(bench.calib))
             t0 = time.perf_counter()
             d, res = distill(model, pruned, fit, check, budget_s=max(args.budget - t_refit, 1.0), lr=args.lr,
-                             decision_weight=args.decision_weight, log=lambda m: print("   ", m, file=sys.stderr, flush=True))
+                             **({} if args.decision_weight is None else {"decision_weight": args.decision_weight}), log=lambda m: print("   ", m, file=sys.stderr, flush=True))
             got = bench.predict(d)
             s = bench.score(ref, got)
             if args.save:

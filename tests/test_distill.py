@@ -315,7 +315,9 @@ def test_decision_term_weighs_the_rows_top_entries(monkeypatch):
     x = rng.normal(size=(48, *model.input_shapes[name][1:])).astype(np.float32)
     fit, check = CalibData({name: x[:40]}), CalibData({name: x[40:]})
     pruned, _, _ = prune_model(model, PruneOptions(ratio=0.5))
-    _, plain = D.distill(model, pruned, fit, check, epochs=1, batch=8)
+    _, plain = D.distill(model, pruned, fit, check, epochs=1, batch=8, decision_weight=0.0)
+    _, default = D.distill(model, pruned, fit, check, epochs=1, batch=8)
+    assert default.held_out_loss_before > 1.05 * plain.held_out_loss_before  # on by default
     out, res = D.distill(model, pruned, fit, check, epochs=6, batch=8, decision_weight=1.0, decision_k=3)
     assert res.held_out_loss_before > 1.05 * plain.held_out_loss_before
     assert res.held_out_loss_after < 0.9 * res.held_out_loss_before

@@ -342,25 +342,12 @@ def test_output_weights_are_per_class_when_classes_outnumber_time_steps():
     assert w.shape == (1, 1, 80)
 
 
-def _softmax_head(bias_shift=0.0, axis=2, opset=13):
-    """x [1, 4, 8] -> MatMul -> Add -> Softmax(axis) -> y [1, T, 70]: a CTC-like head over 70 classes
-    whose time axis the export leaves open."""
-    rng = np.random.default_rng(1)
-    w = numpy_helper.from_array(rng.normal(size=(8, 70)).astype(np.float32), "w")
-    b = numpy_helper.from_array((rng.normal(size=70) + bias_shift).astype(np.float32), "b")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"),
-             helper.make_node("Add", ["xw", "b"], ["logits"], name="add"),
-             helper.make_node("Softmax", ["logits"], ["y"], name="sm", axis=axis)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 70])], [w, b])
-    return prunec.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8))
-
-
 def test_softmax_outputs_are_matched_by_their_centred_logits():
     """A Softmax output is distilled through its logits, centred per row: a student whose logits are
     the teacher's plus a constant (the same probabilities) has nothing left to learn; the rule applies
     only to a Softmax along the output's class axis."""
     from prunec.passes.distill import distill, softmax_logits
+    from softmax_head import softmax_head as _softmax_head
 
     teacher, shifted = _softmax_head(), _softmax_head(bias_shift=3.0)
     assert softmax_logits(teacher, shifted, ["y"]) == {"y": ("logits", 2)}

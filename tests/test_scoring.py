@@ -1,26 +1,13 @@
 """Softmax outputs are scored by their centred logits (prunec/recovery/scoring.py)."""
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 import prunec
 from prunec.recovery.data import CalibData
-from prunec.recovery.scoring import scoring_view, softmax_outputs
-from prunec.recovery.scoring import output_error
+from prunec.recovery.scoring import output_error, scoring_view, softmax_outputs
 from prunec.runtime import session
-
-
-def _head(bias_shift=0.0, axis=2, opset=13, seed=1):
-    """x [1, 4, 8] -> MatMul -> Add -> Softmax(axis) -> y [1, T, 70], the time axis left open."""
-    rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.normal(size=(8, 70)).astype(np.float32), "w")
-    b = numpy_helper.from_array((rng.normal(size=70) + bias_shift).astype(np.float32), "b")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"),
-             helper.make_node("Add", ["xw", "b"], ["logits"], name="add"),
-             helper.make_node("Softmax", ["logits"], ["y"], name="sm", axis=axis)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "T", 70])], [w, b])
-    return prunec.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8))
+from softmax_head import softmax_head as _head
 
 
 @pytest.mark.parametrize("opset", [13, 18])

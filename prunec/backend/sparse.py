@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from .relax_rewrite import rewrite_functions
+
 # Block shapes tried for a weight, largest first; the first whose blocks hold at most FILL_SLACK
 # times the nonzeros is used (the pattern the sparsify pass wrote is exact, so its shape is found).
 BLOCK_SHAPES = [(16, 1), (8, 1), (4, 4), (1, 16), (1, 8), (4, 1), (1, 4), (2, 2), (2, 1), (1, 2), (1, 1)]
@@ -409,11 +411,7 @@ def rewrite(mod, target, lanes: int, measure: bool = True, log=lambda s: None):
                         sparse_expr(self.builder_.emit, self.builder_.add_func, x, plan, lanes))
             return super().visit_call_(call)
 
-    m = _Rewriter(mod)
-    for gv, f in mod.functions.items():
-        if isinstance(f, relax.Function):
-            m.builder_.update_func(gv, m.visit_expr(f))
-    out = relax.transform.DeadCodeElimination()(m.builder_.get())
+    out = rewrite_functions(mod, _Rewriter(mod))
     del tvm
     return out, [p.record for p in plans]
 

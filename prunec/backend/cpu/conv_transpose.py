@@ -11,6 +11,8 @@ here: PP-OCRv4's detector spent 44.5 of its 88 ms in one 24 -> 24 ConvTranspose 
 
 from __future__ import annotations
 
+from ..relax_rewrite import rewrite_functions
+
 
 def _static(shape):
     try:
@@ -54,7 +56,6 @@ def rewrite(bb, call):
 def conv_transpose_as_conv():
     """A module pass applying `rewrite` to every rewritable conv2d_transpose."""
     import tvm
-    from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     @mutator
@@ -68,10 +69,6 @@ def conv_transpose_as_conv():
 
     @tvm.ir.transform.module_pass(opt_level=0, name="PrunecConvTransposeAsConv")
     def run(mod, ctx):
-        m = _Rewrite(mod)
-        for gv, f in mod.functions.items():
-            if isinstance(f, relax.Function):
-                m.builder_.update_func(gv, m.visit_expr(f))
-        return m.builder_.get()
+        return rewrite_functions(mod, _Rewrite(mod), dce=False)
 
     return run

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..relax_rewrite import rewrite_functions
+
 _BUILT: dict = {}  # structural hash -> [(PrimFunc, compiled function)], shared by a run's models
 _MAX_CACHED = 1024
 _MAX_ROUNDS = 8    # folding chains are reshape -> transpose -> pack at most
@@ -89,11 +91,7 @@ def _fold_round(mod):
             fn(*consts, result)
             return relax.const(result.numpy(), out.dtype)
 
-    folder = Folder(mod)
-    for gv, func in mod.functions.items():
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gv, folder.visit_expr(func))
-    return folder.builder_.get(), missing
+    return rewrite_functions(mod, Folder(mod), dce=False), missing
 
 
 def fold_weight_transforms():
@@ -157,10 +155,6 @@ def fold_relax_constants():
 
     @tvm.transform.module_pass(opt_level=0, name="PrunecFoldRelaxConstants")
     def run(mod, ctx):
-        folder = Folder(mod)
-        for gv, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                folder.builder_.update_func(gv, folder.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(folder.builder_.get())
+        return rewrite_functions(mod, Folder(mod))
 
     return run

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 
+from ..relax_rewrite import rewrite_functions
 from .fold import fold_relax_constants
 
 _log = logging.getLogger(__name__)
@@ -200,11 +201,7 @@ def scalar_operands():
 
     @tvm.ir.transform.module_pass(opt_level=0, name="PrunecScalarOperands")
     def run(mod, ctx):
-        m = _Scalars(mod)
-        for gv, f in mod.functions.items():
-            if isinstance(f, relax.Function):
-                m.builder_.update_func(gv, m.visit_expr(f))
-        return relax.transform.DeadCodeElimination()(m.builder_.get())
+        return rewrite_functions(mod, _Scalars(mod))
 
     return run
 
@@ -239,11 +236,7 @@ def clip_to_relax():
 
     @tvm.ir.transform.module_pass(opt_level=0, name="PrunecClipToRelax")
     def run(mod, ctx):
-        m = _ClipToRelax(mod)
-        for gv, f in mod.functions.items():
-            if isinstance(f, relax.Function):
-                m.builder_.update_func(gv, m.visit_expr(f))
-        return relax.transform.DeadCodeElimination()(m.builder_.get())
+        return rewrite_functions(mod, _ClipToRelax(mod))
 
     return run
 

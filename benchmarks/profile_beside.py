@@ -21,7 +21,10 @@ _REDUCING = ("conv2d", "winograd", "matmul", "dense")
 
 def op_chain(name: str) -> str:
     """The kernel's ops without numbering; a Winograd conv counts as a conv (a pruned layer may
-    pass the Winograd weight-size limit where its original did not)."""
+    pass the Winograd weight-size limit where its original did not), and its crop of padded
+    output channels (winograd.padded_out_channels: pruned counts that are not whole vectors)
+    is part of it."""
+    name = name.replace("_prunec_wino_channels", "")
     return re.sub(r"\d+", "", name.replace("winograd", "conv2d"))
 
 

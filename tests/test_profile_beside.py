@@ -37,6 +37,8 @@ def test_calls_pair_up_with_their_work_ratio_and_excess():
 def test_a_winograd_call_pairs_with_a_direct_conv_but_other_graphs_are_refused():
     assert profile_beside.op_chain("fused_prunec_winograd3_add4") == \
         profile_beside.op_chain("fused_prunec_conv2d12_add7")
+    assert profile_beside.op_chain("fused_prunec_winograd1_prunec_wino_channels_add6") == \
+        profile_beside.op_chain("fused_prunec_conv2d12_add7")
     with pytest.raises(SystemExit, match="same kernels"):
         profile_beside.pair_calls(ORIG, PRUNED[:2])
     with pytest.raises(SystemExit, match="same kernels"):

@@ -18,16 +18,26 @@ from schedule_helpers import run_against_onnxruntime, schedule_onnx, scheduled_f
 
 @pytest.mark.parametrize("c,oc,groups,kernel,strides,want", [
     (96, 96, 96, (3, 3), (2, 2), ("NCHW16c", "OIHW16o", "NCHW16c")),  # depthwise, stride 2
-    (24, 24, 24, (3, 3), (1, 1), layout.NCHW),                         # 24 is no multiple of 16
+    (24, 24, 24, (3, 3), (1, 1), ("NCHW8c", "OIHW8o", "NCHW8c")),     # 24: 8-channel blocks
+    (20, 20, 20, (3, 3), (1, 1), layout.NCHW),                         # no multiple of 8
     (32, 96, 1, (1, 1), (1, 1), ("NCHW16c", "OIHW16o", "NCHW16c")),   # pointwise expand
-    (24, 144, 1, (1, 1), (1, 1), ("NCHW", "OIHW16o", "NCHW16c")),     # reads NCHW, writes blocked
-    (144, 24, 1, (1, 1), (1, 1), layout.NCHW),                         # projection to 24: NCHW
+    (20, 144, 1, (1, 1), (1, 1), ("NCHW", "OIHW16o", "NCHW16c")),     # reads NCHW, writes blocked
+    (24, 144, 1, (1, 1), (1, 1), ("NCHW8c", "OIHW16o", "NCHW16c")),   # 8-channel blocks in
+    (144, 168, 1, (1, 1), (1, 1), ("NCHW16c", "OIHW8o", "NCHW8c")),   # 8-channel blocks out
+    (144, 20, 1, (1, 1), (1, 1), layout.NCHW),                         # projection to 20: NCHW
     (3, 32, 1, (3, 3), (2, 2), ("NCHW", "OIHW16o", "NCHW16c")),       # stem
     (32, 32, 1, (3, 3), (1, 1), layout.NCHW),                          # Winograd candidate
     (64, 64, 2, (3, 3), (1, 1), layout.NCHW),                          # grouped
 ])
 def test_conv_layouts(c, oc, groups, kernel, strides, want):
     assert layout.conv_layouts(c, oc, groups, kernel, strides, 16) == want
+
+
+def test_half_blocks_only_on_16_lanes():
+    """8-channel blocks where 16 does not divide; on 8-lane targets (AVX2) no 4-channel ones."""
+    assert [layout.channel_blocks(c, 16) for c in (32, 168, 24, 20, 3)] == [16, 8, 8, 0, 0]
+    assert [layout.channel_blocks(c, 8) for c in (32, 24, 20, 12)] == [8, 8, 0, 0]
+    assert layout.channel_blocks(12, 4) == 4 and layout.channel_blocks(6, 4) == 0
 
 
 def _relax(model, tmp_path):
@@ -72,16 +82,25 @@ def test_clip_becomes_relax_ops_and_layouts_flow(tmp_path):
 
 
 def test_depthwise_convs_before_an_nchw_projection_write_nchw(tmp_path):
-    """A projection to 24 channels reads NCHW; the depthwise conv before it writes NCHW from its
-    register tile, instead of a layout change as a pass of its own."""
+    """A projection to 20 channels (no multiple of 8) reads NCHW; the depthwise conv before it
+    writes NCHW from its register tile, instead of a layout change as a pass of its own. A
+    projection to 24 is blocked in 8-channel blocks on both 16- and 8-lane targets."""
     from tvm import relax
 
-    mod = _relax(mobilenetv2(image=32, num_classes=10), tmp_path)
-    folded = tvm.transform.Sequential([relax.transform.FoldConstant(), layout.clip_to_relax()])(mod)
-    assert layout.unblocked_outputs(folded, 16)
-    assert not layout.unblocked_outputs(folded, 8)  # 8-lane blocks: 24 channels stay blocked
+    from models.mobilenet import V2_SETTINGS
+
+    def folded(settings):
+        mod = _relax(mobilenetv2(image=32, num_classes=10, settings=settings), tmp_path)
+        return mod, tvm.transform.Sequential([relax.transform.FoldConstant(),
+                                              layout.clip_to_relax()])(mod)
+
+    _, with24 = folded(V2_SETTINGS)
+    assert not layout.unblocked_outputs(with24, 16) and not layout.unblocked_outputs(with24, 8)
+    mod, with20 = folded(tuple((t, 20 if c == 24 else c, n, st) for t, c, n, st in V2_SETTINGS))
+    assert layout.unblocked_outputs(with20, 16) and layout.unblocked_outputs(with20, 8)
     out = layout.blocked_layout_pass(16)(mod)
-    # the one layout change left: the pooled features before the classifier
+    # the one layout change left: the pooled features before the classifier (the 20-channel
+    # tensors are written NCHW by the depthwise convs and projections, read so by expansions)
     assert _activation_layout_changes(out) == 1, _activation_layout_changes(out)
 
 
@@ -210,6 +229,47 @@ def test_affine_blocks_compiled_blocked_match_onnxruntime(tmp_path):
     funcs = scheduled_functions(scheduled, "")
     assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
     assert any("dwconv_nchwc" in n and "multiply" in n for n in funcs), sorted(funcs)
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _uneven_net():
+    """48 -> 24 pointwise, depthwise 3x3 stride 2 on 24, ReLU, 24 -> 48 pointwise: the middle
+    tensors have 24 channels (a pruned count, a multiple of 8 but not of 16)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in
+             (("p1", (24, 48, 1, 1)), ("dw", (24, 1, 3, 3)), ("db", (24,)),
+              ("p2", (48, 24, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "p1"], ["a"]),
+             helper.make_node("Conv", ["a", "dw", "db"], ["d"], group=24, pads=[1, 1, 1, 1],
+                              strides=[2, 2]),
+             helper.make_node("Relu", ["d"], ["r"]),
+             helper.make_node("Conv", ["r", "p2"], ["y"])]
+    g = helper.make_graph(nodes, "uneven", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 48, 16, 16])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 48, 8, 8])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_eight_channel_blocks_compiled_match_onnxruntime(tmp_path):
+    """24 channels on a 16-lane target: the depthwise conv runs on NCHW8c (blocked kernels,
+    one 8-float vector per pixel) between convs that read and write 8-channel blocks."""
+    from prunec.backend.cpu.facts import vector_lanes
+
+    m = _uneven_net()
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "uneven.onnx")
+    funcs = scheduled_functions(scheduled, "")
+    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    dw = [f for gv, f in scheduled.functions.items() if "dwconv_nchwc" in gv.name_hint]
+    assert dw, sorted(funcs)
+    if vector_lanes(tgt) == 16:
+        head = dw[0].script().split("def main(")[1].split("):")[0]
+        # the input: 3 blocks of 8 channels
+        assert "T.int64(3), T.int64(16), T.int64(16), T.int64(8))" in head, head
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     for got, want in zip(outs, ref):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

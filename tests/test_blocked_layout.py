@@ -273,3 +273,47 @@ def test_eight_channel_blocks_compiled_match_onnxruntime(tmp_path):
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     for got, want in zip(outs, ref):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _fpn_net():
+    """Two depthwise-separable branches at 8x8 and 16x16 (32 channels), the 8x8 one upsampled
+    2x (nearest, as PP-OCRv4's detector FPN does) and added to the other, then a 1x1 conv."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in
+             (("dw1", (32, 1, 3, 3)), ("pw1", (32, 32, 1, 1)), ("dw2", (32, 1, 3, 3)),
+              ("pw2", (32, 32, 1, 1)), ("pw3", (32, 32, 1, 1)))]
+    inits += [numpy_helper.from_array(np.array([1, 1, 2, 2], "float32"), "scales"),
+              numpy_helper.from_array(np.zeros(0, "float32"), "roi")]
+    nodes = [helper.make_node("Conv", ["a", "dw1"], ["a1"], group=32, pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a1", "pw1"], ["a2"]),
+             helper.make_node("Conv", ["b", "dw2"], ["b1"], group=32, pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["b1", "pw2"], ["b2"]),
+             helper.make_node("Resize", ["a2", "roi", "scales"], ["up"], mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+             helper.make_node("Add", ["up", "b2"], ["s"]),
+             helper.make_node("Conv", ["s", "pw3"], ["y"])]
+    g = helper.make_graph(nodes, "fpn", [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 32, 8, 8]),
+        helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 32, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def test_nearest_upsampling_keeps_the_blocked_layout(tmp_path):
+    """The upsampling runs on NCHW16c: the activations change layout only at the graph's two
+    inputs and its output (ConvertLayout alone leaves Resize NCHW: two changes more)."""
+    mod = _relax(_fpn_net(), tmp_path)
+    out = layout.blocked_layout_pass(16)(mod)
+    txt = out["main"].script()
+    assert 'layout="NCHW16c", method="nearest_neighbor"' in txt
+    assert _activation_layout_changes(out) == 3, _activation_layout_changes(out)
+    m = _fpn_net()
+    scheduled, sig, tgt = schedule_onnx(m, tmp_path, "fpn.onnx")
+    funcs = scheduled_functions(scheduled, "")
+    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

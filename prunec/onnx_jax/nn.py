@@ -7,7 +7,10 @@ import numpy as np
 
 from prunec.errors import PrunecError
 
+from .depthwise import depthwise_fn
 from .registry import axes_of, jnn, register, static_value
+
+DEPTHWISE_TAPS = True  # depthwise convs as shifted slices (see depthwise.py); False: XLA's grouped conv
 
 
 @register("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1",
@@ -163,6 +166,9 @@ def _conv(c, x, w, b=None):
     if group == 1 and all(k == 1 for k in np.shape(w)[2:]) and all(s == 1 for s in strides) \
             and all(p == (0, 0) for p in pads):
         y = _pointwise(c.jax.numpy, x, w)
+    elif DEPTHWISE_TAPS and nsp == 2 and group > 1 and np.shape(w)[1] == 1 and group == np.shape(x)[1] == np.shape(w)[0]:
+        f = depthwise_fn(c.jax, tuple(strides), tuple(dil), tuple(pads))
+        y = f(x, c.jax.numpy.reshape(w, (group,) + tuple(np.shape(w)[2:])))
     else:
         y = lax.conv_general_dilated(x, w, window_strides=strides, padding=pads, rhs_dilation=dil,
                                      dimension_numbers=_dims(np.ndim(x)), feature_group_count=group)

@@ -180,24 +180,30 @@ def test_blocked_pointwise_tiles_span_the_packed_weight_block(tmp_path):
     assert checked >= 3  # several blocked 1x1 convs with 32-channel weight blocks
 
 
-def _affine_net(scale_shape):
-    """depthwise 3x3 (32 ch) -> y = w x + b with one-element w, b of `scale_shape` (PP-OCRv4's
-    learnable affine blocks) -> pointwise 32 -> 32."""
-    import onnx
+def _net(name, weights, nodes, inputs, outputs, extra=()):
+    """An opset-13 model: `weights` {name: shape} drawn at random (seed 0) plus `extra`
+    initializers; `inputs`/`outputs` {name: shape}, float32."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in
-             (("dw", (32, 1, 3, 3)), ("pw", (32, 32, 1, 1)), ("w", scale_shape),
-              ("b", scale_shape))]
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in weights]
+    inits += list(extra)
+    info = lambda d: [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in d.items()]  # noqa: E731
+    g = helper.make_graph(nodes, name, info(inputs), info(outputs), inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _affine_net(scale_shape):
+    """depthwise 3x3 (32 ch) -> y = w x + b with one-element w, b of `scale_shape` (PP-OCRv4's
+    learnable affine blocks) -> pointwise 32 -> 32."""
+    from onnx import helper
+
+    weights = (("dw", (32, 1, 3, 3)), ("pw", (32, 32, 1, 1)), ("w", scale_shape), ("b", scale_shape))
     nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], group=32, pads=[1, 1, 1, 1]),
              helper.make_node("Mul", ["w", "d"], ["m"]),
              helper.make_node("Add", ["m", "b"], ["a"]),
              helper.make_node("Conv", ["a", "pw"], ["y"])]
-    g = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 32, 8, 8])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [1, 32, 8, 8])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _net("affine", weights, nodes, {"x": [1, 32, 8, 8]}, {"y": [1, 32, 8, 8]})
 
 
 def test_one_element_constants_keep_the_blocked_layout(tmp_path):
@@ -237,22 +243,15 @@ def test_affine_blocks_compiled_blocked_match_onnxruntime(tmp_path):
 def _uneven_net():
     """48 -> 24 pointwise, depthwise 3x3 stride 2 on 24, ReLU, 24 -> 48 pointwise: the middle
     tensors have 24 channels (a pruned count, a multiple of 8 but not of 16)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in
-             (("p1", (24, 48, 1, 1)), ("dw", (24, 1, 3, 3)), ("db", (24,)),
-              ("p2", (48, 24, 1, 1)))]
+    weights = (("p1", (24, 48, 1, 1)), ("dw", (24, 1, 3, 3)), ("db", (24,)), ("p2", (48, 24, 1, 1)))
     nodes = [helper.make_node("Conv", ["x", "p1"], ["a"]),
              helper.make_node("Conv", ["a", "dw", "db"], ["d"], group=24, pads=[1, 1, 1, 1],
                               strides=[2, 2]),
              helper.make_node("Relu", ["d"], ["r"]),
              helper.make_node("Conv", ["r", "p2"], ["y"])]
-    g = helper.make_graph(nodes, "uneven", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 48, 16, 16])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [1, 48, 8, 8])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _net("uneven", weights, nodes, {"x": [1, 48, 16, 16]}, {"y": [1, 48, 8, 8]})
 
 
 def test_eight_channel_blocks_compiled_match_onnxruntime(tmp_path):
@@ -278,15 +277,12 @@ def test_eight_channel_blocks_compiled_match_onnxruntime(tmp_path):
 def _fpn_net():
     """Two depthwise-separable branches at 8x8 and 16x16 (32 channels), the 8x8 one upsampled
     2x (nearest, as PP-OCRv4's detector FPN does) and added to the other, then a 1x1 conv."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in
-             (("dw1", (32, 1, 3, 3)), ("pw1", (32, 32, 1, 1)), ("dw2", (32, 1, 3, 3)),
-              ("pw2", (32, 32, 1, 1)), ("pw3", (32, 32, 1, 1)))]
-    inits += [numpy_helper.from_array(np.array([1, 1, 2, 2], "float32"), "scales"),
-              numpy_helper.from_array(np.zeros(0, "float32"), "roi")]
+    weights = (("dw1", (32, 1, 3, 3)), ("pw1", (32, 32, 1, 1)), ("dw2", (32, 1, 3, 3)),
+               ("pw2", (32, 32, 1, 1)), ("pw3", (32, 32, 1, 1)))
+    extra = [numpy_helper.from_array(np.array([1, 1, 2, 2], "float32"), "scales"),
+             numpy_helper.from_array(np.zeros(0, "float32"), "roi")]
     nodes = [helper.make_node("Conv", ["a", "dw1"], ["a1"], group=32, pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["a1", "pw1"], ["a2"]),
              helper.make_node("Conv", ["b", "dw2"], ["b1"], group=32, pads=[1, 1, 1, 1]),
@@ -295,11 +291,8 @@ def _fpn_net():
                               coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
              helper.make_node("Add", ["up", "b2"], ["s"]),
              helper.make_node("Conv", ["s", "pw3"], ["y"])]
-    g = helper.make_graph(nodes, "fpn", [
-        helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 32, 8, 8]),
-        helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 32, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _net("fpn", weights, nodes, {"a": [1, 32, 8, 8], "b": [1, 32, 16, 16]}, {"y": [1, 32, 16, 16]},
+                extra)
 
 
 def test_nearest_upsampling_keeps_the_blocked_layout(tmp_path):

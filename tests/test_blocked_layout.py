@@ -40,6 +40,19 @@ def test_half_blocks_only_on_16_lanes():
     assert layout.channel_blocks(12, 4) == 4 and layout.channel_blocks(6, 4) == 0
 
 
+def _all_scheduled(scheduled) -> dict:
+    """Every function of the compiled module has a prunec schedule (none left to TVM's default)."""
+    funcs = scheduled_functions(scheduled, "")
+    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    return funcs
+
+
+def _assert_matches_onnxruntime(m, scheduled, sig, tgt):
+    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
+    for got, want in zip(outs, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def _relax(model, tmp_path):
     import onnx
 
@@ -116,9 +129,7 @@ def test_mobilenetv2_blocked_matches_onnxruntime(tmp_path, mcpu):
     for gv, f in scheduled.functions.items():
         if "dwconv_nchwc" in gv.name_hint:
             assert "T.Select" not in f.script() and "T.if_then_else" in f.script()
-    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
-    for got, want in zip(outs, ref):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    _assert_matches_onnxruntime(m, scheduled, sig, tgt)
 
 
 def test_mobilenetv3_blocked_matches_onnxruntime(tmp_path):
@@ -126,11 +137,8 @@ def test_mobilenetv3_blocked_matches_onnxruntime(tmp_path):
     m = mobilenetv3(image=64, num_classes=10)
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "mbv3.onnx")
     # the SE convs on a 1x1 map included (one-pixel register tiles once failed there)
-    funcs = scheduled_functions(scheduled, "")
-    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
-    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
-    for got, want in zip(outs, ref):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    _all_scheduled(scheduled)
+    _assert_matches_onnxruntime(m, scheduled, sig, tgt)
 
 
 def test_blocked_layout_can_be_turned_off(tmp_path):
@@ -232,12 +240,9 @@ def test_one_element_constants_keep_the_blocked_layout(tmp_path):
 def test_affine_blocks_compiled_blocked_match_onnxruntime(tmp_path):
     m = _affine_net((1,))
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "affine.onnx")
-    funcs = scheduled_functions(scheduled, "")
-    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    funcs = _all_scheduled(scheduled)
     assert any("dwconv_nchwc" in n and "multiply" in n for n in funcs), sorted(funcs)
-    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
-    for got, want in zip(outs, ref):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    _assert_matches_onnxruntime(m, scheduled, sig, tgt)
 
 
 def _uneven_net():
@@ -261,17 +266,14 @@ def test_eight_channel_blocks_compiled_match_onnxruntime(tmp_path):
 
     m = _uneven_net()
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "uneven.onnx")
-    funcs = scheduled_functions(scheduled, "")
-    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
+    funcs = _all_scheduled(scheduled)
     dw = [f for gv, f in scheduled.functions.items() if "dwconv_nchwc" in gv.name_hint]
     assert dw, sorted(funcs)
     if vector_lanes(tgt) == 16:
         head = dw[0].script().split("def main(")[1].split("):")[0]
         # the input: 3 blocks of 8 channels
         assert "T.int64(3), T.int64(16), T.int64(16), T.int64(8))" in head, head
-    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
-    for got, want in zip(outs, ref):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    _assert_matches_onnxruntime(m, scheduled, sig, tgt)
 
 
 def _fpn_net():
@@ -305,8 +307,5 @@ def test_nearest_upsampling_keeps_the_blocked_layout(tmp_path):
     assert _activation_layout_changes(out) == 3, _activation_layout_changes(out)
     m = _fpn_net()
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "fpn.onnx")
-    funcs = scheduled_functions(scheduled, "")
-    assert all(funcs.values()), [f for f, ok in funcs.items() if not ok]
-    outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
-    for got, want in zip(outs, ref):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    _all_scheduled(scheduled)
+    _assert_matches_onnxruntime(m, scheduled, sig, tgt)

@@ -14,16 +14,20 @@ from functools import lru_cache
 import numpy as np
 
 
-def _taps(jnp, lax, xp, w, stride, dil, out_hw):
-    """y[n,c,h,w] = sum_ij xp[n, c, s*h + i*d, s*w + j*d] * w[c, i, j] (xp already padded)."""
+def _tap(lax, xp, i, j, stride, dil, out_hw):
+    """xp[n, c, s*h + i*d, s*w + j*d] over the output's (h, w): the input one kernel tap reads."""
     (sh, sw), (dh, dw), (ho, wo) = stride, dil, out_hw
+    return lax.slice(xp, (0, 0, i * dh, j * dw),
+                     (xp.shape[0], xp.shape[1], i * dh + sh * (ho - 1) + 1, j * dw + sw * (wo - 1) + 1),
+                     (1, 1, sh, sw))
+
+
+def _taps(lax, xp, w, stride, dil, out_hw):
+    """y[n,c,h,w] = sum_ij xp[n, c, s*h + i*d, s*w + j*d] * w[c, i, j] (xp already padded)."""
     y = None
     for i in range(w.shape[1]):
         for j in range(w.shape[2]):
-            tap = lax.slice(xp, (0, 0, i * dh, j * dw),
-                            (xp.shape[0], xp.shape[1], i * dh + sh * (ho - 1) + 1, j * dw + sw * (wo - 1) + 1),
-                            (1, 1, sh, sw))
-            term = tap * w[None, :, i, j, None, None]
+            term = _tap(lax, xp, i, j, stride, dil, out_hw) * w[None, :, i, j, None, None]
             y = term if y is None else y + term
     return y
 
@@ -40,34 +44,32 @@ def depthwise_fn(jax, stride: tuple, dil: tuple, pads: tuple):
     def out_hw(xp, w):
         return tuple((xp.shape[2 + a] - dil[a] * (w.shape[1 + a] - 1) - 1) // stride[a] + 1 for a in (0, 1))
 
+    def forward(x, w):
+        xp = pad_input(x)
+        return _taps(lax, xp, w, stride, dil, out_hw(xp, w)), xp
+
     @jax.custom_vjp
     def f(x, w):
-        xp = pad_input(x)
-        return _taps(jnp, lax, xp, w, stride, dil, out_hw(xp, w))
+        return forward(x, w)[0]
 
     def fwd(x, w):
-        return f(x, w), (x, w)
+        y, xp = forward(x, w)
+        return y, (xp, w)  # the padded input: the backward pass reads it, not x
 
     def bwd(res, g):
-        x, w = res
-        xp = pad_input(x)
-        (kh, kw), (ho, wo) = w.shape[1:], g.shape[2:]
+        xp, w = res
+        kh, kw = w.shape[1:]
         # Input gradient: spread g by the stride, pad it so a stride-1 correlation with the flipped
         # kernel covers every padded input position, then crop the padding off.
         span = [(k - 1) * d for k, d in zip((kh, kw), dil)]
         right = [xp.shape[2 + a] - stride[a] * (g.shape[2 + a] - 1) - 1 for a in (0, 1)]
         gp = lax.pad(g, np.float32(0).astype(g.dtype),
                      ((0, 0, 0), (0, 0, 0), (span[0], right[0], stride[0] - 1), (span[1], right[1], stride[1] - 1)))
-        dxp = _taps(jnp, lax, gp, w[:, ::-1, ::-1], (1, 1), dil, xp.shape[2:])
-        dx = dxp[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
+        dxp = _taps(lax, gp, w[:, ::-1, ::-1], (1, 1), dil, xp.shape[2:])
+        dx = dxp[:, :, pt:xp.shape[2] - pb, pl:xp.shape[3] - pr]
         # Weight gradient: one reduction per tap (dead code, removed by XLA, when w is not trained).
-        dw = []
-        for i in range(kh):
-            for j in range(kw):
-                tap = lax.slice(xp, (0, 0, i * dil[0], j * dil[1]),
-                                (xp.shape[0], xp.shape[1], i * dil[0] + stride[0] * (ho - 1) + 1,
-                                 j * dil[1] + stride[1] * (wo - 1) + 1), (1, 1, stride[0], stride[1]))
-                dw.append(jnp.sum(tap * g, axis=(0, 2, 3)))
+        dw = [jnp.sum(_tap(lax, xp, i, j, stride, dil, g.shape[2:]) * g, axis=(0, 2, 3))
+              for i in range(kh) for j in range(kw)]
         return dx, jnp.stack(dw, -1).reshape(w.shape)
 
     f.defvjp(fwd, bwd)

@@ -10,8 +10,6 @@ from prunec.errors import PrunecError
 from .depthwise import depthwise_fn
 from .registry import axes_of, jnn, register, static_value
 
-DEPTHWISE_TAPS = True  # depthwise convs as shifted slices (see depthwise.py); False: XLA's grouped conv
-
 
 @register("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1",
      "ReduceSumSquare")
@@ -166,7 +164,7 @@ def _conv(c, x, w, b=None):
     if group == 1 and all(k == 1 for k in np.shape(w)[2:]) and all(s == 1 for s in strides) \
             and all(p == (0, 0) for p in pads):
         y = _pointwise(c.jax.numpy, x, w)
-    elif DEPTHWISE_TAPS and nsp == 2 and group > 1 and np.shape(w)[1] == 1 and group == np.shape(x)[1] == np.shape(w)[0]:
+    elif nsp == 2 and group > 1 and np.shape(w)[1] == 1 and group == np.shape(x)[1] == np.shape(w)[0]:
         f = depthwise_fn(c.jax, tuple(strides), tuple(dil), tuple(pads))
         y = f(x, c.jax.numpy.reshape(w, (group,) + tuple(np.shape(w)[2:])))
     else:

@@ -69,7 +69,7 @@ def main() -> int:
     print("| setting                            | criterion  | alloc  | kept        | MACs   | acc %  | delta  | time s |")
     print("|------------------------------------|------------|--------|-------------|--------|--------|--------|--------|")
     if args.seeds:
-        rows = {"default (auto)": {}, "default, mirror 3": dict(calib_mirror=3),
+        rows = {"default (auto)": {}, "one round (--steps 1)": dict(steps=1), "default, mirror 3": dict(calib_mirror=3),
                 "lsq, probe": dict(criterion="lsq", allocation="probe"),
                 "output, probe": dict(criterion="output", allocation="probe")}
         deltas: dict[str, list[float]] = {k: [] for k in rows}

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 import prunec
+from prunec import cli_args
 from prunec.passes.distill import distill
 from prunec.recovery.data import CalibData, fit_and_check
 from prunec.pipeline import PruneOptions, prune_model
@@ -279,7 +280,8 @@ def main() -> int:
     ap.add_argument("--refit-only", action="store_true", help="skip distillation (the refit rows only)")
     ap.add_argument("--factorize", type=float, metavar="TOL",
                     help="factorize large linear layers first (prunec --factorize TOL)")
-    ap.add_argument("--steps", type=int, default=1, help="prune in this many rounds, refitting after each (prunec --steps)")
+    ap.add_argument("--steps", type=cli_args.steps, default=None, metavar="N|auto",
+                    help="prune in this many rounds, refitting after each (prunec --steps; default auto)")
     ap.add_argument("--save", metavar="DIR", help="also write the refitted and distilled models here")
     ap.add_argument("--noise-floor", action="store_true",
                     help="only score the unpruned model against itself on slightly perturbed inputs")
@@ -299,14 +301,15 @@ def main() -> int:
             t0 = time.perf_counter()
             pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit",
                                                                        factorize=args.factorize, criterion=args.criterion,
-                                                                       steps=args.steps))
+                                                                       steps=args.steps, recover_budget=args.budget))
             t_refit = time.perf_counter() - t0
             macs = report["macs"]["before"] / report["macs"]["after"]
             got = bench.predict(pruned)
             s = bench.score(ref, got)
             if args.save:
                 prunec.save(pruned, f"{args.save}/{key}-{share}-refit.onnx")
-            how = (f"factorize {args.factorize:g} + " if args.factorize else "") + (f"{args.steps} steps of " if args.steps > 1 else "")
+            rounds = len(report["steps"])
+            how = (f"factorize {args.factorize:g} + " if args.factorize else "") + (f"{rounds} rounds of " if rounds > 1 else "")
             print(f"| {share} | {how}refit ({report['criterion']}) | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
             if args.refit_only:
                 continue

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from .cli_args import Parser as _Parser, checked as _checked, common as _common
-from .cli_args import positive_int as _positive_int, ratio as _ratio, share as _share, verbosity as _verbosity
+from .cli_args import positive_int as _positive_int, steps as _steps, ratio as _ratio, share as _share, verbosity as _verbosity
 from .errors import PrunecError, one_line
 from .provenance import command_line
 
@@ -105,7 +105,10 @@ def _calibration_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reconstruct-mode", choices=["auto", "sequential", "local"], default="auto",
                    help="sequential: level by level on the pruned model's activations (deep models in 16 "
                         "passes of consecutive levels); local: one pass on the original's (auto: sequential)")
-    g.add_argument("--steps", type=_positive_int, default=1, help="prune in this many rounds, reconstructing after each")
+    g.add_argument("--steps", type=_steps, default=None, metavar="N|auto", help=(
+        "prune in this many rounds, reconstructing after each; auto (default): two when a --target-macs budget "
+        "keeps under 0.6 of the MACs with calibration data, one otherwise, and one when a second would leave "
+        "distillation under 40%% of --recover-budget"))
     g.add_argument("--recover", choices=["auto", "refit", "distill", "none"], default="auto", help=(
         "accuracy recovery with --calib: refit (least squares per layer), distill (refit, then train the pruned "
         "model to reproduce the original's outputs on the calibration inputs; needs jax: pip install "

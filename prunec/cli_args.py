@@ -26,6 +26,11 @@ share = checked(float, lambda v: 0.0 < v <= 1.0, "is outside (0, 1]")
 positive_int = checked(int, lambda v: v >= 1, "must be at least 1")
 
 
+def steps(text: str):
+    """--steps: a number of rounds, or auto (None: chosen from the budget, passes/prune.py)."""
+    return None if text == "auto" else positive_int(text)
+
+
 class Parser(argparse.ArgumentParser):
     """Usage errors are one line on stderr, like every other prunec error."""
 

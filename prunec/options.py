@@ -34,7 +34,7 @@ class PruneOptions:
     protect_keep: float | None = None  # stem/head floor share; default 0.5 with a refit allocation, else 0.75
     reconstruct: bool | None = None  # default: on when calibration data is given
     recon_mode: str = "auto"
-    steps: int = 1
+    steps: int | None = None  # rounds; None: auto (passes/prune.py rounds_for)
     sensitivity_samples: int = 16
     allocation: str = "auto"  # --target-macs: probe (sensitivity curves), refit (search with refits), auto
     # accuracy recovery after pruning (with calibration data): refit (least squares, per round), distill
@@ -68,5 +68,5 @@ class PruneOptions:
     def calibrated(self) -> bool:
         """Calibration data, a MACs budget, several rounds or floors: the calibrated flow (not with a plan)."""
         return (self.calib is not None or self.target_macs is not None or self.target_latency is not None
-                or self.steps > 1
+                or (self.steps or 1) > 1
                 or bool(self.protect)) and not self.plan_in

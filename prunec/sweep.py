@@ -80,6 +80,7 @@ def sweep(model: Model, opts: PruneOptions, targets=DEFAULT_TARGETS, *,
     for t in targets:
         t0 = time.perf_counter()
         runs.opts = replace(base, target_macs=t)
+        runs.started = t0  # each point has the recovery budget (it bounds --steps auto's rounds)
         pruned, _, entries = runs.run(analysis)
         macs = graph_macs(pruned.graph, pruned.shapes)
         point = SweepPoint(t, macs, graph_params(pruned.graph), macs0 / max(macs, 1),

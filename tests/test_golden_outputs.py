@@ -77,7 +77,7 @@ CASES.update({
     "small_cnn/output-probe": (lambda: prunec.from_proto(small_cnn()),
                                lambda: PruneOptions(target_macs=0.6, criterion="output", calib=calib_arrays(48),
                                                     allocation="probe", round_to=4), True),
-    "fashion_mnist/target-macs": (_fashion, lambda: PruneOptions(target_macs=0.5, calib=_fashion_calib()), True),
+    "fashion_mnist/target-macs": (_fashion, lambda: PruneOptions(target_macs=0.5, calib=_fashion_calib(), steps=1), True),
     "fashion_mnist/lsq-steps2": (_fashion, lambda: PruneOptions(ratio=0.4, criterion="lsq", steps=2,
                                                               calib=_fashion_calib(48), calib_mirror=3), True),
 })

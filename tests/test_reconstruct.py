@@ -190,7 +190,7 @@ def test_no_group_is_cut_past_its_deepest_probe(setup):
 
 def test_prune_model_with_steps_and_target(setup):
     model, data, _ = setup
-    _, r1, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, protect=False))
+    _, r1, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, protect=False, steps=1))
     pruned, r2, plan = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, steps=2,
                                                           protect=False))
     for r in (r1, r2):
@@ -200,6 +200,32 @@ def test_prune_model_with_steps_and_target(setup):
     for step in r2["steps"]:
         rec = step["reconstruct"]
         assert rec["output_error_after"] <= rec["output_error_before"]
+
+
+def test_rounds_for_auto_steps():
+    from prunec.passes.prune import TWO_ROUNDS_BELOW, rounds_for
+
+    cut = TWO_ROUNDS_BELOW - 0.1
+    assert rounds_for(PruneOptions(target_macs=cut), cut, calibrated=True) == 2
+    assert rounds_for(PruneOptions(target_macs=TWO_ROUNDS_BELOW), TWO_ROUNDS_BELOW, calibrated=True) == 1
+    assert rounds_for(PruneOptions(target_macs=cut), cut, calibrated=False) == 1  # no refit between rounds
+    assert rounds_for(PruneOptions(ratio=0.5), None, calibrated=True) == 1  # --ratio: one round unless asked
+    assert rounds_for(PruneOptions(target_latency=cut), cut, calibrated=True) == 1
+    assert rounds_for(PruneOptions(target_macs=0.9, steps=3), 0.9, calibrated=True) == 3
+
+
+def test_auto_steps_prune_twice_at_2x_unless_the_budget_is_short(setup):
+    model, data, _ = setup
+    opts = PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, protect=False)
+    _, r, _ = prune_model(model, opts)
+    assert [s["step"] for s in r["steps"]] == [1, 2] and "steps_note" not in r
+    assert r["macs"]["after"] <= 0.5 * r["macs"]["before"] + 1
+    assert_verified(r, model)
+    # a recovery budget the scores alone overrun: one round, and the report says why
+    _, r, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data.arrays, round_to=1, protect=False,
+                                              recover_budget=1e-3))
+    assert [s["step"] for s in r["steps"]] == [1] and "one round, not two" in r["steps_note"]
+    assert r["macs"]["after"] <= 0.5 * r["macs"]["before"] + 1
 
 
 def test_reconstruct_off_and_data_free_budget(setup):

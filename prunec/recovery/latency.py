@@ -202,7 +202,7 @@ class LatencyBudget:
             raise PrunecError(f"--target-latency {share}: must be in (0, 1] (the share of the original latency to keep)")
         if opts.target_macs is not None:
             raise PrunecError("--target-latency and --target-macs are two budgets: give one of them")
-        if opts.steps > 1:
+        if (opts.steps or 1) > 1:
             raise PrunecError("--target-latency prunes in one round: drop --steps")
         backend = getattr(opts, "backend", None)
         if backend is None:

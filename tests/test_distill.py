@@ -367,6 +367,38 @@ def test_softmax_outputs_are_matched_by_their_centred_logits():
     assert res.held_out_loss_after < 0.5 * res.held_out_loss_before
 
 
+def test_balanced_agreement_counts_each_teacher_class_alike():
+    from prunec.passes.distill import balanced_agreement
+
+    teacher = np.array([[0, 0, 0, 0, 0, 0, 1, 2]])  # a CTC-like row: mostly blanks (class 0)
+    student = np.array([[0, 0, 0, 0, 0, 0, 0, 2]])  # drops the 1: 7 of 8 steps agree
+    assert balanced_agreement([(teacher, student)]) == pytest.approx(2 / 3)
+    assert balanced_agreement([(teacher, teacher), (teacher[:, :2], teacher[:, :2])]) == 1.0
+
+
+def test_decision_guard_never_keeps_a_check_whose_winners_agree_less(monkeypatch):
+    """A softmax head over 70 classes: distillation reports the held-out agreement of its winners;
+    when every later check agrees less than the start (forced here), none is kept, whatever its loss."""
+    import prunec.passes.distill as D
+    from softmax_head import softmax_head as _softmax_head
+
+    teacher, other = _softmax_head(), _softmax_head(bias_shift=0.0)
+    g = other.graph.copy()
+    g.tensors()["b"].values = np.random.default_rng(5).normal(size=70).astype(np.float32)
+    other = other.with_graph(g)
+    x = np.random.default_rng(0).normal(size=(24, 1, 4, 8)).astype(np.float32)
+    fit, check = CalibData({"x": x[:16, 0]}), CalibData({"x": x[16:, 0]})
+    _, res = D.distill(teacher, other, fit, check, epochs=20, batch=8, lr=0.1)
+    assert res.best_epoch > 0 and res.held_out_loss_after < 0.5 * res.held_out_loss_before
+    assert res.held_out_agreement_after >= res.held_out_agreement_before
+    calls = []
+    monkeypatch.setattr(D, "balanced_agreement", lambda pairs: calls.append(1) or (1.0 if len(calls) == 1 else 0.9))
+    out, res = D.distill(teacher, other, fit, check, epochs=20, batch=8, lr=0.1)
+    assert len(calls) > 2 and res.best_epoch == 0 and out is other
+    _, res = D.distill(teacher, other, fit, check, epochs=20, batch=8, lr=0.1, decision_guard=False)
+    assert res.best_epoch > 0 and res.held_out_agreement_before is None
+
+
 def test_biases_and_spelled_out_layernorm_weights_are_trained():
     """MatMul -> Add's bias and a spelled-out LayerNorm's gamma/beta are weights to train; an epsilon,
     a constant Add after a Conv (an anchor grid) and scalars are not."""

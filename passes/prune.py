@@ -98,7 +98,7 @@ MIN_DISTILL_S = 20.0  # below this, distillation would spend its time compiling
 # PP-OCRv4's exact match 0.918 -> 0.941; at 1.5x one round did as well.
 TWO_ROUNDS_BELOW = 0.6
 # ... unless two rounds would leave distillation less than this share of the recovery budget. A round
-# (scores, allocation, refit) took 3.7-4.7x its scoring on YOLOv8n and ddddocr's recognizer.
+# (scores, allocation, refit) took 3.2-4.7x its scoring on YOLOv8n and ddddocr's recognizer.
 DISTILL_SHARE = 0.4
 ROUND_PER_SCORES = 5.0
 

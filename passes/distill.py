@@ -280,12 +280,13 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
         top = (ts[o] >= ts[o + KTH]) | (jax.lax.stop_gradient(y) >= ts[o + KTH])
         return jnp.mean(err) + decision_weight * jnp.sum(jnp.where(top, err, 0.0)) / jnp.maximum(jnp.sum(top), 1)
 
+    def sample_run(params, xs, ts):
+        """One sample's loss and its outputs (by name)."""
+        ys = dict(zip(float_outs, net.run(params, xs, float_outs)))
+        return sum(output_loss(o, y, ts) for o, y in ys.items()) / len(float_outs), ys
+
     def sample_loss(params, xs, ts):
-        ys = net.run(params, xs, float_outs)
-        total = 0.0
-        for o, y in zip(float_outs, ys):
-            total = total + output_loss(o, y, ts)
-        return total / len(float_outs)
+        return sample_run(params, xs, ts)[0]
 
     def batch_loss(params, xs, ts):
         return jnp.mean(jax.vmap(sample_loss, in_axes=(None, 0, 0))(params, xs, ts))
@@ -303,8 +304,7 @@ def distill(teacher: Model, student: Model, fit: CalibData, check: CalibData, *,
     def batch_eval(params, xs, ts):
         """The batch's mean loss, and each guarded output's winners per sample."""
         def one(x, t):
-            ys = dict(zip(float_outs, net.run(params, x, float_outs)))
-            loss = sum(output_loss(o, y, t) for o, y in ys.items()) / len(float_outs)
+            loss, ys = sample_run(params, x, t)
             return loss, [jnp.argmax(ys[z], axis=axis) for z, axis in guarded.items()]
         losses, wins = jax.vmap(one, in_axes=(0, 0))(xs, ts)
         return jnp.mean(losses), wins

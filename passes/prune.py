@@ -177,7 +177,7 @@ class _Calibrated:
         self.t_stats = self.t_sens = 0.0
         self.allocations: list[dict] = []
         self.memos: dict = {}
-        self.rounds = rounds_for(opts, self.budget, self.do_recon)
+        self.rounds, self.steps_note = 1, None  # set by run(): --steps, or auto from the budget
 
     def _two_rounds_fit(self, t_scores: float) -> bool:
         """--steps auto: whether two rounds leave the recovery budget enough (DISTILL_SHARE of it when

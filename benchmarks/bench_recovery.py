@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
 import prunec
 from prunec import cli_args
-from prunec.passes.distill import distill
-from prunec.recovery.data import CalibData, fit_and_check
 from prunec.pipeline import PruneOptions, prune_model
 from prunec.runtime import session
 
@@ -263,6 +262,38 @@ def noise_floor(keys: list[str], n_calib: int, n_eval: int) -> int:
     return 0
 
 
+def _round_summary(r: dict) -> str:
+    n = f" on {r['samples']} samples" if "samples" in r else ""
+    return f"round {r['step']} {r.get('time_s', 0):.0f} s{n}"
+
+
+@contextmanager
+def _watched_distillation(lr: float, decision_weight: float | None):
+    """prunec's own pipeline runs distillation (so the rounds are budgeted as for a user); this keeps
+    the model distillation starts from (the refit) and when it started, and sets the step size and
+    decision weight the command line names."""
+    import prunec.passes.distill as distill_pass
+
+    seen: dict = {}
+    plain = distill_pass.Distill
+
+    class Watched(plain):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **dict(kw, lr=lr))
+            if decision_weight is not None:
+                self.kw["decision_weight"] = decision_weight
+
+        def __call__(self, model):
+            seen.update(model=model, started=time.perf_counter())
+            return super().__call__(model)
+
+    distill_pass.Distill = Watched
+    try:
+        yield seen
+    finally:
+        distill_pass.Distill = plain
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="ocr")
@@ -298,31 +329,37 @@ def main() -> int:
         print("|---|---|---|---|---|---|---|")
         print(f"| 1.0 | unpruned | 1.00x | | {truth(ref)} | | |", flush=True)
         for share in [float(s) for s in args.macs.split(",")]:
-            t0 = time.perf_counter()
-            pruned, report, _ = prune_model(model, PruneOptions(calib=bench.calib, target_macs=share, recover="refit",
-                                                                       factorize=args.factorize, criterion=args.criterion,
-                                                                       steps=args.steps, recover_budget=args.budget))
-            t_refit = time.perf_counter() - t0
+            opts = PruneOptions(calib=bench.calib, target_macs=share, recover="refit" if args.refit_only else "distill",
+                                factorize=args.factorize, criterion=args.criterion, steps=args.steps,
+                                recover_budget=args.budget)
+            with _watched_distillation(args.lr, args.decision_weight) as seen:
+                t0 = time.perf_counter()
+                final, report, _ = prune_model(model, opts, log=lambda m: print("   ", m, file=sys.stderr, flush=True))
+                t_all = time.perf_counter() - t0
+            refit = seen.get("model", final)  # distillation skipped (too little budget left): the refit is final
+            t_refit = seen["started"] - t0 if "started" in seen else t_all
             macs = report["macs"]["before"] / report["macs"]["after"]
-            got = bench.predict(pruned)
+            got = bench.predict(refit)
             s = bench.score(ref, got)
             if args.save:
-                prunec.save(pruned, f"{args.save}/{key}-{share}-refit.onnx")
-            rounds = len(report["steps"])
-            how = (f"factorize {args.factorize:g} + " if args.factorize else "") + (f"{rounds} rounds of " if rounds > 1 else "")
+                prunec.save(refit, f"{args.save}/{key}-{share}-refit.onnx")
+            rounds = report["steps"]
+            how = (f"factorize {args.factorize:g} + " if args.factorize else "") + (f"{len(rounds)} rounds of " if len(rounds) > 1 else "")
             print(f"| {share} | {how}refit ({report['criterion']}) | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit:.0f} | |", flush=True)
+            print(f"    rounds: {', '.join(_round_summary(r) for r in rounds)}"
+                  + (f"; {report['steps_note']}" if report.get("steps_note") else ""), file=sys.stderr, flush=True)
             if args.refit_only:
                 continue
-            _, fit, check = fit_and_check(CalibData(bench.calib))
-            t0 = time.perf_counter()
-            d, res = distill(model, pruned, fit, check, budget_s=max(args.budget - t_refit, 1.0), lr=args.lr,
-                             **({} if args.decision_weight is None else {"decision_weight": args.decision_weight}), log=lambda m: print("   ", m, file=sys.stderr, flush=True))
-            got = bench.predict(d)
+            rec = report.get("recovery", {})
+            if rec.get("method") != "distill":
+                print(f"| {share} | {how}refit + distill | {macs:.2f}x | (skipped: {rec.get('note', '')}) | | {t_all:.0f} | |", flush=True)
+                continue
+            got = bench.predict(final)
             s = bench.score(ref, got)
             if args.save:
-                prunec.save(d, f"{args.save}/{key}-{share}-distill.onnx")
-            print(f"| {share} | {how}refit + distill | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_refit + time.perf_counter() - t0:.0f} | "
-                  f"{res.held_out_loss_before:.3g} -> {res.held_out_loss_after:.3g} ({res.epochs} ep) |", flush=True)
+                prunec.save(final, f"{args.save}/{key}-{share}-distill.onnx")
+            print(f"| {share} | {how}refit + distill | {macs:.2f}x | {s:.3f} | {truth(got)} | {t_all:.0f} | "
+                  f"{rec['held_out_loss_before']:.3g} -> {rec['held_out_loss_after']:.3g} ({rec['epochs']} ep) |", flush=True)
     return 0
 
 

@@ -8,6 +8,7 @@ scores from data -> plan (ratio, or a MACs budget spread by measured cost) -> sh
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from prunec import criteria, progress
@@ -101,6 +102,13 @@ TWO_ROUNDS_BELOW = 0.6
 # (scores, allocation, refit) took 3.2-4.7x its scoring on YOLOv8n and ddddocr's recognizer.
 DISTILL_SHARE = 0.4
 ROUND_PER_SCORES = 5.0
+# That estimate can be far off (ddddocr's detector: 11x, the refit at 416x416), so once a round has
+# run, its measured time sizes the next: a later round that would overrun the budget runs on fewer
+# calibration samples (never under MIN_ROUND_SAMPLES), its refit taking more output positions from
+# each (up to MAX_ROWS_SCALE x the default rows) so its least-squares systems stay well posed.
+MIN_ROUND_SAMPLES = 64
+REFIT_ROWS = 32  # prunec.recovery.refit.reconstruct's rows per sample
+MAX_ROWS_SCALE = 4
 
 
 def rounds_for(opts: PruneOptions, budget: float | None, calibrated: bool) -> int:
@@ -178,6 +186,7 @@ class _Calibrated:
         self.allocations: list[dict] = []
         self.memos: dict = {}
         self.rounds, self.steps_note = 1, None  # set by run(): --steps, or auto from the budget
+        self.rows: int | None = None  # the refit's rows per sample when a round runs on fewer samples
 
     def _two_rounds_fit(self, t_scores: float) -> bool:
         """--steps auto: whether two rounds leave the recovery budget enough (DISTILL_SHARE of it when
@@ -186,6 +195,33 @@ class _Calibrated:
         spent = time.perf_counter() - self.started
         left = self.recovery_budget - spent - (2 * ROUND_PER_SCORES - 1) * t_scores
         return left >= (DISTILL_SHARE * self.recovery_budget if self.recover == "distill" else 0.0)
+
+    def _next_round_samples(self, t_round: float, shrink: float) -> int | None:
+        """--steps auto, after a round of t_round s: how many fit samples the next round may use for the
+        rounds to end within the recovery budget (less DISTILL_SHARE of it when distillation comes
+        next); None: all of them. The next round is estimated as the last one scaled by the MACs it
+        runs (`shrink`: the model's MACs after the last round over before it) and by its samples."""
+        limit = self.recovery_budget * ((1.0 - DISTILL_SHARE) if self.recover == "distill" else 1.0)
+        left = limit - (time.perf_counter() - self.started)
+        estimate, n = t_round * shrink, len(self.fit)
+        if estimate <= left or n <= MIN_ROUND_SAMPLES:
+            return None
+        return max(MIN_ROUND_SAMPLES, int(n * max(left, 0.0) / estimate))
+
+    @contextmanager
+    def _on_samples(self, n: int | None):
+        """Within: the round's scores, allocation and refit use the first n fit samples (None: all);
+        the held-out check stays whole."""
+        if n is None:
+            yield
+            return
+        data, fit = self.data, self.fit
+        self.data, self.fit = data.subset(n), fit.subset(n)
+        self.rows = REFIT_ROWS * min(MAX_ROWS_SCALE, max(1, round(len(fit) / n)))
+        try:
+            yield
+        finally:
+            self.data, self.fit, self.rows = data, fit, None
 
     def _distill_budget(self) -> float | None:
         """Seconds left for distillation: the recovery budget less what the plan and refit took;
@@ -226,20 +262,33 @@ class _Calibrated:
         self.allocations, self.t_stats, self.t_sens = [], 0.0, 0.0
         self.rounds = rounds_for(opts, self.budget, self.do_recon)  # the budget may change between runs (sweep)
         self.steps_note = None
-        step = 0
+        step, samples = 0, None
         while step < self.rounds:  # _plan may lower self.rounds after the first scores
             step += 1
-            if analysis is None or analysis.model is not current:
-                analysis = analyze(current, exclude=opts.exclude)
-            plan = self._plan(current, analysis, step)
-            pruned = shrink(analysis, plan)
-            info = {"step": step, "groups_pruned": len(plan.groups), "channels_removed": plan.removed_channels,
-                    "macs": graph_macs(pruned.graph, pruned.shapes), "budget": plan.meta.get("budget")}
-            if self.do_recon and plan.groups:
-                pruned, info["reconstruct"] = self._refit(current, analysis, plan, pruned, step)
+            t_round, macs_in = time.perf_counter(), graph_macs(current.graph, current.shapes)
+            with self._on_samples(samples):
+                if analysis is None or analysis.model is not current:
+                    analysis = analyze(current, exclude=opts.exclude)
+                plan = self._plan(current, analysis, step)
+                pruned = shrink(analysis, plan)
+                info = {"step": step, "groups_pruned": len(plan.groups), "channels_removed": plan.removed_channels,
+                        "macs": graph_macs(pruned.graph, pruned.shapes), "budget": plan.meta.get("budget")}
+                if samples is not None:
+                    info["samples"] = samples
+                if self.do_recon and plan.groups:
+                    pruned, info["reconstruct"] = self._refit(current, analysis, plan, pruned, step)
+            info["time_s"] = time.perf_counter() - t_round
             rounds.append(info)
             plans.append(plan)
             current = pruned
+            if step < self.rounds and opts.steps is None and self.fit is not None:
+                samples = self._next_round_samples(info["time_s"], info["macs"] / max(macs_in, 1))
+                if samples is not None:
+                    note = (f"round {step + 1} on {samples} of the {len(self.fit)} fit samples (--steps auto): "
+                            f"round {step} took {info['time_s']:.0f} s of the {self.recovery_budget:.0f} s "
+                            "recovery budget")
+                    self.steps_note = f"{self.steps_note}; {note}" if self.steps_note else note
+                    self.log(f"prune: {note}")
         recovery = None
         if self.recover == "distill":
             recovery = self._distill(current)
@@ -338,7 +387,8 @@ class _Calibrated:
         """Reconstruct, kept only if it lowers the held-out output error."""
         of = f" (round {step}/{self.rounds})" if self.rounds > 1 else ""
         with progress.phase(f"reconstruction (least-squares refit, {len(self.fit)} samples){of}"):
-            refit, done = Reconstruct(current, analysis, plan, self.fit, mode=self.opts.recon_mode, log=self.log)(pruned)
+            refit, done = Reconstruct(current, analysis, plan, self.fit, mode=self.opts.recon_mode, log=self.log,
+                                      **({"rows": self.rows} if self.rows else {}))(pruned)
             rinfo = done.report()
             before, after = output_error(current, pruned, self.check), output_error(current, refit, self.check)
         rinfo.update(output_error_before=before, output_error_after=after, kept=after <= before)

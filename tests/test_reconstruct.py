@@ -228,6 +228,30 @@ def test_auto_steps_prune_twice_at_2x_unless_the_budget_is_short(setup):
     assert r["macs"]["after"] <= 0.5 * r["macs"]["before"] + 1
 
 
+def test_auto_steps_run_a_later_round_on_fewer_samples_when_the_budget_is_short(monkeypatch):
+    """Two rounds chosen, then the first round leaves too little of the recovery budget: the second
+    runs on MIN_ROUND_SAMPLES fit samples, its refit taking more rows from each, and says so."""
+    from prunec.passes import prune
+
+    model = prunec.from_proto(small_cnn())
+    data = calib_arrays(160)
+    monkeypatch.setattr(prune, "MIN_ROUND_SAMPLES", 16)
+    monkeypatch.setattr(prune._Calibrated, "_two_rounds_fit", lambda self, t: True)
+    _, r, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data, round_to=1, protect=False,
+                                              recover_budget=1e-3))
+    first, second = r["steps"]
+    fit = r["calibration"]["fit_samples"]
+    assert "samples" not in first and second["samples"] == 16
+    assert first["reconstruct"]["samples"] == fit and second["reconstruct"]["samples"] == 16
+    assert second["reconstruct"]["rows_per_sample"] == prune.REFIT_ROWS * min(prune.MAX_ROWS_SCALE, round(fit / 16))
+    assert f"round 2 on 16 of the {fit} fit samples" in r["steps_note"]
+    assert r["macs"]["after"] <= 0.5 * r["macs"]["before"] + 1
+    assert_verified(r, model)
+    # with the time to spare, every sample in every round
+    _, r, _ = prune_model(model, PruneOptions(target_macs=0.5, calib=data, round_to=1, protect=False))
+    assert [s["reconstruct"]["samples"] for s in r["steps"]] == [fit, fit] and "steps_note" not in r
+
+
 def test_reconstruct_off_and_data_free_budget(setup):
     model, data, _ = setup
     _, r, _ = prune_model(model, PruneOptions(target_macs=0.6, round_to=1, protect=False))  # no data: uniform sensitivity

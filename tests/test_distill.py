@@ -253,6 +253,32 @@ def test_recover_budget_spent_by_the_refit_skips_distillation(monkeypatch):
     assert rec["method"] == "refit" and "distillation skipped" in rec["note"] and "100 s" in rec["note"]
 
 
+def test_the_held_out_checks_around_distillation_are_in_its_budget(monkeypatch):
+    """Distill times the check before training and gives training its budget less twice that (the
+    check after costs the same), so the whole pass ends within the budget."""
+    import time
+
+    import prunec.passes.distill as distill_pass
+
+    teacher = prunec.from_proto(build("mobilenetv3"))
+    name = next(iter(teacher.input_shapes))
+    x = np.random.default_rng(0).normal(size=(8, *teacher.input_shapes[name][1:])).astype(np.float32)
+    data = CalibData({name: x})
+    given = {}
+
+    def slow_error(a, b, d):
+        time.sleep(0.2)
+        return 1.0
+
+    def recorder(original, model, fit, check, budget_s=None, **kw):
+        given["budget_s"] = budget_s
+        return model, distill_pass.DistillResult(name="distill")
+    monkeypatch.setattr(distill_pass, "output_error", slow_error)
+    monkeypatch.setattr(distill_pass, "distill", recorder)
+    distill_pass.Distill(teacher, data, data, budget_s=10.0)(teacher)
+    assert 9.0 <= given["budget_s"] <= 9.6  # 10 s less twice the 0.2 s check
+
+
 def test_the_unpruned_prefix_is_frozen_and_stays_the_teachers():
     """Layers that still compute the teacher's tensors exactly (here the stem, excluded from pruning)
     are not trained: their weights come back unchanged, the pruned layers' do not."""

@@ -98,8 +98,9 @@ MIN_DISTILL_S = 20.0  # below this, distillation would spend its time compiling
 # (docs/accuracy.md): a second plan on the refitted model raised YOLOv8n's box F1 0.844 -> 0.868 and
 # PP-OCRv4's exact match 0.918 -> 0.941; at 1.5x one round did as well.
 TWO_ROUNDS_BELOW = 0.6
-# ... unless two rounds would leave distillation less than this share of the recovery budget. A round
-# (scores, allocation, refit) took 3.2-4.7x its scoring on YOLOv8n and ddddocr's recognizer.
+# ... unless the first round and a short second one would leave distillation less than this share of
+# the recovery budget. A round (scores, allocation, refit) took 3.2-5.3x its scoring on YOLOv8n and
+# ddddocr's recognizer.
 DISTILL_SHARE = 0.4
 ROUND_PER_SCORES = 5.0
 # That estimate can be far off (ddddocr's detector: 11x, the refit at 416x416), so once a round has
@@ -189,11 +190,15 @@ class _Calibrated:
         self.rows: int | None = None  # the refit's rows per sample when a round runs on fewer samples
 
     def _two_rounds_fit(self, t_scores: float) -> bool:
-        """--steps auto: whether two rounds leave the recovery budget enough (DISTILL_SHARE of it when
-        distillation comes next, else any), each round timed as ROUND_PER_SCORES x its scoring (the
-        first round's scoring, just measured)."""
+        """--steps auto: whether the first round and the smallest second one (on MIN_ROUND_SAMPLES fit
+        samples; _next_round_samples sizes the real one from the first's measured time) leave the
+        recovery budget enough (DISTILL_SHARE of it when distillation comes next, else any), a round
+        timed as ROUND_PER_SCORES x its scoring (the first round's scoring, just measured). Counting a
+        full second round here made the choice flip with the host's noise: YOLOv8n's scores took 28 s
+        in one run (two rounds) and 36 s in the next (one)."""
         spent = time.perf_counter() - self.started
-        left = self.recovery_budget - spent - (2 * ROUND_PER_SCORES - 1) * t_scores
+        smallest = min(1.0, MIN_ROUND_SAMPLES / max(len(self.fit), 1))
+        left = self.recovery_budget - spent - (ROUND_PER_SCORES * (1.0 + smallest) - 1.0) * t_scores
         return left >= (DISTILL_SHARE * self.recovery_budget if self.recover == "distill" else 0.0)
 
     def _next_round_samples(self, t_round: float, shrink: float) -> int | None:
@@ -327,8 +332,8 @@ class _Calibrated:
         self.t_stats += t_scores
         if step == 1 and self.rounds > 1 and opts.steps is None and not self._two_rounds_fit(t_scores):
             self.rounds, of = 1, ""
-            self.steps_note = (f"one round, not two (--steps auto): the scores took {t_scores:.0f} s, so two rounds "
-                               "would " + ("leave distillation too little" if self.recover == "distill"
+            self.steps_note = (f"one round, not two (--steps auto): the scores took {t_scores:.0f} s, so even a "
+                               "short second round would " + ("leave distillation too little" if self.recover == "distill"
                                            else "exceed") + f" of the {self.recovery_budget:.0f} s recovery budget")
             self.log(f"prune: {self.steps_note}")
         scores = self.crit.score_groups(analysis, analysis.prunable_groups, measured)

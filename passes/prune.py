@@ -21,6 +21,7 @@ from prunec.plan import Plan, make_plan
 from prunec.recovery.allocation import (Floors, allocation_method, apply_floors, budget_plan,
                                         floors_for)
 from prunec.recovery.data import CalibData, fit_and_check, load_calib
+from prunec.recovery.refit import ROWS as REFIT_ROWS
 from prunec.recovery.scores import evidence, resolve_criterion
 from prunec.recovery.sensitivity import RefitMeasure, group_sensitivity
 from prunec.recovery.scoring import output_error
@@ -108,7 +109,6 @@ ROUND_PER_SCORES = 5.0
 # calibration samples (never under MIN_ROUND_SAMPLES), its refit taking more output positions from
 # each (up to MAX_ROWS_SCALE x the default rows) so its least-squares systems stay well posed.
 MIN_ROUND_SAMPLES = 64
-REFIT_ROWS = 32  # prunec.recovery.refit.reconstruct's rows per sample
 MAX_ROWS_SCALE = 4
 
 
@@ -267,10 +267,10 @@ class _Calibrated:
         self.allocations, self.t_stats, self.t_sens = [], 0.0, 0.0
         self.rounds = rounds_for(opts, self.budget, self.do_recon)  # the budget may change between runs (sweep)
         self.steps_note = None
-        step, samples = 0, None
+        step, samples, macs_in = 0, None, graph_macs(current.graph, current.shapes)
         while step < self.rounds:  # _plan may lower self.rounds after the first scores
             step += 1
-            t_round, macs_in = time.perf_counter(), graph_macs(current.graph, current.shapes)
+            t_round = time.perf_counter()
             with self._on_samples(samples):
                 if analysis is None or analysis.model is not current:
                     analysis = analyze(current, exclude=opts.exclude)
@@ -294,6 +294,7 @@ class _Calibrated:
                             "recovery budget")
                     self.steps_note = f"{self.steps_note}; {note}" if self.steps_note else note
                     self.log(f"prune: {note}")
+            macs_in = info["macs"]  # the next round's input is this round's output
         recovery = None
         if self.recover == "distill":
             recovery = self._distill(current)

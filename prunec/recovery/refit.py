@@ -41,6 +41,7 @@ from .walk import Walk, model_proto, plan_walk
 # What the sequential passes keep of the models' tensors between passes (both models together): on
 # YOLOv8n at 2x fewer MACs ... (measured below)
 WALK_BYTES = 1024 * 2**20
+ROWS = 32  # output positions sampled per calibration sample and layer (the default of reconstruct)
 
 
 @dataclass
@@ -208,7 +209,7 @@ class _Planner:
 
 
 def reconstruct(original: Model, analysis: Analysis, plan: Plan, pruned: Model, data: CalibData,
-                mode: str = "auto", rows: int = 32, lam: float = 1e-3, max_levels: int = 16,
+                mode: str = "auto", rows: int = ROWS, lam: float = 1e-3, max_levels: int = 16,
                 log=lambda s: None, cache: OriginalValues | None = None,
                 walk_bytes: int = WALK_BYTES) -> tuple[Model, dict]:
     """Refit the consumers of the pruned groups; returns the new model and what was done.

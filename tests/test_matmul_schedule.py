@@ -22,6 +22,7 @@ CASES = [
     ("narrow", [5, 24], 20, "Gemm", False),          # narrower than two vectors, 5 rows
     ("crop_out", [4, 16], 50, "MatMul", False),      # the crop is the function's output
     ("one_row", [1, 64], 48, "Gemm", True),          # one row: the streamed gemv
+    ("pruned_144", [14, 48], 144, "MatMul", True),   # 9 one-vector panels: odd on 2 threads
 ]
 
 
@@ -61,7 +62,7 @@ def test_packed_products_match_onnxruntime(tmp_path, mcpu):
     m = _model()
     scheduled, sig, tgt = schedule_onnx(m, tmp_path, "products.onnx", mcpu=mcpu)
     packed = scheduled_functions(scheduled, "prunec_matmul")
-    assert len(packed) == 5, packed  # every case but the one-row product and the activations
+    assert len(packed) == 6, packed  # every case but the one-row product and the activations
     assert all(packed.values()), packed
     outs, ref = run_against_onnxruntime(m, scheduled, sig, tgt)
     assert len(outs) == len(ref) == len(CASES) + 1
@@ -81,3 +82,31 @@ def test_row_tile_fits_the_registers_and_is_a_box():
     assert row_tile([5, 2], 16, 32) == 2      # 5 of 10 rows would span (0,0)..(2,0): not a box
     assert row_tile([4, 3], 16, 32) == 6      # two whole rows of 3
     assert row_tile([2, 2, 3], 16, 32) == 6
+
+
+def test_panel_width_pads_least():
+    from prunec.backend.cpu.compute.matmul import panel_width
+
+    assert panel_width(144, 16) == 16     # 9 x 16, not 5 x 32 = 160 (a pruned ViT's width)
+    assert panel_width(192, 16) == 32     # whole panels either way: the wider
+    assert panel_width(130, 16) == 16     # 144 rather than 160
+    assert panel_width(8210, 16) == 32    # 8224 either way
+    assert panel_width(20, 16) == 16      # narrower than two vectors: one
+    assert panel_width(144, 8) == 16      # AVX2: 9 x 16 = 18 x 8: the wider
+
+
+def _parallel_extents(func) -> list[int]:
+    """The extents of func's parallel loops, read off its TVMScript."""
+    import re
+
+    return [int(e) for e in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", func.script())]
+
+
+def test_panels_that_do_not_divide_among_the_threads_share_row_tiles(tmp_path):
+    """2 threads: 9 panels are split with their row tiles (panels x tiles in one parallel
+    loop), 2 panels stay the parallel loop alone (the fused index costs a little)."""
+    m = _model()
+    scheduled, _, _ = schedule_onnx(m, tmp_path, "products.onnx")
+    extents = sorted(tuple(_parallel_extents(f)) for gv, f in scheduled.functions.items()
+                     if "prunec_matmul" in gv.name_hint and isinstance(f, tvm.tirx.PrimFunc))
+    assert extents == [(2,), (2,), (2,), (2,), (9,), (18,)], extents

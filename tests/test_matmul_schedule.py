@@ -91,8 +91,19 @@ def test_panel_width_pads_least():
     assert panel_width(192, 16) == 32     # whole panels either way: the wider
     assert panel_width(130, 16) == 16     # 144 rather than 160
     assert panel_width(8210, 16) == 32    # 8224 either way
+    assert panel_width(6625, 16) == 32    # 6640 vs 6656: 0.2% is not worth the narrower tile
+    assert panel_width(360, 16) == 32     # 368 vs 384: 4%, still not
     assert panel_width(20, 16) == 16      # narrower than two vectors: one
     assert panel_width(144, 8) == 16      # AVX2: 9 x 16 = 18 x 8: the wider
+
+
+def test_uneven_counts_the_idle_share():
+    from prunec.backend.cpu.schedule.matmul import uneven
+
+    assert uneven(5, 2) and uneven(9, 2) and uneven(1, 2) and uneven(15, 2)
+    assert not uneven(17, 2)              # 9 of 8.5: 6%, less than the finer split costs
+    assert not uneven(6, 2) and not uneven(415, 2) and not uneven(9, 1)
+    assert uneven(4, 3) and not uneven(6, 3)
 
 
 def _parallel_extents(func) -> list[int]:

@@ -23,6 +23,8 @@ PLAIN = [
     ("b2d", [2, 5, 20], [20, 40]),              # the second operand broadcast over the batch
     ("bcast", [3, 1, 7, 24], [1, 2, 24, 48]),   # both broadcast
     ("one_row", [1, 3, 1, 16], [1, 3, 16, 20]),  # one row: not ours
+    ("av48_3h", [1, 3, 28, 28], [1, 3, 28, 48]),  # 3 heads x 3 panels: odd on 2 threads
+    ("b2d_3", [3, 28, 20], [20, 48]),           # the same with a broadcast second operand
 ]
 
 
@@ -78,3 +80,20 @@ def test_panel_width_pads_least():
     assert broadcast_batch([1, 3], [3]) == [1, 3]
     assert broadcast_batch([2, 1], [1, 5]) == [2, 5]
     assert broadcast_batch([2], [3]) is None
+
+
+def test_head_panel_tasks_that_do_not_divide_among_the_threads_split_their_rows(tmp_path):
+    """2 threads: 3 heads x 3 panels (9 tasks) run as 18 half-row tasks; 4 or 6 tasks stay."""
+    import re
+
+    from prunec.backend.cpu.schedule.bmm import row_split
+
+    assert row_split(9, 2, 2) == 2 and row_split(9, 1, 2) == 1 and row_split(6, 4, 2) == 1
+    assert row_split(9, 3, 2) == 3     # 27 tasks: one thread idle 1/28 of the time
+    assert row_split(39, 14, 2) == 1   # 39 tasks: one idle 1/40 of the time, left alone
+    scheduled, _, _ = schedule_onnx(_model(), tmp_path, "bmm.onnx")
+    extents = sorted(int(e) for gv, f in scheduled.functions.items()
+                     if "prunec_bmm" in gv.name_hint and isinstance(f, tvm.tirx.PrimFunc)
+                     for e in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", f.script()))
+    # QK^T 2 x 2 panels; av64/av48/av40/b2d 6; bcast 6 batches x 3 panels; the two 9s split
+    assert extents == [4, 6, 6, 6, 6, 18, 18, 18], extents

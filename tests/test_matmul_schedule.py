@@ -98,7 +98,7 @@ def test_panel_width_pads_least():
 
 
 def test_uneven_counts_the_idle_share():
-    from prunec.backend.cpu.schedule.matmul import uneven
+    from prunec.backend.cpu.schedule.common import uneven
 
     assert uneven(5, 2) and uneven(9, 2) and uneven(1, 2) and uneven(15, 2)
     assert not uneven(17, 2)              # 9 of 8.5: 6%, less than the finer split costs

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from ..compute.bmm import BMM_BLOCK, BMM_CROP, BMM_PACK
 from ..rule import Rule
-from .common import inline_injective, region_buffer, register_tile
+from .common import inline_injective, region_buffer, register_tile, uneven
 from .elementwise import schedule_block
-from .matmul import finish_tile, row_tile, uneven
+from .matmul import finish_tile, row_tile
 
 
 def row_split(tasks: int, row_tiles: int, threads: int) -> int:

@@ -12,7 +12,7 @@ from ..facts import row_tile
 from ..intrinsics import even_lanes_intrin
 from ..rule import Rule
 from .common import (ann_int, has_block, inline_injective, loops_below, region_buffer,
-                     register_tile, vectorize_tail)
+                     register_tile, uneven, vectorize_tail)
 from .rest import schedule_rest
 
 _log = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ def _pad_band_rows(sch, conv, pad, threads) -> int:
     server core with ~20 GB/s to its L3, padding YOLOv8n's 16 x 160 x 160 input took 100 us of
     the 300 us conv (3 x 320 x 320 stem: 60 of 310). Band by band, each task pads the few input
     rows its output rows read (halo rows twice) into a buffer that stays in its own cache, and
-    computes every output channel of those rows. Bands of up to 8 rows, at least 2 per thread."""
+    computes every output channel of those rows. Bands of up to 8 rows, at least 2 per thread,
+    in a count the threads share evenly where one is possible (40 rows on 2 threads: 8 bands of
+    5, not 5 of 8, which left one thread idle a fifth of the time)."""
     if pad is None:
         return 0
     inp, _ = conv_operands(sch, conv)
@@ -120,7 +122,9 @@ def _pad_band_rows(sch, conv, pad, threads) -> int:
     if src is None or 4 * math.prod(int(d) for d in src.shape) < PAD_BAND_BYTES:
         return 0
     oh = int(sch.get(conv).iter_vars[2].dom.extent)  # (n, oc, oh, ow, ...), however split
-    return max((r for r in range(1, 9) if oh % r == 0 and oh // r >= 2 * threads), default=0)
+    rows = [r for r in range(1, 9) if oh % r == 0 and oh // r >= 2 * threads]
+    even = [r for r in rows if not uneven(oh // r, threads)]
+    return max(even or rows, default=0)
 
 
 def _rows_first(sch, conv, threads) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..compute.conv import tile_registers
 from ..compute.matmul import MATMUL_BLOCK, MATMUL_CROP
 from ..rule import Rule
-from .common import has_block, inline_injective, region_buffer, register_tile
+from .common import has_block, inline_injective, region_buffer, register_tile, uneven
 from .rest import schedule_rest
 
 
@@ -31,12 +31,6 @@ def _box(m: int, lead: list[int]) -> bool:
             return True
         inner *= d
     return False
-
-
-def uneven(parts: int, threads: int) -> bool:
-    """Whether `parts` equal tasks on `threads` threads leave them idle more than a sixteenth
-    of the time (5 on 2: a fifth; 17 on 2: 6%, under the cost of splitting finer)."""
-    return threads > 1 and -(-parts // threads) * threads * 16 > parts * 17
 
 
 def schedule_matmul(sch, lanes, threads):

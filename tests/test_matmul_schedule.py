@@ -97,15 +97,6 @@ def test_panel_width_pads_least():
     assert panel_width(144, 8) == 16      # AVX2: 9 x 16 = 18 x 8: the wider
 
 
-def test_uneven_counts_the_idle_share():
-    from prunec.backend.cpu.schedule.common import uneven
-
-    assert uneven(5, 2) and uneven(9, 2) and uneven(1, 2) and uneven(15, 2)
-    assert not uneven(17, 2)              # 9 of 8.5: 6%, less than the finer split costs
-    assert not uneven(6, 2) and not uneven(415, 2) and not uneven(9, 1)
-    assert uneven(4, 3) and not uneven(6, 3)
-
-
 def _parallel_extents(func) -> list[int]:
     """The extents of func's parallel loops, read off its TVMScript."""
     import re

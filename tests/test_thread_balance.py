@@ -14,7 +14,24 @@ from onnx import TensorProto, helper, numpy_helper
 
 tvm = pytest.importorskip("tvm")
 
+from prunec.backend.cpu.schedule.common import parts_to_even, uneven  # noqa: E402
 from schedule_helpers import run_against_onnxruntime, schedule_onnx  # noqa: E402
+
+
+def test_uneven_counts_the_idle_share():
+    assert uneven(5, 2) and uneven(9, 2) and uneven(1, 2) and uneven(15, 2)
+    assert not uneven(17, 2)              # 9 of 8.5: 6%, less than the finer split costs
+    assert not uneven(6, 2) and not uneven(415, 2) and not uneven(9, 1)
+    assert uneven(4, 3) and not uneven(6, 3)
+
+
+def test_parts_to_even_cuts_each_task_the_fewest_times():
+    assert parts_to_even(9, 2, 2) == 2      # 18 tasks
+    assert parts_to_even(9, 1, 2) == 1      # nothing to cut
+    assert parts_to_even(6, 4, 2) == 1      # already even
+    assert parts_to_even(9, 3, 2) == 3      # 27 tasks: one thread idle 1/28 of the time
+    assert parts_to_even(39, 14, 2) == 1    # 39 tasks: idle 1/40, left alone
+    assert parts_to_even(5, 5, 2) == 5      # YOLOv8n's 5 rows of 5 Winograd tiles
 
 
 def _conv_model(c: int, oc: int, hw: int, stride: int) -> onnx.ModelProto:

@@ -6,20 +6,9 @@ from __future__ import annotations
 
 from ..compute.bmm import BMM_BLOCK, BMM_CROP, BMM_PACK
 from ..rule import Rule
-from .common import inline_injective, region_buffer, register_tile, uneven
+from .common import inline_injective, parts_to_even, region_buffer, register_tile
 from .elementwise import schedule_block
 from .matmul import finish_tile, row_tile
-
-
-def row_split(tasks: int, row_tiles: int, threads: int) -> int:
-    """Runs of row tiles to cut each (head, panel) task into, so that the tasks divide among
-    the threads (1: they already do). A pruned ViT's P V, 3 heads x 3 panels on 2 threads,
-    left one thread idle a tenth of the time; a second run packs the panel again (k x panel
-    copies against rows x k x panel products)."""
-    if not uneven(tasks, threads):
-        return 1
-    return next((d for d in range(2, row_tiles + 1)
-                 if row_tiles % d == 0 and not uneven(tasks * d, threads)), 1)
 
 
 def schedule_bmm(sch, lanes, threads):
@@ -34,9 +23,12 @@ def schedule_bmm(sch, lanes, threads):
     tasks = int(sch.get(no).extent)
     for b in batch:
         tasks *= int(sch.get(b).extent)
-    split = row_split(tasks, int(sch.get(mo).extent), threads)
+    # (head, panel) tasks that leave a thread idle (a pruned ViT's P V: 3 heads x 3 panels on 2
+    # threads) are cut into runs of row tiles, each packing the panel again (k x panel copies
+    # against rows x k x panel products)
+    split = parts_to_even(tasks, int(sch.get(mo).extent), threads)
     lead = [no]
-    if split > 1:  # each (head, panel) in `split` runs of row tiles, each packing its panel
+    if split > 1:
         mos, mo = sch.split(mo, [split, None])
         lead.append(mos)
     acc = register_tile(sch, mm, mo)

@@ -115,3 +115,13 @@ def uneven(parts: int, threads: int) -> bool:
     """Whether `parts` equal tasks on `threads` threads leave them idle more than a sixteenth
     of the time (5 on 2: a fifth; 17 on 2: 6%, under the cost of splitting finer)."""
     return threads > 1 and -(-parts // threads) * threads * 16 > parts * 17
+
+
+def parts_to_even(tasks: int, extent: int, threads: int) -> int:
+    """How many parts (a divisor of `extent`, a loop inside each task) to cut each of `tasks`
+    tasks into so that they share the threads evenly: 1 when they already do or no divisor
+    helps. 9 tasks over 2 row tiles on 2 threads: 2 (18 tasks)."""
+    if not uneven(tasks, threads):
+        return 1
+    return next((d for d in range(2, extent + 1)
+                 if extent % d == 0 and not uneven(tasks * d, threads)), 1)

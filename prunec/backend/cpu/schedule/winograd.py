@@ -6,8 +6,8 @@ from ..compute.winograd import (CROP_BLOCK, STAGES, T_BLOCK, V_BLOCK, WINO_BLOCK
                                 Y_BLOCK, Z_BLOCK)
 from ..facts import wino_row_tiles
 from ..rule import Rule
-from .common import (ann_int, has_block, inline_injective, region_buffer, tile_init_and_writeback,
-                     uneven, vectorize_tail)
+from .common import (ann_int, has_block, inline_injective, parts_to_even, region_buffer,
+                     tile_init_and_writeback, vectorize_tail)
 from .rest import schedule_rest
 
 
@@ -95,7 +95,7 @@ def schedule(sch, lanes, threads):
         vco, vci = sch.split(vc, [None, cv])
         vty, vtx = sch.split(vp, [None, nw])
         sch.reorder(vty, vtx, vco, ve, vci)
-        runs = _row_runs(int(sch.get(vty).extent), nw, threads)
+        runs = parts_to_even(int(sch.get(vty).extent), nw, threads)
         if runs > 1:
             # rows of tiles that leave a thread idle (5 on 2 threads: YOLOv8n's 20x20 and
             # 10x10 maps) are cut into runs of tiles; each run pads and blocks its own input
@@ -145,16 +145,6 @@ def _epilogue_per_chunk(sch, yb, chunk, lanes, padded=False) -> list[str]:
     else:
         vectorize_tail(sch, last, lanes)
     return [sch.get(cons[0]).name_hint]
-
-
-def _row_runs(rows: int, tiles: int, threads: int) -> int:
-    """Runs of tiles to cut each row of tiles into for the input transform's parallel loop:
-    1 when the rows already divide among the threads, else the fewest runs (a divisor of the
-    row's tiles) that make rows x runs divide."""
-    if not uneven(rows, threads):
-        return 1
-    return next((d for d in range(2, tiles + 1) if tiles % d == 0
-                 and not uneven(rows * d, threads)), 1)
 
 
 def _u_buffer(sch, mm):

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from prunec.backend.measure import alternate, clock_for  # kept here: bench_speedup and tests import them from this module
+from prunec.backend.measure import alternate, clock_for, paired_ratio  # kept here: bench_speedup and tests import them from this module
 
-__all__ = ["alternate", "clock_for", "summarize", "tvm_call", "runtime_call", "check_thread_clock",
+__all__ = ["alternate", "clock_for", "summarize", "paired_ratio", "tvm_call", "runtime_call", "check_thread_clock",
            "calling_thread_share", "kept_libraries"]
 
 

@@ -51,7 +51,9 @@ per version) and time all of them in one process, in alternation (benchmarks/alt
       [--threads 1] [--rounds 15]
 
 --compare-libs compiles nothing: it prints every library's fastest and median round (1 thread:
-thread CPU time; more: wall time), each directory's speedup and efficiency, and each library
+thread CPU time; more: wall time), each directory's speedup and efficiency (of the fastest
+rounds, the median rounds, and paired: original / pruned within each round, the median over
+rounds, which a host that runs in slow and fast phases moves least), and each library
 against the same one in the first directory (outputs checked against it too). With
 --runtimes onnxruntime,openvino, ONNX Runtime and OpenVINO (f32) run the ONNX files the first
 directory's libraries were compiled from in the same rounds (their rows' "vs first" is the
@@ -76,6 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prunec import backend  # noqa: E402
+from prunec.backend.measure import paired_ratio  # noqa: E402
 
 # MobileNetV2 (Sandler et al. 2018), width 1.0: (expand t, out channels c, repeats n, stride s)
 MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -330,6 +333,13 @@ def main(argv=None) -> int:
                 "compile_phases": [mo.get("compile_phases"), mp.get("compile_phases")],
                 "kernels": [mo.get("kernels"), mp.get("kernels")],
                 "round_medians": {k: v.get("round_medians") for k, v in lat.items()}}
+            # each runtime's original / pruned in the same round, then the median over rounds:
+            # what a row whose rounds fell in different host phases still says (alternate.py)
+            row["paired_speedup"] = {
+                rt: round(paired_ratio(row["round_medians"][f"{rt}_o"],
+                                       row["round_medians"][f"{rt}_p"]), 3)
+                for rt in ("tvm", "ort", "ov") if row["round_medians"].get(f"{rt}_o")}
+            row["paired_efficiency"] = round(row["paired_speedup"]["tvm"] / macs_ratio, 3)
             rows.append(row)
             print_row(row, header=len(rows) == 1)
             print("      compile (s): " + "  |  ".join(
@@ -341,6 +351,9 @@ def main(argv=None) -> int:
             print("      rounds (ms): " + "  ".join(
                 f"{k} {'/'.join(f'{x:.2f}' for x in v or [])}"
                 for k, v in row["round_medians"].items()), flush=True)
+            print("      paired rounds (original / pruned in the same round, median): " + ", ".join(
+                f"{rt.upper()} {sp:.2f}x" for rt, sp in row["paired_speedup"].items())
+                + f"; TVM efficiency {row['paired_efficiency']:.2f}", flush=True)
     print(f"(ms: median of the best of {a.rounds} interleaved rounds of {a.repeat} samples of "
           f">=200 ms; threads={rows[0]['threads']}; "
           f"{'given pairs' if a.pair else f'ratio {a.ratio}'}; tuning db {db}; load average at end: {load_average()})")
@@ -407,7 +420,8 @@ def compare_libs(dirs: list[Path], threads: int, rounds: int, runtimes=()) -> in
         print(f"warning: thread CPU time is {ratio:.2f} of wall time at 1 thread (a busy host, "
               f"or work on other threads, which thread CPU time misses)")
     M.set_tvm_threads(threads)
-    stats = summarize(alternate(runs, rounds, 0.1, clock_for(threads)))
+    per_round = alternate(runs, rounds, 0.1, clock_for(threads))
+    stats = summarize(per_round)
     first = dirs[0]
     print(f"{'dir':<28} {'model':<14} {'tag':<8} {'fastest ms':>10} {'median ms':>10} "
           f"{'vs first':>15} {'outputs':>8}")
@@ -429,9 +443,12 @@ def compare_libs(dirs: list[Path], threads: int, rounds: int, runtimes=()) -> in
             macs = e["macs"] / next(x["macs"] for x in libs if x["dir"] == str(d)
                                     and x["model"] == e["model"] and x["tag"] == "pruned")
             sp = [o[k] / p[k] for k in ("fastest", "median")]
+            sp.append(paired_ratio(per_round[(str(d), e["model"], "original")],
+                                   per_round[(str(d), e["model"], "pruned")]))
             print(f"{Path(d).name[-28:]:<28} {e['model'][:14]:<14} speedup "
-                  f"{sp[0]:.2f}x/{sp[1]:.2f}x  efficiency {sp[0] / macs:.2f}/{sp[1] / macs:.2f} "
-                  f"(fastest/median round; MACs {macs:.2f}x)")
+                  f"{sp[0]:.2f}x/{sp[1]:.2f}x/{sp[2]:.2f}x  efficiency "
+                  f"{sp[0] / macs:.2f}/{sp[1] / macs:.2f}/{sp[2] / macs:.2f} "
+                  f"(fastest/median/paired rounds; MACs {macs:.2f}x)")
     print(f"(ms per call; 'vs first': this library / the same one in {first.name}, fastest/median "
           f"round; load average at end: {load_average()})")
     return 0

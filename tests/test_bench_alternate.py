@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from alternate import alternate, clock_for, summarize  # noqa: E402
+from alternate import alternate, clock_for, paired_ratio, summarize  # noqa: E402
 
 
 def test_rounds_interleave_and_report_fastest_and_median():
@@ -92,3 +92,17 @@ def test_compare_libs_times_kept_libraries(tmp_path, capsys):
         assert f"{rt:<28} {'r':<14} original" in out and f"{rt:<28} {'r':<14} speedup" in out
     with pytest.raises(SystemExit):
         bench_speedup.main(["--compare-libs", str(tmp_path / "a"), "--runtimes", "tensorrt"])
+
+
+def test_paired_ratio_survives_a_run_that_missed_every_quiet_phase():
+    """Original 10 ms, pruned 5 ms (2x); the host is 1.5x slower in phases. The pruned run
+    happens to land in slow phases in every round, the original in two quiet ones: the ratio of
+    fastest rounds reads 1.33x, the paired ratio (same round, median) the true 2x."""
+    phase_o = [1.0, 1.5, 1.5, 1.0, 1.5]
+    phase_p = [1.5, 1.5, 1.5, 1.5, 1.5]
+    orig = [10.0 * f for f in phase_o]
+    pruned = [5.0 * f for f in phase_p]
+    assert min(orig) / min(pruned) == pytest.approx(10 / 7.5)
+    assert paired_ratio(orig, pruned) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        paired_ratio(orig, pruned[:3])

@@ -175,6 +175,17 @@ def timed_rounds(samplers: dict, repeat: int, rounds: int, settle_s: float = SET
     return out
 
 
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a's time / b's time in the same round. A ratio of fastest rounds
+    compares whichever round each run found quiet; on a host whose speed changes in phases
+    (this project's VM: whole rounds ~1.5x slower for every runtime alike) one run can miss
+    every quiet phase, and that ratio is off by the phase's factor. Two runs of one round are
+    seconds apart, mostly in one phase, so their ratio keeps little of it."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_ratio needs the same number of rounds of each")
+    return float(np.median([x / y for x, y in zip(a, b)]))
+
+
 def compare_latency(libs: list[Path], sig: dict, rounds: int = 7) -> list[float]:
     """Median latency (ms) of each library's `main` on the same inputs, timed in alternation
     (rounds of ~50 ms each), so that load changes on a shared host hit all of them alike."""

@@ -32,7 +32,7 @@ def schedule_bmm(sch, lanes, threads):
         mos, mo = sch.split(mo, [split, None])
         lead.append(mos)
     acc = register_tile(sch, mm, mo)
-    outer = sch.fuse(*batch, *lead) if batch or split > 1 else no
+    outer = sch.fuse(*batch, *lead) if len(batch) + len(lead) > 1 else no
     sch.parallel(outer)
     pack = sch.get_sblock(BMM_PACK)
     try:  # the panel this task reads, packed by this task
